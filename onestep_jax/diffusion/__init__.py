@@ -1,0 +1,1 @@
+"""Continuous-time diffusion maths: preconditioning, parameterisations, samplers, guidance."""

@@ -1,0 +1,32 @@
+"""onestep_jax: one-step and few-step diffusion generators in JAX/Flax."""
+from setuptools import find_packages, setup
+
+setup(
+    name='onestep_jax',
+    version='0.1.0',
+    description='Distil many-step diffusion models into one-step generators, in JAX/Flax.',
+    packages=find_packages(include=['onestep_jax', 'onestep_jax.*']),
+    python_requires='>=3.10',
+    install_requires=[
+        'jax>=0.10.2',
+        'flax>=0.12',
+        'optax>=0.2.8',
+        'orbax-checkpoint>=0.12',
+        'ml-collections>=1.0',
+        'chex>=0.1.90',
+        'numpy>=1.26',
+        'scipy>=1.11',
+        'scikit-learn>=1.4',
+        'matplotlib>=3.8',
+        'pillow>=10',
+        'tqdm>=4.66',
+        'safetensors>=0.4',
+    ],
+    extras_require={
+        'data': ['tensorflow-datasets>=4.9.8', 'grain>=0.2.10', 'array-record>=0.8'],
+        'convert': ['torch>=2.0'],
+        'test': ['pytest>=8', 'pytest-xdist>=3.5', 'tensorflow-datasets>=4.9.8', 'grain>=0.2.10',
+                 'array-record>=0.8'],
+        'notebooks': ['jupyter', 'ipywidgets'],
+    },
+)
