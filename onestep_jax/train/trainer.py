@@ -1,0 +1,301 @@
+"""The generic trainer: jits each phase once with shardings and runs the stage schedules.
+
+One trainer step is one pass over the current stage's schedule, all phases seeing the same batch
+`get_batch(step, process_index, process_count)`, followed by the EMA updates. Non-finite updates
+are skipped inside the jitted phase (no host round-trip); the host looks at the counters only
+every `log_every` steps and before saving.
+"""
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+import time
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import tqdm
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh
+
+from onestep_jax.train import mesh as mesh_lib
+from onestep_jax.train import spec
+from onestep_jax.train.checkpoint import Checkpointer, NonFiniteError
+from onestep_jax.train.ema import ema_beta, ema_update
+from onestep_jax.train.metrics import MetricWriter
+from onestep_jax.train.state import TrainState, all_finite, host_value
+
+NONFINITE_POLICIES = ('skip', 'stop')
+# get_batch(step, process_index, process_count) -> this process's rows of the global batch.
+GetBatch = Callable[[int, int, int], Any]
+
+
+class Trainer:
+  """Runs the phases of a method on one mesh.
+
+  Args:
+    groups: parameter groups; frozen ones are inputs only, trainable ones have an optimizer.
+    phases: the jitted updates; each differentiates its loss w.r.t. its `updates` groups.
+    stages: schedules in step order (see `spec.Stage`).
+    batch_size: global batch size (rows over all processes); counts samples for the EMA.
+    mesh: device mesh with axes ('data', 'fsdp'); default `make_mesh()` over all devices.
+    nonfinite: 'skip' (drop the update, count it) or 'stop' (also skip, then raise
+      NonFiniteError naming the phase and step at the next log point or save).
+    fsdp_min_size: leaves with fewer elements stay replicated on an 'fsdp' mesh.
+  """
+
+  def __init__(self, *, groups: Sequence[spec.Group], phases: Sequence[spec.Phase],
+               stages: Sequence[spec.Stage], batch_size: int, mesh: Optional[Mesh] = None,
+               nonfinite: str = 'skip', fsdp_min_size: int = 2**14):
+    spec.validate(groups, phases, stages)
+    if nonfinite not in NONFINITE_POLICIES:
+      raise ValueError(f'Unknown nonfinite policy {nonfinite!r}; choose one of '
+                       f'{list(NONFINITE_POLICIES)}.')
+    self.groups = {g.name: g for g in groups}
+    self.phases = {p.name: p for p in phases}
+    self.stages = tuple(stages)
+    self.batch_size = int(batch_size)
+    self.mesh = mesh_lib.make_mesh() if mesh is None else mesh
+    if self.batch_size % self.mesh.size:
+      raise ValueError(f'batch_size {self.batch_size} is not divisible by the '
+                       f'{self.mesh.size} devices of the mesh.')
+    self.nonfinite = nonfinite
+    self.fsdp_min_size = fsdp_min_size
+    self._tx = {g.name: g.transform() for g in groups if g.trainable}
+    self._phase_index = {name: i for i, name in enumerate(self.phases)}
+    self._compiled: dict[str, Callable] = {}
+    self._stop_requested = False
+
+  # ----------------------------------------------------------------------------------------
+  # State.
+
+  def init_state(self, params: Mapping[str, Any], *, key: jax.Array) -> TrainState:
+    """A fresh state placed on the mesh; `params` maps every group name to its params."""
+    names = set(self.groups)
+    if set(params) != names:
+      raise ValueError(f'params has groups {sorted(params)}, expected {sorted(names)}.')
+    trainable = {n: params[n] for n, g in self.groups.items() if g.trainable}
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+      key = jax.random.key_data(key)  # raw uint32 keys are checkpointable.
+    state = TrainState(
+        step=jnp.zeros((), jnp.int32),
+        rng=jnp.asarray(key),
+        params=trainable,
+        opt_state={n: self._tx[n].init(p) for n, p in trainable.items()},
+        ema={n: p for n, p in trainable.items()
+             if self.groups[n].ema_halflife_nimg is not None},
+        frozen={n: params[n] for n, g in self.groups.items() if not g.trainable},
+        updates={p: jnp.zeros((), jnp.int32) for p in self.phases},
+        nonfinite={p: jnp.zeros((), jnp.int32) for p in self.phases},
+        first_nonfinite=jnp.full((2,), -1, jnp.int32))
+    state = jax.tree.map(jnp.array, state)  # own copies: buffers get donated.
+    return jax.device_put(state, self.state_shardings(state))
+
+  def state_shardings(self, state: TrainState) -> Any:
+    """Shardings of every leaf: replicated, or over 'fsdp' for large leaves."""
+    return mesh_lib.tree_shardings(state, self.mesh, fsdp_min_size=self.fsdp_min_size)
+
+  # ----------------------------------------------------------------------------------------
+  # Jitted functions.
+
+  def _phase_update(self, phase: spec.Phase, state: TrainState, batch: Any,
+                    repeat: jax.Array) -> tuple[TrainState, dict[str, jax.Array]]:
+    index = self._phase_index[phase.name]
+    key = jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(
+        state.rng, state.step), index), repeat)
+    all_params = {**state.frozen, **state.params}
+    fixed = {n: jax.lax.stop_gradient(p) for n, p in all_params.items()
+             if n not in phase.updates}
+    current = {n: state.params[n] for n in phase.updates}
+
+    def objective(sub):
+      loss, metrics = phase.loss_fn({**fixed, **sub}, batch, key)
+      if jnp.shape(loss) != ():
+        raise ValueError(f'Phase {phase.name!r}: loss_fn must return a scalar loss, got shape '
+                         f'{jnp.shape(loss)}.')
+      return loss, dict(metrics)
+
+    (loss, metrics), grads = jax.value_and_grad(objective, has_aux=True)(current)
+    new_params, new_opt = {}, {}
+    for n in phase.updates:
+      step_updates, new_opt[n] = self._tx[n].update(grads[n], state.opt_state[n], current[n])
+      new_params[n] = optax.apply_updates(current[n], step_updates)
+    ok = all_finite((loss, grads, new_params, new_opt))
+    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
+    bad = jnp.logical_not(ok)
+    first_bad = jnp.stack([state.step, jnp.int32(index)])
+    state = state.replace(
+        params={**state.params, **keep(new_params, current)},
+        opt_state={**state.opt_state, **keep(new_opt, {n: state.opt_state[n] for n in new_opt})},
+        updates={**state.updates, phase.name: state.updates[phase.name] + 1},
+        nonfinite={**state.nonfinite,
+                   phase.name: state.nonfinite[phase.name] + bad.astype(jnp.int32)},
+        first_nonfinite=jnp.where(bad & (state.first_nonfinite[0] < 0), first_bad,
+                                  state.first_nonfinite))
+    metrics = {'loss': loss, **metrics,
+               **{f'grad_norm/{n}': optax.global_norm(grads[n]) for n in phase.updates}}
+    return state, metrics
+
+  def _end_step(self, state: TrainState) -> TrainState:
+    """EMA updates (EDM: after the optimizer step, with the samples seen before it), step+1."""
+    nimg = state.step.astype(jnp.float32) * self.batch_size
+    ema = {}
+    for n, e in state.ema.items():
+      g = self.groups[n]
+      beta = ema_beta(nimg=nimg, batch_size=self.batch_size, halflife_nimg=g.ema_halflife_nimg,
+                      rampup_ratio=g.ema_rampup_ratio)
+      ema[n] = ema_update(e, state.params[n], beta)
+    return state.replace(ema=ema, step=state.step + 1)
+
+  def _jitted(self, name: str, state: TrainState) -> Callable:
+    if name not in self._compiled:
+      state_sh = self.state_shardings(state)
+      repl = mesh_lib.replicated(self.mesh)
+      if name == '_end_step':
+        fn = jax.jit(self._end_step, in_shardings=(state_sh,), out_shardings=state_sh,
+                     donate_argnums=0)
+      else:
+        phase = self.phases[name]
+        fn = jax.jit(lambda s, b, r: self._phase_update(phase, s, b, r),
+                     in_shardings=(state_sh, mesh_lib.batch_sharding(self.mesh), repl),
+                     out_shardings=(state_sh, repl), donate_argnums=0)
+      self._compiled[name] = fn
+    return self._compiled[name]
+
+  def step(self, state: TrainState, batch: Any, *, step: int
+           ) -> tuple[TrainState, dict[str, dict[str, jax.Array]]]:
+    """One trainer step on a global batch; `step` (host int) must equal `state.step`.
+
+    Returns the new state and, per phase, the metrics of its last run (device arrays).
+    """
+    metrics = {}
+    for name, repeats in spec.stage_at(self.stages, step).schedule:
+      fn = self._jitted(name, state)
+      for r in range(repeats):
+        state, metrics[name] = fn(state, batch, np.int32(r))
+    return self._jitted('_end_step', state)(state), metrics
+
+  # ----------------------------------------------------------------------------------------
+  # Loop.
+
+  def check_finite(self, state: TrainState) -> dict[str, int]:
+    """Non-finite counts per phase; raises NonFiniteError under the 'stop' policy."""
+    counts = {p: int(host_value(c)) for p, c in state.nonfinite.items()}
+    if self.nonfinite == 'stop' and any(counts.values()):
+      step, index = (int(v) for v in host_value(state.first_nonfinite))
+      raise NonFiniteError(
+          f'Non-finite loss, gradient or update in phase {list(self.phases)[index]!r} at step '
+          f'{step} (nonfinite policy "stop"); that update was not applied and no checkpoint '
+          f'was written after it.')
+    return counts
+
+  def train(self, state: TrainState, *, get_batch: GetBatch, num_steps: int,
+            checkpointer: Optional[Checkpointer] = None, save_every: Optional[int] = None,
+            log_every: int = 100, metric_writer: Optional[MetricWriter] = None,
+            progress: bool = True) -> TrainState:
+    """Trains from `state.step` up to `num_steps`, then saves a final checkpoint.
+
+    Args:
+      state: from `init_state` or `Checkpointer.restore`.
+      get_batch: `get_batch(step, process_index, process_count)` returns this process's
+        `batch_size // process_count` rows of global batch number `step` as numpy; it must be
+        deterministic in `step` so a resumed run sees the same data.
+      num_steps: total number of steps (not the number still to run).
+      checkpointer: where to save every `save_every` steps and at the end (None: never).
+      log_every: metrics are fetched, written and shown every `log_every` steps.
+      metric_writer: receives '<phase>/<metric>' values, rates and non-finite counts.
+      progress: show a tqdm bar (process 0 only).
+
+    On SIGTERM the current step finishes, a checkpoint is saved and SystemExit(0) is raised.
+    Pending saves always finish before this returns or raises.
+    """
+    start = int(host_value(state.step))
+    n_proc, p_index = jax.process_count(), jax.process_index()
+    if self.batch_size % n_proc:
+      raise ValueError(f'batch_size {self.batch_size} is not divisible by the '
+                       f'{n_proc} processes.')
+    bar = tqdm.tqdm(total=num_steps, initial=start, disable=not progress or p_index != 0,
+                    dynamic_ncols=True)
+    last_log_time, last_log_step = time.time(), start
+    step = start
+    try:
+      with self._sigterm_flag():
+        while step < num_steps:
+          local = get_batch(step, p_index, n_proc)
+          self._check_local_batch(local, n_proc)
+          state, metrics = self.step(state, mesh_lib.global_batch(local, self.mesh), step=step)
+          step += 1
+          bar.update(1)
+          at_log = step % log_every == 0 or step == num_steps
+          if at_log:
+            values = self._log(state, metrics, step=step, since=(last_log_step, last_log_time),
+                               metric_writer=metric_writer)
+            bar.set_postfix({k: f'{v:.4g}' for k, v in values.items() if k.endswith('/loss')})
+            last_log_time, last_log_step = time.time(), step
+          if self._should_stop(at_log):
+            self._save(state, checkpointer)
+            raise SystemExit(0)
+          if checkpointer is not None and save_every and step % save_every == 0:
+            self._save(state, checkpointer)
+        self._save(state, checkpointer)
+    finally:
+      bar.close()
+      if checkpointer is not None:
+        checkpointer.wait()
+    return state
+
+  def _check_local_batch(self, local: Any, n_proc: int) -> None:
+    rows = self.batch_size // n_proc
+    for path, x in jax.tree_util.tree_flatten_with_path(local)[0]:
+      if np.shape(x)[:1] != (rows,):
+        raise ValueError(f'get_batch returned leaf {jax.tree_util.keystr(path)} of shape '
+                         f'{np.shape(x)}; expected {rows} rows (batch_size {self.batch_size} '
+                         f'over {n_proc} processes).')
+
+  def _log(self, state: TrainState, metrics: Mapping[str, Mapping[str, jax.Array]], *,
+           step: int, since: tuple[int, float], metric_writer: Optional[MetricWriter]
+           ) -> dict[str, float]:
+    values = {f'{p}/{k}': float(host_value(v)) for p, m in metrics.items() for k, v in m.items()}
+    counts = self.check_finite(state)
+    elapsed = max(time.time() - since[1], 1e-9)
+    values['steps_per_sec'] = (step - since[0]) / elapsed
+    values['samples_per_sec'] = values['steps_per_sec'] * self.batch_size
+    values.update({f'nonfinite/{p}': c for p, c in counts.items()})
+    if metric_writer is not None:
+      metric_writer.write(step, values)
+    return values
+
+  def _save(self, state: TrainState, checkpointer: Optional[Checkpointer]) -> None:
+    if checkpointer is not None:
+      self.check_finite(state)
+      checkpointer.save(state)
+
+  @contextlib.contextmanager
+  def _sigterm_flag(self) -> Iterator[None]:
+    """Turns SIGTERM into a stop request while training (main thread only)."""
+    self._stop_requested = False
+    if threading.current_thread() is not threading.main_thread():
+      yield
+      return
+
+    def handler(signum, frame):
+      del signum, frame
+      self._stop_requested = True
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+      yield
+    finally:
+      signal.signal(signal.SIGTERM, previous)
+
+  def _should_stop(self, at_log: bool) -> bool:
+    """Single process: the local flag. Many: the processes agree at log points."""
+    if jax.process_count() == 1:
+      return self._stop_requested
+    if not at_log:
+      return False
+    flags = multihost_utils.process_allgather(np.int32(self._stop_requested))
+    return bool(np.any(flags))
