@@ -1,0 +1,311 @@
+"""Building blocks of the EDM U-Nets (Karras et al. 2022, arXiv 2206.00364, App. F.2), NHWC.
+
+Numerically equivalent re-implementations of the layers of NVlabs/edm `training/networks.py`
+(written from its description; no code copied). Parameters carry the PyTorch names (`weight`,
+`bias`, `freqs`) so that `onestep_jax.convert.edm` maps checkpoints one to one; Conv2d weights are
+HWIO and Linear weights [in, out]. Resampling filters are constants derived from the module
+settings; at `init` they are also recorded in the `'buffers'` collection (PyTorch layout
+[1, 1, k, k]) so that the converter knows the names of the PyTorch buffers. `apply` needs only
+`{'params': ...}`.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, NamedTuple, Optional, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+BUFFERS = 'buffers'  # collection that records the PyTorch buffers at init (names and shapes)
+
+
+class InitSpec(NamedTuple):
+  """Weight initialisation of a layer: `mode` of `INIT_MODES`, scaled by `weight` / `bias`."""
+  mode: str = 'kaiming_normal'
+  weight: float = 1.0
+  bias: float = 0.0
+
+
+# mode -> (uniform?, standard scale from (fan_in, fan_out)); uniform draws are in [-s, s].
+INIT_MODES: dict[str, tuple[bool, Callable[[int, int], float]]] = {
+    'xavier_uniform': (True, lambda fan_in, fan_out: math.sqrt(6 / (fan_in + fan_out))),
+    'xavier_normal': (False, lambda fan_in, fan_out: math.sqrt(2 / (fan_in + fan_out))),
+    'kaiming_uniform': (True, lambda fan_in, fan_out: math.sqrt(3 / fan_in)),
+    'kaiming_normal': (False, lambda fan_in, fan_out: math.sqrt(1 / fan_in)),
+}
+
+
+def scaled_init(mode: str, *, fan_in: int, fan_out: int, scale: float) -> Callable:
+  """Flax initializer drawing from init `mode` with the layer's fans, multiplied by `scale`."""
+  if mode not in INIT_MODES:
+    raise ValueError(f'unknown init mode {mode!r}; valid modes: {sorted(INIT_MODES)}')
+  uniform, std_fn = INIT_MODES[mode]
+  std = std_fn(fan_in, fan_out) * scale
+
+  def init(key, shape, dtype=jnp.float32):
+    if uniform:
+      return std * jax.random.uniform(key, shape, dtype, -1.0, 1.0)
+    return std * jax.random.normal(key, shape, dtype)
+
+  return init
+
+
+def resample_kernel(resample_filter: Sequence[float]) -> np.ndarray:
+  """Separable 2-D resampling kernel outer(f, f) / sum(f)^2, float32 [k, k]."""
+  f = np.asarray(resample_filter, np.float32)
+  return np.outer(f, f) / np.square(f.sum())
+
+
+def _conv(x, w, pad: int, stride: int = 1, groups: int = 1, input_dilation: int = 1):
+  """PyTorch-style cross-correlation of NHWC `x` with HWIO `w`, symmetric zero padding."""
+  return jax.lax.conv_general_dilated(
+      x, w, window_strides=(stride, stride), padding=[(pad, pad), (pad, pad)],
+      lhs_dilation=(input_dilation, input_dilation), dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+      feature_group_count=groups)
+
+
+def _depthwise(kernel: np.ndarray, channels: int) -> jnp.ndarray:
+  return jnp.tile(jnp.asarray(kernel)[:, :, None, None], (1, 1, 1, channels))
+
+
+def downsample(x, kernel: np.ndarray, pad: int):
+  """Per-channel filtering with `kernel` and stride 2 (PyTorch grouped conv2d)."""
+  return _conv(x, _depthwise(kernel, x.shape[-1]), pad, stride=2, groups=x.shape[-1])
+
+
+def upsample(x, kernel: np.ndarray, pad: int):
+  """Per-channel transposed convolution with 4 * `kernel`, stride 2 (PyTorch conv_transpose2d).
+
+  A transposed convolution is a correlation of the 2x zero-dilated input with the flipped kernel,
+  padded by k - 1 - pad on each side.
+  """
+  k = kernel.shape[0]
+  flipped = _depthwise(kernel[::-1, ::-1] * 4, x.shape[-1])
+  return _conv(x, flipped, k - 1 - pad, groups=x.shape[-1], input_dilation=2)
+
+
+class Linear(nn.Module):
+  """Fully connected layer, weight [in, out]."""
+  features: int
+  use_bias: bool = True
+  init: InitSpec = InitSpec()
+
+  @nn.compact
+  def __call__(self, x):
+    fans = dict(fan_in=x.shape[-1], fan_out=self.features)
+    w = self.param('weight', scaled_init(self.init.mode, scale=self.init.weight, **fans),
+                   (x.shape[-1], self.features))
+    x = x @ w
+    if self.use_bias:
+      x = x + self.param('bias', scaled_init(self.init.mode, scale=self.init.bias, **fans),
+                         (self.features,))
+    return x
+
+
+class Conv2d(nn.Module):
+  """Convolution (kernel 0 = none) with optional 2x up/down resampling by a separable filter.
+
+  Non-fused: resample, then convolve. `fused_resample` changes the order and padding as in EDM:
+  up = transposed filter then conv; down = conv with extra padding then strided filter.
+  """
+  out_channels: int
+  kernel: int
+  use_bias: bool = True
+  up: bool = False
+  down: bool = False
+  resample_filter: Sequence[float] = (1, 1)
+  fused_resample: bool = False
+  init: InitSpec = InitSpec()
+
+  @nn.compact
+  def __call__(self, x):
+    if self.up and self.down:
+      raise ValueError('Conv2d cannot both upsample and downsample')
+    w = b = f = None
+    if self.kernel:
+      k, cin = self.kernel, x.shape[-1]
+      fans = dict(fan_in=cin * k * k, fan_out=self.out_channels * k * k)
+      w = self.param('weight', scaled_init(self.init.mode, scale=self.init.weight, **fans),
+                     (k, k, cin, self.out_channels))
+      if self.use_bias:
+        b = self.param('bias', scaled_init(self.init.mode, scale=self.init.bias, **fans),
+                       (self.out_channels,))
+    if self.up or self.down:
+      f = resample_kernel(self.resample_filter)
+      self.sow(BUFFERS, 'resample_filter', f[None, None], init_fn=lambda: None,
+               reduce_fn=lambda _, v: v)
+    w_pad = self.kernel // 2 if w is not None else 0
+    f_pad = (f.shape[0] - 1) // 2 if f is not None else 0
+
+    if self.fused_resample and self.up and w is not None:
+      x = upsample(x, f, max(f_pad - w_pad, 0))
+      x = _conv(x, w, max(w_pad - f_pad, 0))
+    elif self.fused_resample and self.down and w is not None:
+      x = _conv(x, w, w_pad + f_pad)
+      x = downsample(x, f, 0)
+    else:
+      if self.up:
+        x = upsample(x, f, f_pad)
+      if self.down:
+        x = downsample(x, f, f_pad)
+      if w is not None:
+        x = _conv(x, w, w_pad)
+    if b is not None:
+      x = x + b
+    return x
+
+
+class GroupNorm(nn.Module):
+  """Group normalisation with min(num_groups, C // min_channels_per_group) groups (biased var)."""
+  num_groups: int = 32
+  min_channels_per_group: int = 4
+  eps: float = 1e-5
+
+  @nn.compact
+  def __call__(self, x):
+    c = x.shape[-1]
+    groups = min(self.num_groups, c // self.min_channels_per_group)
+    if groups < 1 or c % groups:
+      raise ValueError(f'GroupNorm: {c} channels cannot be split into {groups} groups')
+    weight = self.param('weight', nn.initializers.ones, (c,))
+    bias = self.param('bias', nn.initializers.zeros, (c,))
+    xg = x.reshape(x.shape[:-1] + (groups, c // groups))
+    axes = tuple(range(1, x.ndim - 1)) + (x.ndim,)
+    mean = xg.mean(axes, keepdims=True)
+    var = jnp.square(xg - mean).mean(axes, keepdims=True)
+    xg = (xg - mean) * jax.lax.rsqrt(var + self.eps)
+    return xg.reshape(x.shape) * weight + bias
+
+
+class PositionalEmbedding(nn.Module):
+  """Sinusoidal noise embedding [cos, sin] (DDPM++ / ADM); `endpoint` puts the last frequency
+  at 1 / max_positions."""
+  num_channels: int
+  max_positions: int = 10000
+  endpoint: bool = False
+
+  def __call__(self, x):
+    half = self.num_channels // 2
+    freqs = jnp.arange(half, dtype=jnp.float32) / (half - (1 if self.endpoint else 0))
+    freqs = (1 / self.max_positions) ** freqs
+    x = x[:, None] * freqs[None, :]
+    return jnp.concatenate([jnp.cos(x), jnp.sin(x)], axis=1)
+
+
+class FourierEmbedding(nn.Module):
+  """Random Fourier features [cos, sin] of the noise label (NCSN++).
+
+  The frequencies are a PyTorch buffer; here they live in `params` (name `freqs`, drawn from
+  N(0, scale^2)) behind a stop_gradient, so they never change under gradient-based training.
+  """
+  num_channels: int
+  scale: float = 16
+
+  @nn.compact
+  def __call__(self, x):
+    freqs = self.param('freqs', nn.initializers.normal(self.scale), (self.num_channels // 2,))
+    x = x[:, None] * (2 * np.pi * jax.lax.stop_gradient(freqs))[None, :]
+    return jnp.concatenate([jnp.cos(x), jnp.sin(x)], axis=1)
+
+
+class UNetBlock(nn.Module):
+  """Residual block of the EDM U-Nets: GroupNorm-SiLU-conv, embedding injection, dropout, conv,
+  skip, optional multi-head self-attention. Input channels are taken from `x`.
+
+  `adaptive_scale` injects the embedding as scale and shift after norm1 (ADM); otherwise it is
+  added before norm1 (DDPM++ / NCSN++).
+  """
+  out_channels: int
+  up: bool = False
+  down: bool = False
+  attention: bool = False
+  num_heads: Optional[int] = None  # None: out_channels // channels_per_head
+  channels_per_head: int = 64
+  dropout: float = 0.0
+  skip_scale: float = 1.0
+  eps: float = 1e-5
+  resample_filter: Sequence[float] = (1, 1)
+  resample_proj: bool = False  # 1x1 conv on the skip path even when channels do not change
+  adaptive_scale: bool = True
+  init: InitSpec = InitSpec()
+  init_zero: InitSpec = InitSpec(weight=0.0)
+  init_attn: Optional[InitSpec] = None  # None: `init`
+
+  @property
+  def heads(self) -> int:
+    if not self.attention:
+      return 0
+    return self.num_heads if self.num_heads is not None else self.out_channels // self.channels_per_head
+
+  @nn.compact
+  def __call__(self, x, emb, *, train: bool = False):
+    cin, cout = x.shape[-1], self.out_channels
+    resample = dict(up=self.up, down=self.down, resample_filter=self.resample_filter)
+    orig = x
+    x = nn.silu(GroupNorm(eps=self.eps, name='norm0')(x))
+    x = Conv2d(cout, 3, init=self.init, name='conv0', **resample)(x)
+
+    params = Linear(cout * (2 if self.adaptive_scale else 1), init=self.init, name='affine')(emb)
+    params = params[:, None, None, :].astype(x.dtype)
+    norm1 = GroupNorm(eps=self.eps, name='norm1')
+    if self.adaptive_scale:
+      scale, shift = jnp.split(params, 2, axis=-1)
+      x = nn.silu(shift + norm1(x) * (scale + 1))
+    else:
+      x = nn.silu(norm1(x + params))
+
+    x = nn.Dropout(self.dropout)(x, deterministic=not train)
+    x = Conv2d(cout, 3, init=self.init_zero, name='conv1')(x)
+    if cout != cin or self.up or self.down:
+      kernel = 1 if self.resample_proj or cout != cin else 0
+      orig = Conv2d(cout, kernel, init=self.init, name='skip', **resample)(orig)
+    x = (x + orig) * self.skip_scale
+
+    heads = self.heads
+    if heads:
+      b, h, w, c = x.shape
+      qkv = Conv2d(3 * c, 1, init=self.init_attn or self.init, name='qkv')(
+          GroupNorm(eps=self.eps, name='norm2')(x))
+      # PyTorch splits the 3C channels as (head, channel, q/k/v).
+      qkv = qkv.reshape(b, h * w, heads, c // heads, 3)
+      q, k, v = qkv[..., 0], qkv[..., 1], qkv[..., 2]
+      logits = jnp.einsum('bqhc,bkhc->bhqk', q, k / np.sqrt(c // heads))
+      weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(x.dtype)
+      a = jnp.einsum('bhqk,bkhc->bqhc', weights, v).reshape(b, h, w, c)
+      x = (Conv2d(c, 1, init=self.init_zero, name='proj')(a) + x) * self.skip_scale
+    return x
+
+
+def check_unet_inputs(name: str, x, noise_labels, in_channels: int) -> None:
+  """Raises ValueError unless x is [B, H, W, in_channels] and noise_labels is [B]."""
+  if x.ndim != 4 or x.shape[-1] != in_channels:
+    raise ValueError(f'{name} expects x of shape [B, H, W, {in_channels}], got {x.shape}')
+  if noise_labels.shape != (x.shape[0],):
+    raise ValueError(f'{name} expects noise_labels of shape [{x.shape[0]}], '
+                     f'got {noise_labels.shape}')
+
+
+def conditioning_labels(module: nn.Module, labels, *, batch: int, dim: int, rate: float,
+                        train: bool):
+  """Class labels [B, dim] (None = all zeros, as EDMPrecond does), each example's labels zeroed
+  with probability `rate` in training (classifier-free guidance; rng stream 'label_dropout')."""
+  if labels is None:
+    labels = jnp.zeros((batch, dim), jnp.float32)
+  if labels.shape[-1] != dim:
+    raise ValueError(f'class_labels must have {dim} columns, got shape {labels.shape}')
+  if train and rate:
+    keep = jax.random.uniform(module.make_rng('label_dropout'), (batch, 1)) >= rate
+    labels = labels * keep.astype(labels.dtype)
+  return labels
+
+
+def augment_input(labels, *, batch: int, dim: int):
+  """Augmentation labels [B, dim]; None becomes zeros, which is exact because both EDM networks
+  map them without bias (and it makes `init` create the parameters either way)."""
+  if labels is None:
+    return jnp.zeros((batch, dim), jnp.float32)
+  if labels.shape[-1] != dim:
+    raise ValueError(f'augment_labels must have {dim} columns, got shape {labels.shape}')
+  return labels
