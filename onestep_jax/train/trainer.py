@@ -136,7 +136,7 @@ class Trainer:
         first_nonfinite=jnp.where(bad & (state.first_nonfinite[0] < 0), first_bad,
                                   state.first_nonfinite))
     metrics = {'loss': loss, **metrics,
-               **{f'grad_norm/{n}': optax.global_norm(grads[n]) for n in phase.updates}}
+               **{f'grad_norm/{n}': optax.tree.norm(grads[n]) for n in phase.updates}}
     return state, metrics
 
   def _end_step(self, state: TrainState) -> TrainState:

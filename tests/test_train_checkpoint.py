@@ -1,0 +1,114 @@
+"""Checkpoints: exact resume, teacher identity, keep-N, NaN guard, SIGTERM."""
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from onestep_jax.train.checkpoint import Checkpointer, NonFiniteError, params_fingerprint
+from train_helpers import toy
+
+SCRIPT = pathlib.Path(__file__).parent / 'train_helpers' / 'run_toy.py'
+
+
+def _fresh(seed=0):
+  trainer = toy.make_trainer()
+  return trainer, trainer.init_state(toy.init_params(), key=jax.random.PRNGKey(seed))
+
+
+def _perturbed_template(trainer):
+  """A template whose trainable values and key differ from the run's: restore must replace them."""
+  params = toy.init_params()
+  params['generator'] = jax.tree.map(lambda x: x + 1.0, params['generator'])
+  return trainer.init_state(params, key=jax.random.PRNGKey(123))
+
+
+def test_resume_is_exact(tmp_path):
+  trainer, state = _fresh()
+  full = toy.flat_state(trainer.train(state, get_batch=toy.get_batch, num_steps=5,
+                                      progress=False))
+  trainer, state = _fresh()
+  with Checkpointer(tmp_path, teacher_identity='toy') as ckpt:
+    trainer.train(state, get_batch=toy.get_batch, num_steps=3, checkpointer=ckpt, progress=False)
+  trainer = toy.make_trainer()  # new Trainer, new checkpoint manager.
+  with Checkpointer(tmp_path, teacher_identity='toy') as ckpt:
+    state = ckpt.restore(_perturbed_template(trainer))
+    assert int(state.step) == 3
+    resumed = toy.flat_state(trainer.train(state, get_batch=toy.get_batch, num_steps=5,
+                                           checkpointer=ckpt, progress=False))
+    assert ckpt.all_steps() == [3, 5]
+  assert full.keys() == resumed.keys()
+  for k in full:  # params, EMA, optimizer states, RNG, step and phase counters.
+    np.testing.assert_array_equal(resumed[k], full[k], err_msg=k)
+
+
+def test_keep_n_and_periodic_saves(tmp_path):
+  trainer, state = _fresh()
+  with Checkpointer(tmp_path, teacher_identity='toy', max_to_keep=2) as ckpt:
+    trainer.train(state, get_batch=toy.get_batch, num_steps=7, checkpointer=ckpt, save_every=2,
+                  progress=False)
+    assert ckpt.all_steps() == [6, 7]
+  assert not list(tmp_path.glob('*tmp*'))
+
+
+def test_teacher_mismatch_is_refused(tmp_path):
+  trainer, state = _fresh()
+  identity = f'teacher.npz:{params_fingerprint(toy.init_params()["teacher"])}'
+  with Checkpointer(tmp_path, teacher_identity=identity) as ckpt:
+    ckpt.save(state)
+  other = f'teacher.npz:{params_fingerprint(toy.init_params(seed=1)["teacher"])}'
+  assert other != identity
+  with Checkpointer(tmp_path, teacher_identity=other) as ckpt:
+    with pytest.raises(ValueError, match='refusing to resume with a different teacher'):
+      ckpt.restore(state)
+
+
+def test_restore_without_checkpoint_names_directory(tmp_path):
+  trainer, state = _fresh()
+  with Checkpointer(tmp_path / 'empty') as ckpt:
+    with pytest.raises(FileNotFoundError, match='empty'):
+      ckpt.restore(state)
+
+
+def test_nan_state_is_not_checkpointed(tmp_path):
+  trainer, state = _fresh()
+  good = toy.flat_state(state)
+  with Checkpointer(tmp_path, teacher_identity='toy') as ckpt:
+    ckpt.save(state)
+    bad = state.replace(step=state.step + 1, params={
+        **state.params, 'critic': jax.tree.map(lambda x: x * np.nan, state.params['critic'])})
+    with pytest.raises(NonFiniteError, match='Refusing to checkpoint step 1'):
+      ckpt.save(bad)
+    assert ckpt.all_steps() == [0]
+    restored = toy.flat_state(ckpt.restore(_perturbed_template(trainer)))
+  for k in good:
+    np.testing.assert_array_equal(restored[k], good[k], err_msg=k)
+
+
+def test_sigterm_saves_and_exits_cleanly(tmp_path):
+  marker, ckpt_dir = tmp_path / 'started', tmp_path / 'ckpt'
+  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
+  proc = subprocess.Popen([sys.executable, str(SCRIPT), '--out', str(tmp_path / 'o.npz'),
+                           '--steps', '1000000', '--ckpt', str(ckpt_dir), '--marker', str(marker)],
+                          env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  try:
+    deadline = time.time() + 120
+    while not marker.exists() and proc.poll() is None and time.time() < deadline:
+      time.sleep(0.1)
+    assert marker.exists(), proc.communicate(timeout=10)[0][-3000:]
+    os.kill(proc.pid, signal.SIGTERM)
+    out = proc.communicate(timeout=60)[0]
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+  assert proc.returncode == 0, out[-3000:]
+  trainer, template = _fresh()
+  with Checkpointer(ckpt_dir, teacher_identity='toy') as ckpt:
+    steps = ckpt.all_steps()
+    assert len(steps) == 1 and 3 <= steps[0] < 1000000
+    assert int(ckpt.restore(template).step) == steps[0]

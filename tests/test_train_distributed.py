@@ -1,0 +1,75 @@
+"""Device- and process-count independence of the trainer (8 fake devices, 2 processes)."""
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from onestep_jax.train.checkpoint import Checkpointer
+from train_helpers import toy
+
+SCRIPT = pathlib.Path(__file__).parent / 'train_helpers' / 'run_toy.py'
+STEPS = 4  # crosses the stage switch at step 2.
+
+
+def _run(args, timeout=150):
+  """Starts run_toy.py processes (one per args list) and waits for all, bounded in time."""
+  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
+  procs = [subprocess.Popen([sys.executable, str(SCRIPT), *a], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True) for a in args]
+  try:
+    outs = [p.communicate(timeout=timeout)[0] for p in procs]
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+  for p, out in zip(procs, outs):
+    assert p.returncode == 0, out[-3000:]
+
+
+@pytest.fixture(scope='module')
+def reference():
+  """The same training on the single in-process device."""
+  trainer = toy.make_trainer()
+  state = trainer.init_state(toy.init_params(), key=jax.random.PRNGKey(0))
+  state = trainer.train(state, get_batch=toy.get_batch, num_steps=STEPS, log_every=1,
+                        progress=False)
+  return toy.flat_state(state)
+
+
+def _assert_close(reference, results, prefix):
+  keys = [k for k in results if k.startswith(prefix)]
+  assert len(keys) == len(reference)
+  for k in keys:
+    np.testing.assert_allclose(results[k], reference[k[len(prefix):]], rtol=2e-5, atol=2e-6,
+                               err_msg=k)
+
+
+def test_eight_devices_match_one_device(reference, tmp_path):
+  out = tmp_path / 'eight.npz'
+  _run([['--out', str(out), '--devices', '8', '--fsdp', '1', '2', '--steps', str(STEPS)]])
+  results = dict(np.load(out))
+  _assert_close(reference, results, 'fsdp1')  # mesh data=8.
+  _assert_close(reference, results, 'fsdp2')  # mesh data=4, fsdp=2 (params sharded).
+  assert results["fsdp1['updates']['critic']"] == 2 + 2 * 3
+
+
+def test_two_processes_match_one_process(reference, tmp_path):
+  with socket.socket() as s:
+    s.bind(('localhost', 0))
+    port = s.getsockname()[1]
+  out, ckpt = tmp_path / 'two.npz', tmp_path / 'ckpt'
+  _run([['--out', str(out), '--devices', '2', '--steps', str(STEPS), '--num-processes', '2',
+         '--process-id', str(i), '--port', str(port), '--ckpt', str(ckpt)] for i in range(2)])
+  _assert_close(reference, dict(np.load(out)), 'fsdp1')
+  # The checkpoint written jointly by the two processes restores on one device.
+  trainer = toy.make_trainer()
+  template = trainer.init_state(toy.init_params(), key=jax.random.PRNGKey(1))
+  with Checkpointer(ckpt, teacher_identity='toy') as manager:
+    assert manager.all_steps() == [STEPS]
+    restored = toy.flat_state(manager.restore(template))
+  _assert_close(restored, dict(np.load(out)), 'fsdp1')

@@ -1,0 +1,38 @@
+"""Export round trip: params and network kwargs come back without the trainer."""
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from onestep_jax.train.export import export_params, load_exported
+
+PARAMS = {'Dense_0': {'kernel': jnp.arange(6, dtype=jnp.float32).reshape(2, 3),
+                      'bias': jnp.ones(3, jnp.bfloat16)},
+          'scale': np.float32(2.5) * np.ones((), np.float32),
+          'emb': {'table': {'w': np.arange(4, dtype=np.int32)}}}
+KWARGS = {'features': [64, 64], 'activation': 'silu', 'sigma_data': 0.5}
+
+
+@pytest.mark.parametrize('fmt', ['safetensors', 'npz'])
+def test_round_trip(tmp_path, fmt):
+  export_params(tmp_path, PARAMS, net_kwargs=KWARGS, metadata={'step': 7, 'group': 'generator'},
+                fmt=fmt)
+  params, kwargs, metadata = load_exported(tmp_path)
+  assert kwargs == KWARGS and metadata == {'step': 7, 'group': 'generator'}
+  assert params.keys() == PARAMS.keys()
+  for got, want in [(params['Dense_0']['kernel'], PARAMS['Dense_0']['kernel']),
+                    (params['Dense_0']['bias'], PARAMS['Dense_0']['bias']),
+                    (params['scale'], PARAMS['scale']),
+                    (params['emb']['table']['w'], PARAMS['emb']['table']['w'])]:
+    assert got.dtype == np.asarray(want).dtype and got.shape == np.shape(want)
+    np.testing.assert_array_equal(got, np.asarray(want))
+
+
+def test_bad_inputs(tmp_path):
+  with pytest.raises(ValueError, match="'onnx'.*'safetensors', 'npz'"):
+    export_params(tmp_path, PARAMS, net_kwargs={}, fmt='onnx')
+  with pytest.raises(ValueError, match="'a/b'"):
+    export_params(tmp_path, {'a/b': np.ones(1)}, net_kwargs={})
+  with pytest.raises(ValueError, match="'layers' of type list"):
+    export_params(tmp_path, {'layers': [np.ones(1)]}, net_kwargs={})
+  with pytest.raises(FileNotFoundError, match='export.json'):
+    load_exported(tmp_path / 'missing')
