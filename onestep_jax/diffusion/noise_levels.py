@@ -5,6 +5,7 @@ from typing import Sequence, Union
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from onestep_jax.diffusion.schedules import TrigFlowSchedule
 
@@ -21,6 +22,7 @@ def karras_sigmas(num_steps: int, *, sigma_min: float = 0.002, sigma_max: float 
 
   sigma_i = (sigma_max^(1/rho) + i/(N-1) (sigma_min^(1/rho) - sigma_max^(1/rho)))^rho for
   i < N and sigma_N = 0 (arXiv 2206.00364, Eq. 5). num_steps = 1 gives [sigma_max, 0].
+  The arguments are Python numbers: the levels are computed once, in float64, and cast to `dtype`.
   """
   if not isinstance(num_steps, int) or num_steps < 1:
     raise ValueError(f'num_steps must be a positive int, got {num_steps!r}')
@@ -29,10 +31,10 @@ def karras_sigmas(num_steps: int, *, sigma_min: float = 0.002, sigma_max: float 
                      f'sigma_max={sigma_max}')
   if rho <= 0:
     raise ValueError(f'rho must be positive, got {rho}')
-  ramp = jnp.linspace(0.0, 1.0, num_steps, dtype=dtype)
+  ramp = np.linspace(0.0, 1.0, num_steps)  # float64 on the host, like EDM, then cast
   lo, hi = sigma_min**(1.0 / rho), sigma_max**(1.0 / rho)
   sigmas = (hi + ramp * (lo - hi))**rho
-  return jnp.concatenate([sigmas, jnp.zeros((1,), dtype)])
+  return jnp.asarray(np.append(sigmas, 0.0), dtype)
 
 
 def sample_log_normal_sigma(key: jax.Array, shape: Shape, *, p_mean: float = -1.2,
