@@ -16,9 +16,14 @@ from train_helpers import toy
 SCRIPT = pathlib.Path(__file__).parent / 'train_helpers' / 'run_toy.py'
 
 
-def _fresh(seed=0):
-  trainer = toy.make_trainer()
-  return trainer, trainer.init_state(toy.init_params(), key=jax.random.PRNGKey(seed))
+@pytest.fixture(scope='module')
+def trainer():
+  """One toy trainer per module, so its phases compile once."""
+  return toy.make_trainer()
+
+
+def _init(trainer):
+  return trainer.init_state(toy.init_params(), key=jax.random.PRNGKey(0))
 
 
 def _perturbed_template(trainer):
@@ -28,13 +33,12 @@ def _perturbed_template(trainer):
   return trainer.init_state(params, key=jax.random.PRNGKey(123))
 
 
-def test_resume_is_exact(tmp_path):
-  trainer, state = _fresh()
-  full = toy.flat_state(trainer.train(state, get_batch=toy.get_batch, num_steps=5,
+def test_resume_is_exact(tmp_path, trainer):
+  full = toy.flat_state(trainer.train(_init(trainer), get_batch=toy.get_batch, num_steps=5,
                                       progress=False))
-  trainer, state = _fresh()
   with Checkpointer(tmp_path, teacher_identity='toy') as ckpt:
-    trainer.train(state, get_batch=toy.get_batch, num_steps=3, checkpointer=ckpt, progress=False)
+    trainer.train(_init(trainer), get_batch=toy.get_batch, num_steps=3, checkpointer=ckpt,
+                  progress=False)
   trainer = toy.make_trainer()  # new Trainer, new checkpoint manager.
   with Checkpointer(tmp_path, teacher_identity='toy') as ckpt:
     state = ckpt.restore(_perturbed_template(trainer))
@@ -47,17 +51,16 @@ def test_resume_is_exact(tmp_path):
     np.testing.assert_array_equal(resumed[k], full[k], err_msg=k)
 
 
-def test_keep_n_and_periodic_saves(tmp_path):
-  trainer, state = _fresh()
+def test_keep_n_and_periodic_saves(tmp_path, trainer):
   with Checkpointer(tmp_path, teacher_identity='toy', max_to_keep=2) as ckpt:
-    trainer.train(state, get_batch=toy.get_batch, num_steps=7, checkpointer=ckpt, save_every=2,
+    trainer.train(_init(trainer), get_batch=toy.get_batch, num_steps=7, checkpointer=ckpt, save_every=2,
                   progress=False)
     assert ckpt.all_steps() == [6, 7]
   assert not list(tmp_path.glob('*tmp*'))
 
 
-def test_teacher_mismatch_is_refused(tmp_path):
-  trainer, state = _fresh()
+def test_teacher_mismatch_is_refused(tmp_path, trainer):
+  state = _init(trainer)
   identity = f'teacher.npz:{params_fingerprint(toy.init_params()["teacher"])}'
   with Checkpointer(tmp_path, teacher_identity=identity) as ckpt:
     ckpt.save(state)
@@ -68,15 +71,14 @@ def test_teacher_mismatch_is_refused(tmp_path):
       ckpt.restore(state)
 
 
-def test_restore_without_checkpoint_names_directory(tmp_path):
-  trainer, state = _fresh()
+def test_restore_without_checkpoint_names_directory(tmp_path, trainer):
   with Checkpointer(tmp_path / 'empty') as ckpt:
     with pytest.raises(FileNotFoundError, match='empty'):
-      ckpt.restore(state)
+      ckpt.restore(_init(trainer))
 
 
-def test_nan_state_is_not_checkpointed(tmp_path):
-  trainer, state = _fresh()
+def test_nan_state_is_not_checkpointed(tmp_path, trainer):
+  state = _init(trainer)
   good = toy.flat_state(state)
   with Checkpointer(tmp_path, teacher_identity='toy') as ckpt:
     ckpt.save(state)
@@ -90,7 +92,7 @@ def test_nan_state_is_not_checkpointed(tmp_path):
     np.testing.assert_array_equal(restored[k], good[k], err_msg=k)
 
 
-def test_sigterm_saves_and_exits_cleanly(tmp_path):
+def test_sigterm_saves_and_exits_cleanly(tmp_path, trainer):
   marker, ckpt_dir = tmp_path / 'started', tmp_path / 'ckpt'
   env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
   proc = subprocess.Popen([sys.executable, str(SCRIPT), '--out', str(tmp_path / 'o.npz'),
@@ -107,7 +109,7 @@ def test_sigterm_saves_and_exits_cleanly(tmp_path):
     if proc.poll() is None:
       proc.kill()
   assert proc.returncode == 0, out[-3000:]
-  trainer, template = _fresh()
+  template = _init(trainer)
   with Checkpointer(ckpt_dir, teacher_identity='toy') as ckpt:
     steps = ckpt.all_steps()
     assert len(steps) == 1 and 3 <= steps[0] < 1000000

@@ -1,4 +1,8 @@
-"""Export round trip: params and network kwargs come back without the trainer."""
+"""Export round trip (params and network kwargs come back without the trainer) and the
+compilation-cache helper."""
+import subprocess
+import sys
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -36,3 +40,12 @@ def test_bad_inputs(tmp_path):
     export_params(tmp_path, {'layers': [np.ones(1)]}, net_kwargs={})
   with pytest.raises(FileNotFoundError, match='export.json'):
     load_exported(tmp_path / 'missing')
+
+
+def test_compilation_cache_writes_entries(tmp_path):
+  """Run in a fresh process: the cache directory is global JAX configuration."""
+  code = ('import sys, jax; from onestep_jax.train.compilation_cache import '
+          'enable_compilation_cache; enable_compilation_cache(sys.argv[1]); '
+          'jax.jit(lambda x: x * 2 + 1)(1.0).block_until_ready()')
+  subprocess.run([sys.executable, '-c', code, str(tmp_path / 'cache')], check=True, timeout=120)
+  assert any((tmp_path / 'cache').iterdir())

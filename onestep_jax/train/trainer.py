@@ -73,16 +73,23 @@ class Trainer:
   # State.
 
   def init_state(self, params: Mapping[str, Any], *, key: jax.Array) -> TrainState:
-    """A fresh state placed on the mesh; `params` maps every group name to its params."""
+    """A fresh state placed on the mesh; `params` maps every group name to its params.
+
+    Built by one jitted call whose outputs land directly with their shardings.
+    """
     names = set(self.groups)
     if set(params) != names:
       raise ValueError(f'params has groups {sorted(params)}, expected {sorted(names)}.')
-    trainable = {n: params[n] for n, g in self.groups.items() if g.trainable}
     if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
       key = jax.random.key_data(key)  # raw uint32 keys are checkpointable.
-    state = TrainState(
+    abstract = jax.eval_shape(self._new_state, params, key)
+    return jax.jit(self._new_state, out_shardings=self.state_shardings(abstract))(params, key)
+
+  def _new_state(self, params: Mapping[str, Any], key: jax.Array) -> TrainState:
+    trainable = {n: params[n] for n, g in self.groups.items() if g.trainable}
+    return TrainState(
         step=jnp.zeros((), jnp.int32),
-        rng=jnp.asarray(key),
+        rng=key,
         params=trainable,
         opt_state={n: self._tx[n].init(p) for n, p in trainable.items()},
         ema={n: p for n, p in trainable.items()
@@ -91,8 +98,6 @@ class Trainer:
         updates={p: jnp.zeros((), jnp.int32) for p in self.phases},
         nonfinite={p: jnp.zeros((), jnp.int32) for p in self.phases},
         first_nonfinite=jnp.full((2,), -1, jnp.int32))
-    state = jax.tree.map(jnp.array, state)  # own copies: buffers get donated.
-    return jax.device_put(state, self.state_shardings(state))
 
   def state_shardings(self, state: TrainState) -> Any:
     """Shardings of every leaf: replicated, or over 'fsdp' for large leaves."""

@@ -1,0 +1,167 @@
+"""Trainer behaviour: schedules and stages, clipping, EMA closed form, non-finite policy,
+metrics and input validation."""
+import functools
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from onestep_jax.train import mesh as mesh_lib
+from onestep_jax.train import spec
+from onestep_jax.train.checkpoint import Checkpointer, NonFiniteError
+from onestep_jax.train.ema import ema_beta
+from onestep_jax.train.metrics import MetricWriter, read_metrics
+from onestep_jax.train.trainer import Trainer
+
+BATCH = 16
+
+
+def _ascend(name):
+  """Loss -sum(p): every SGD(lr=1) update adds exactly 1 to each entry of group `name`.
+
+  Phase 'b' also reads the batch, so a NaN batch poisons it (and only it).
+  """
+  def loss_fn(params, batch, key):
+    del key
+    loss = -jnp.sum(params[name]) - jnp.sum(params['frozen'])
+    if name == 'b':
+      loss = loss + 0.0 * jnp.sum(batch['x'])
+    return loss, {'mean': jnp.mean(params[name])}
+  return loss_fn
+
+
+def _counting_trainer(*, a=None, b=None, stages=None, nonfinite='skip'):
+  groups = [spec.Group('frozen', trainable=False),
+            a or spec.Group('a', trainable=True, optimizer=optax.sgd(1.0)),
+            b or spec.Group('b', trainable=True, optimizer=optax.sgd(1.0))]
+  phases = [spec.Phase('a', _ascend('a'), updates=('a',)),
+            spec.Phase('b', _ascend('b'), updates=('b',))]
+  stages = stages or [spec.Stage([('a', 1)])]
+  trainer = Trainer(groups=groups, phases=phases, stages=stages, batch_size=BATCH,
+                    nonfinite=nonfinite)
+  params = {'frozen': jnp.ones(4), 'a': jnp.zeros(4), 'b': jnp.zeros(4)}
+  return trainer, trainer.init_state(params, key=jax.random.PRNGKey(0))
+
+
+def _zeros_batch(step, process_index, process_count, *, nan_at=None):
+  del process_index
+  value = np.nan if step == nan_at else 0.0
+  return {'x': np.full((BATCH // process_count, 1), value, np.float32)}
+
+
+def test_schedule_ratios_and_stage_switch():
+  stages = [spec.Stage([('a', 1)], until_step=2), spec.Stage([('a', 5), ('b', 1)])]
+  trainer, state = _counting_trainer(stages=stages)
+  state = trainer.train(state, get_batch=_zeros_batch, num_steps=4, progress=False)
+  np.testing.assert_array_equal(state.params['a'], np.full(4, 2 * 1 + 2 * 5))
+  np.testing.assert_array_equal(state.params['b'], np.full(4, 2))
+  np.testing.assert_array_equal(state.frozen['frozen'], np.ones(4))
+  assert {k: int(v) for k, v in state.updates.items()} == {'a': 12, 'b': 2}
+  assert int(state.step) == 4
+
+
+def test_clip_norm_bounds_the_update():
+  a = spec.Group('a', trainable=True, optimizer=optax.sgd(1.0), clip_norm=0.5)
+  trainer, state = _counting_trainer(a=a)
+  state, metrics = trainer.step(state, mesh_lib.global_batch(_zeros_batch(0, 0, 1),
+                                                             trainer.mesh), step=0)
+  np.testing.assert_allclose(state.params['a'], np.full(4, 0.25), rtol=1e-6)  # norm 0.5.
+  np.testing.assert_allclose(metrics['a']['grad_norm/a'], 2.0, rtol=1e-6)  # before clipping.
+  np.testing.assert_allclose(metrics['a']['mean'], 0.0)  # loss_fn metrics, pre-update.
+
+
+def test_ema_matches_closed_form():
+  """Params after step t are t; constant beta gives ema_T = T - beta (1 - beta^T) / (1 - beta)."""
+  halflife, steps = 64.0, 5
+  a = spec.Group('a', trainable=True, optimizer=optax.sgd(1.0), ema_halflife_nimg=halflife)
+  trainer, state = _counting_trainer(a=a)
+  state = trainer.train(state, get_batch=_zeros_batch, num_steps=steps, progress=False)
+  beta = 0.5 ** (BATCH / halflife)
+  expected = steps - beta * (1 - beta**steps) / (1 - beta)
+  np.testing.assert_allclose(state.ema['a'], np.full(4, expected), rtol=1e-6)
+  assert set(state.ema) == {'a'}
+
+
+def test_ema_rampup_follows_edm():
+  # First step: no samples seen yet, so the half-life is 0 and the EMA copies the params.
+  a = spec.Group('a', trainable=True, optimizer=optax.sgd(1.0), ema_halflife_nimg=1e6,
+                 ema_rampup_ratio=0.05)
+  trainer, state = _counting_trainer(a=a)
+  state = trainer.train(state, get_batch=_zeros_batch, num_steps=1, progress=False)
+  np.testing.assert_array_equal(state.ema['a'], state.params['a'])
+  # Later: half-life min(1e6, 0.05 * nimg).
+  np.testing.assert_allclose(ema_beta(nimg=1000, batch_size=16, halflife_nimg=1e6,
+                                      rampup_ratio=0.05), 0.5 ** (16 / 50), rtol=1e-6)
+  np.testing.assert_allclose(ema_beta(nimg=1e9, batch_size=16, halflife_nimg=1e6,
+                                      rampup_ratio=0.05), 0.5 ** (16 / 1e6), rtol=1e-6)
+
+
+def test_nonfinite_skip_keeps_params_and_counts():
+  adam_b = spec.Group('b', trainable=True, optimizer=optax.adam(0.1))
+  trainer, state = _counting_trainer(b=adam_b, stages=[spec.Stage([('a', 1), ('b', 1)])])
+  state = trainer.train(state, get_batch=_zeros_batch, num_steps=2, progress=False)
+  b_before = jax.device_get((state.params['b'], state.opt_state['b']))
+  state, metrics = trainer.step(state, mesh_lib.global_batch(
+      _zeros_batch(2, 0, 1, nan_at=2), trainer.mesh), step=2)
+  assert np.isnan(metrics['b']['loss'])
+  chex.assert_trees_all_equal(jax.device_get((state.params['b'], state.opt_state['b'])),
+                              b_before)
+  np.testing.assert_array_equal(state.params['a'], np.full(4, 3.0))  # 'a' still updated.
+  assert {k: int(v) for k, v in state.nonfinite.items()} == {'a': 0, 'b': 1}
+  assert state.first_nonfinite.tolist() == [2, 1]
+  assert trainer.check_finite(state) == {'a': 0, 'b': 1}  # 'skip' does not raise.
+
+
+def test_nonfinite_stop_raises_and_keeps_last_good_checkpoint(tmp_path):
+  trainer, state = _counting_trainer(stages=[spec.Stage([('a', 1), ('b', 1)])],
+                                     nonfinite='stop')
+  get_batch = functools.partial(_zeros_batch, nan_at=3)
+  with Checkpointer(tmp_path) as ckpt:
+    with pytest.raises(NonFiniteError, match="phase 'b' at step 3"):
+      trainer.train(state, get_batch=get_batch, num_steps=10, checkpointer=ckpt,
+                    save_every=1, log_every=1, progress=False)
+    assert ckpt.latest_step() == 3
+    np.testing.assert_array_equal(ckpt.restore(state).params['b'], np.full(4, 3.0))
+
+
+def test_metrics_jsonl(tmp_path):
+  stages = [spec.Stage([('a', 1)], until_step=2), spec.Stage([('a', 1), ('b', 1)])]
+  trainer, state = _counting_trainer(stages=stages)
+  writer = MetricWriter(tmp_path / 'metrics.jsonl')
+  trainer.train(state, get_batch=_zeros_batch, num_steps=4, log_every=2, metric_writer=writer,
+                progress=False)
+  records = read_metrics(tmp_path / 'metrics.jsonl')
+  assert [r['step'] for r in records] == [2, 4]
+  assert 'b/loss' not in records[0]  # stage 0 runs phase 'a' only.
+  # Latest run of each phase, evaluated before its update: a = 3, b = 1 at the last step.
+  last = records[1]
+  assert (last['a/loss'], last['a/mean'], last['b/loss'], last['b/mean']) == (-16, 3, -8, 1)
+  assert last['a/grad_norm/a'] == 2.0 and last['nonfinite/b'] == 0
+  assert last['samples_per_sec'] == pytest.approx(BATCH * last['steps_per_sec'])
+
+
+def test_validation_errors():
+  trainer, state = _counting_trainer()
+  with pytest.raises(ValueError, match=r"leaf \['x'\] of shape \(3, 1\); expected 16 rows"):
+    trainer.train(state, get_batch=lambda *_: {'x': np.zeros((3, 1))}, num_steps=1,
+                  progress=False)
+  with pytest.raises(ValueError, match=r"expected \['a', 'b', 'frozen'\]"):
+    trainer.init_state({'a': jnp.zeros(4)}, key=jax.random.PRNGKey(0))
+  groups = [spec.Group('g', trainable=True, optimizer=optax.sgd(1.0)),
+            spec.Group('t', trainable=False)]
+  phase = spec.Phase('p', _ascend('g'), updates=('g',))
+  kwargs = dict(groups=groups, phases=[phase], batch_size=BATCH)
+  with pytest.raises(ValueError, match=r"choose one of \['skip', 'stop'\]"):
+    Trainer(stages=[spec.Stage([('p', 1)])], nonfinite='ignore', **kwargs)
+  with pytest.raises(ValueError, match=r"unknown phase 'q'; phases: \['p'\]"):
+    Trainer(stages=[spec.Stage([('q', 1)])], **kwargs)
+  with pytest.raises(ValueError, match=r"'t', which is not a trainable group; .*\['g'\]"):
+    Trainer(groups=groups, phases=[spec.Phase('p', _ascend('t'), updates=('t',))],
+            stages=[spec.Stage([('p', 1)])], batch_size=BATCH)
+  with pytest.raises(ValueError, match='No stage covers step 5'):
+    spec.stage_at([spec.Stage([('p', 1)], until_step=5)], 5)
+  with pytest.raises(ValueError, match="Trainable group 'g' needs an optimizer"):
+    spec.Group('g', trainable=True)
