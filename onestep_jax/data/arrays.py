@@ -88,7 +88,8 @@ def _read_file(path: str) -> tuple[np.ndarray, Optional[np.ndarray]]:
 
 def _to_nhwc(x: np.ndarray, layout: str, path: str) -> np.ndarray:
   if layout == 'auto':
-    layout = 'nchw' if (x.shape[1] in _CHANNEL_SIZES and x.shape[3] not in _CHANNEL_SIZES) else 'nhwc'
+    channels_first = x.shape[1] in _CHANNEL_SIZES and x.shape[3] not in _CHANNEL_SIZES
+    layout = 'nchw' if channels_first else 'nhwc'
   if layout == 'nchw':
     x = np.transpose(x, (0, 2, 3, 1))
   if x.shape[3] not in _CHANNEL_SIZES:
