@@ -36,6 +36,7 @@ def check_batches(ds, *, batch_size=8, steps=(0, 3)):
       assert parts[0][key].shape[0] == batch_size // 2
       np.testing.assert_array_equal(np.concatenate([p[key] for p in parts]), full[key])
     batches.append(full['x'])
+    np.testing.assert_array_equal(ds.batch_fn(batch_size, seed=5)(step, 1, 2)['x'], parts[1]['x'])
   assert not np.array_equal(batches[0], batches[1])
   assert not np.array_equal(ds.get_batch(steps[0], batch_size, seed=6)['x'], batches[0])
   return batches

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import abc
 import functools
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -95,6 +95,14 @@ class Dataset(abc.ABC):
   @abc.abstractmethod
   def sample(self, num: int, *, seed: int) -> np.ndarray:
     """`num` reference examples 'x' for evaluation, deterministic in `seed`."""
+
+  def batch_fn(self, batch_size: int, *,
+               seed: int) -> Callable[[int, int, int], dict[str, np.ndarray]]:
+    """`get_batch` as `f(step, process_index, process_count)`, the trainer's batch callback."""
+    def get(step: int, process_index: int, process_count: int) -> dict[str, np.ndarray]:
+      return self.get_batch(step, batch_size, seed=seed, process_index=process_index,
+                            process_count=process_count)
+    return get
 
   def __repr__(self) -> str:
     return (f'{type(self).__name__}(name={self.name!r}, example_shape={self.example_shape}, '
