@@ -73,7 +73,8 @@ def test_closed_forms_of_the_time_maps():
   vp = schedules.VPSchedule()
   np.testing.assert_allclose(vp.alpha(t)**2 + vp.sigma(t)**2, 1.0, rtol=1e-6)
   # EDM's VPPrecond: sigma(t) = sqrt(exp(beta_d t^2 / 2 + beta_min t) - 1), sigma(1) ~ 152.
-  np.testing.assert_allclose(vp.edm_sigma(1.0), math.sqrt(math.exp(0.5 * 19.9 + 0.1) - 1), rtol=1e-5)
+  np.testing.assert_allclose(vp.edm_sigma(1.0), math.sqrt(math.exp(0.5 * 19.9 + 0.1) - 1),
+                             rtol=1e-5)
 
 
 def test_get_schedule_builds_by_name_and_lists_choices():

@@ -63,7 +63,7 @@ def sample_karras_index_sigma(key: jax.Array, shape: Shape, *, num_levels: int =
 
 def sample_logit_normal_time(key: jax.Array, shape: Shape, *, mean: float = 0.0,
                              std: float = 1.0, dtype=jnp.float32) -> jnp.ndarray:
-  """Flow-matching times t = sigmoid(u), u ~ N(mean, std^2) (Esser et al. 2024, arXiv 2403.03206)."""
+  """Flow-matching times t = sigmoid(u), u ~ N(mean, std^2) (SD3, arXiv 2403.03206, Sec. 3.1)."""
   return jax.nn.sigmoid(mean + std * jax.random.normal(key, _shape(shape), dtype))
 
 

@@ -58,7 +58,8 @@ def _coefficients(schedule: Schedule, t) -> dict:
 
 
 def _derivatives(schedule: Schedule, t) -> dict:
-  return dict(d_alpha=schedule.d_alpha(t), d_sigma=schedule.d_sigma(t), **_coefficients(schedule, t))
+  return dict(d_alpha=schedule.d_alpha(t), d_sigma=schedule.d_sigma(t),
+              **_coefficients(schedule, t))
 
 
 _FROM_X0 = {

@@ -21,8 +21,8 @@ def _check(x_init, sigmas, dtype):
   if not jnp.issubdtype(jnp.dtype(dtype), jnp.floating):
     raise ValueError(f'dtype must be a floating dtype, got {dtype}')
   if jnp.dtype(dtype) == jnp.float64 and not jax.config.jax_enable_x64:
-    raise ValueError('dtype float64 needs 64-bit JAX: wrap the call in `with jax.enable_x64(True):` '
-                     'or set JAX_ENABLE_X64=1')
+    raise ValueError('dtype float64 needs 64-bit JAX: wrap the call in '
+                     '`with jax.enable_x64(True):` or set JAX_ENABLE_X64=1')
   sigmas = jnp.asarray(sigmas, dtype)
   if sigmas.ndim != 1 or sigmas.shape[0] < 2:
     raise ValueError(f'sigmas must be a 1-D array of at least 2 noise levels, got shape '
@@ -53,7 +53,7 @@ def _integrate(step: Callable, x_init, sigmas, keys, return_trajectory: bool, ou
 
 
 def _heun_update(denoiser, x_hat, sigma_hat, sigma_next, labels):
-  """One EDM step from (x_hat, sigma_hat): Euler, then the 2nd-order correction if sigma_next > 0."""
+  """EDM step from (x_hat, sigma_hat): Euler, then the 2nd-order correction if sigma_next > 0."""
   d = _slope(denoiser, x_hat, sigma_hat, labels)
   x_euler = x_hat + (sigma_next - sigma_hat) * d
 
@@ -105,7 +105,7 @@ def stochastic_sampler(denoiser: Callable, x_init, *, sigmas, key: jax.Array, la
   out_dtype = jnp.asarray(x_init).dtype
   x, sigmas = _check(x_init, sigmas, dtype)
   num_steps = sigmas.shape[0] - 1
-  gamma_max = min(s_churn / num_steps, math.sqrt(2.0) - 1.0)
+  gamma_max = jnp.minimum(s_churn / num_steps, math.sqrt(2.0) - 1.0)
 
   def step(x, sigma, sigma_next, step_key):
     gamma = jnp.where((sigma >= s_min) & (sigma <= s_max), gamma_max, 0.0).astype(x.dtype)
