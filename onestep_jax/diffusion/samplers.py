@@ -11,7 +11,7 @@ also every state x_0 (= x_init), ..., x_N stacked as [N + 1, *x_init.shape].
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
