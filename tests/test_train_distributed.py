@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from onestep_jax.train.checkpoint import Checkpointer
+from onestep_jax.train.export import load_exported
 from train_helpers import toy
 
 SCRIPT = pathlib.Path(__file__).parent / 'train_helpers' / 'run_toy.py'
@@ -62,14 +63,21 @@ def test_two_processes_match_one_process(reference, tmp_path):
   with socket.socket() as s:
     s.bind(('localhost', 0))
     port = s.getsockname()[1]
-  out, ckpt = tmp_path / 'two.npz', tmp_path / 'ckpt'
+  out, ckpt, export = tmp_path / 'two.npz', tmp_path / 'ckpt', tmp_path / 'export'
   _run([['--out', str(out), '--devices', '2', '--steps', str(STEPS), '--num-processes', '2',
-         '--process-id', str(i), '--port', str(port), '--ckpt', str(ckpt)] for i in range(2)])
-  _assert_close(reference, dict(np.load(out)), 'fsdp1')
+         '--process-id', str(i), '--port', str(port), '--ckpt', str(ckpt), '--export',
+         str(export)] for i in range(2)])
+  results = dict(np.load(out))
+  _assert_close(reference, results, 'fsdp1')
+  # Both processes call export_params; process 0 writes the gathered EMA.
+  exported = load_exported(export)
+  assert exported.net_kwargs == {'hidden': toy.HIDDEN}
+  for name, value in exported.params.items():
+    np.testing.assert_array_equal(value, results[f"fsdp1['ema']['generator']['{name}']"])
   # The checkpoint written jointly by the two processes restores on one device.
   trainer = toy.make_trainer()
   template = trainer.init_state(toy.init_params(), key=jax.random.PRNGKey(1))
   with Checkpointer(ckpt, teacher_identity='toy') as manager:
     assert manager.all_steps() == [STEPS]
     restored = toy.flat_state(manager.restore(template))
-  _assert_close(restored, dict(np.load(out)), 'fsdp1')
+  _assert_close(restored, results, 'fsdp1')

@@ -66,7 +66,7 @@ def test_schedule_ratios_and_stage_switch():
 def test_clip_norm_bounds_the_update():
   a = spec.Group('a', trainable=True, optimizer=optax.sgd(1.0), clip_norm=0.5)
   trainer, state = _counting_trainer(a=a)
-  state, metrics = trainer.step(state, mesh_lib.global_batch(_zeros_batch(0, 0, 1),
+  state, metrics = trainer.train_step(state, mesh_lib.global_batch(_zeros_batch(0, 0, 1),
                                                              trainer.mesh), step=0)
   np.testing.assert_allclose(state.params['a'], np.full(4, 0.25), rtol=1e-6)  # norm 0.5.
   np.testing.assert_allclose(metrics['a']['grad_norm/a'], 2.0, rtol=1e-6)  # before clipping.
@@ -104,7 +104,7 @@ def test_nonfinite_skip_keeps_params_and_counts():
   trainer, state = _counting_trainer(b=adam_b, stages=[spec.Stage([('a', 1), ('b', 1)])])
   state = trainer.train(state, get_batch=_zeros_batch, num_steps=2, progress=False)
   b_before = jax.device_get((state.params['b'], state.opt_state['b']))
-  state, metrics = trainer.step(state, mesh_lib.global_batch(
+  state, metrics = trainer.train_step(state, mesh_lib.global_batch(
       _zeros_batch(2, 0, 1, nan_at=2), trainer.mesh), step=2)
   assert np.isnan(metrics['b']['loss'])
   chex.assert_trees_all_equal(jax.device_get((state.params['b'], state.opt_state['b'])),

@@ -18,10 +18,13 @@ class NonFiniteError(FloatingPointError):
 
 
 def params_fingerprint(tree: Any) -> str:
-  """sha256 (hex) of a pytree's key paths, shapes, dtypes and values."""
+  """sha256 (hex) of a pytree's key paths, shapes, dtypes and values.
+
+  Takes host (or fully addressable) arrays, e.g. the teacher as loaded, before sharding.
+  """
   h = hashlib.sha256()
   for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-    leaf = np.asarray(host_value(leaf))
+    leaf = np.asarray(jax.device_get(leaf))
     h.update(f'{jax.tree_util.keystr(path)}|{leaf.shape}|{leaf.dtype}|'.encode())
     h.update(np.ascontiguousarray(leaf).tobytes())
   return h.hexdigest()
@@ -41,7 +44,8 @@ class Checkpointer:
     self.directory = os.path.abspath(os.fspath(directory))
     self.teacher_identity = teacher_identity
     options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep,
-                                           enable_async_checkpointing=async_save)
+                                           enable_async_checkpointing=async_save,
+                                           cleanup_tmp_directories=True)
     self._manager = ocp.CheckpointManager(self.directory, options=options,
                                           item_names=('state', 'meta'))
     self._all_finite = jax.jit(all_finite)

@@ -12,6 +12,7 @@ from typing import Any, Mapping, NamedTuple, Optional
 import jax
 import ml_dtypes  # noqa: F401  (registers bfloat16 & co. with numpy)
 import numpy as np
+from jax.experimental import multihost_utils
 
 FORMATS = ('safetensors', 'npz')
 _SEP = '/'
@@ -31,6 +32,8 @@ def _flatten(tree: Mapping[str, Any], prefix: str = '') -> dict[str, np.ndarray]
                        f'without {_SEP!r}.')
     if isinstance(v, Mapping):
       flat.update(_flatten(v, prefix + k + _SEP))
+    elif isinstance(v, jax.Array) and not v.is_fully_addressable:
+      flat[prefix + k] = np.asarray(multihost_utils.process_allgather(v, tiled=True))
     elif isinstance(v, (jax.Array, np.ndarray, np.generic)):
       flat[prefix + k] = np.asarray(jax.device_get(v))
     else:
@@ -55,11 +58,14 @@ def export_params(directory: str | os.PathLike, params: Mapping[str, Any], *,
                   fmt: str = 'safetensors') -> None:
   """Writes `params` (nested dict of arrays) and JSON-serialisable `net_kwargs` to `directory`.
 
-  Call from one process (e.g. `jax.process_index() == 0`) with fully replicated params.
+  Multi-host: call from every process (arrays spread over processes are gathered, a
+  collective); process 0 writes.
   """
   if fmt not in FORMATS:
     raise ValueError(f'Unknown export format {fmt!r}; choose one of {list(FORMATS)}.')
   flat = _flatten(params)
+  if jax.process_index() != 0:
+    return
   os.makedirs(directory, exist_ok=True)
   info = {'format': fmt, 'net_kwargs': dict(net_kwargs), 'metadata': dict(metadata or {}),
           'dtypes': {k: v.dtype.name for k, v in flat.items()}}

@@ -170,10 +170,11 @@ class Trainer:
       self._compiled[name] = fn
     return self._compiled[name]
 
-  def step(self, state: TrainState, batch: Any, *, step: int
-           ) -> tuple[TrainState, dict[str, dict[str, jax.Array]]]:
+  def train_step(self, state: TrainState, batch: Any, *, step: int
+                 ) -> tuple[TrainState, dict[str, dict[str, jax.Array]]]:
     """One trainer step on a global batch; `step` (host int) must equal `state.step`.
 
+    `batch` holds global arrays (see `mesh.global_batch`); `state`'s buffers are donated.
     Returns the new state and, per phase, the metrics of its last run (device arrays).
     """
     metrics = {}
@@ -231,7 +232,8 @@ class Trainer:
         while step < num_steps:
           local = get_batch(step, p_index, n_proc)
           self._check_local_batch(local, n_proc)
-          state, metrics = self.step(state, mesh_lib.global_batch(local, self.mesh), step=step)
+          state, metrics = self.train_step(state, mesh_lib.global_batch(local, self.mesh),
+                                            step=step)
           step += 1
           bar.update(1)
           at_log = step % log_every == 0 or step == num_steps

@@ -2,7 +2,7 @@
 
 Used by tests/test_train_distributed.py and tests/test_train_checkpoint.py:
   run_toy.py --out OUT [--devices N] [--fsdp F] [--steps S]
-             [--num-processes P --process-id I --port PORT] [--ckpt DIR]
+             [--num-processes P --process-id I --port PORT] [--ckpt DIR] [--export DIR]
              [--marker FILE]   (write FILE when step 3 starts; used to time a SIGTERM)
 """
 import argparse
@@ -23,6 +23,7 @@ def main():
   parser.add_argument('--process-id', type=int, default=0)
   parser.add_argument('--port', type=int, default=0)
   parser.add_argument('--ckpt', default=None)
+  parser.add_argument('--export', default=None)
   parser.add_argument('--marker', default=None)
   args = parser.parse_args()
 
@@ -36,6 +37,7 @@ def main():
   import numpy as np
   from train_helpers import toy
   from onestep_jax.train.checkpoint import Checkpointer
+  from onestep_jax.train.export import export_params
   from onestep_jax.train.mesh import make_mesh
 
   def get_batch(step, process_index, process_count):
@@ -54,6 +56,8 @@ def main():
     finally:
       if ckpt is not None:
         ckpt.close()
+    if args.export:
+      export_params(args.export, state.ema['generator'], net_kwargs={'hidden': toy.HIDDEN})
     gathered = jax.tree.map(
         lambda x: np.asarray(jax.experimental.multihost_utils.process_allgather(x, tiled=True)),
         state.checkpoint_items())
