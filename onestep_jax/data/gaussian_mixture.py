@@ -150,5 +150,5 @@ class GaussianMixture:
     labels = jax.random.categorical(k_key, jnp.log(self.weights), shape=(num,))
     eps = jax.random.normal(n_key, (num, self.dim))
     chol = jnp.asarray(self.eigvecs * np.sqrt(self.eigvals)[:, None, :])  # U diag(sqrt lam)
-    x = self.means[labels] + jnp.einsum('bdj,bj->bd', chol[labels], eps)
+    x = jnp.asarray(self.means)[labels] + jnp.einsum('bdj,bj->bd', chol[labels], eps)
     return (x, labels) if return_labels else x

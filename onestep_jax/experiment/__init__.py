@@ -1,0 +1,1 @@
+"""Running experiments: default config sections, train / sample / evaluate, metrics.json."""

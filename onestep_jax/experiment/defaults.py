@@ -1,0 +1,51 @@
+"""Config sections shared by every experiment; configs/<name>.py fill in the rest."""
+from __future__ import annotations
+
+import ml_collections
+from ml_collections import config_dict
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Fields every run has. Methods and networks add their own sections."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0  # seeds initialisation, data order and training noise
+
+  c.data = ml_collections.ConfigDict()
+  c.data.name = 'ring8'  # a dataset of onestep_jax.data (see README)
+  c.data.kwargs = ml_collections.ConfigDict()  # extra arguments of that dataset (e.g. path)
+  c.data.conditional = False  # feed class labels to the networks (labelled datasets only)
+
+  c.net = ml_collections.ConfigDict()
+  c.net.name = 'mlp'  # 'mlp', 'song_unet' or 'dhariwal_unet'
+  c.net.kwargs = ml_collections.ConfigDict()  # constructor arguments of that network
+
+  c.method = ml_collections.ConfigDict()
+  c.method.name = 'teacher'  # a method of onestep_jax.methods.METHODS
+
+  c.train = ml_collections.ConfigDict()
+  c.train.batch_size = 256  # global batch size over all devices and processes
+  c.train.num_steps = 5000  # total trainer steps (a resumed run continues up to this)
+  c.train.log_every = 100  # steps between metric lines in metrics.jsonl
+  c.train.save_every = 1000  # steps between checkpoints (and one at the end)
+  c.train.keep_checkpoints = 2  # checkpoints kept on disk
+  c.train.nonfinite = 'skip'  # 'skip' a NaN/Inf update and count it, or 'stop' the run
+  c.train.fsdp = 1  # devices per 'fsdp' group sharding large parameters (1 = replicated)
+  c.train.compilation_cache = True  # JAX persistent compilation cache in ~/.cache/onestep_jax
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.num_samples = 5000  # samples per model for metrics (and for the data floors)
+  c.eval.batch_size = 1000  # samples generated per call
+  c.eval.seed = 1234  # seeds evaluation sampling
+  c.eval.feature_extractor = ''  # image data: '' trains the library's classifier features
+  return c
+
+
+def edm_method_fields(m: ml_collections.ConfigDict) -> None:
+  """EDM noise distribution and preconditioning shared by teachers and distillation."""
+  m.sigma_data = config_dict.placeholder(float)  # data std for preconditioning; None: measured
+  m.p_mean = -1.2  # mean of log sigma during training (EDM log-normal)
+  m.p_std = 1.2  # std of log sigma during training
+  m.beta1 = 0.9  # Adam beta1
+  m.beta2 = 0.999  # Adam beta2
+  m.eps = 1e-8  # Adam epsilon
+  m.clip_norm = config_dict.placeholder(float)  # global gradient-norm clip per group (None: off)

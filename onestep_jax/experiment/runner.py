@@ -1,0 +1,113 @@
+"""Train, sample and evaluate a configured run in a workdir; the same call again resumes."""
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import jax
+import ml_collections
+import numpy as np
+
+from onestep_jax.data import get_dataset
+from onestep_jax.experiment.evaluation import evaluate, write_json
+from onestep_jax.methods import build_method
+from onestep_jax.train.checkpoint import Checkpointer
+from onestep_jax.train.compilation_cache import enable_compilation_cache
+from onestep_jax.train.export import export_params
+from onestep_jax.train.mesh import make_mesh
+from onestep_jax.train.metrics import MetricWriter, read_metrics
+from onestep_jax.train.trainer import Trainer
+
+MODES = ('train', 'sample', 'evaluate')
+CACHE_DIR = os.path.join(os.path.expanduser('~'), '.cache', 'onestep_jax', 'xla')
+
+
+def resolve_config(config: ml_collections.ConfigDict, dataset) -> ml_collections.ConfigDict:
+  """Fills fields measured from the data: sigma_data and the MLP's data_dim."""
+  config = ml_collections.ConfigDict(config.to_dict())
+  if config.data.conditional and not dataset.num_classes:
+    raise ValueError(f'data.conditional=True but dataset {dataset.name!r} has no labels')
+  if config.net.name == 'mlp':
+    if len(dataset.example_shape) != 1:
+      raise ValueError(f'the mlp network takes vectors; dataset {dataset.name!r} has examples of '
+                       f'shape {dataset.example_shape}; use song_unet or dhariwal_unet')
+    config.net.kwargs.data_dim = int(dataset.example_shape[0])
+    if config.data.conditional:
+      config.net.kwargs.label_dim = dataset.num_classes
+  if 'sigma_data' in config.method and config.method.sigma_data is None:
+    sample = dataset.sample(min(10_000, dataset.num_examples or 10_000), seed=config.seed)
+    config.method.sigma_data = round(float(np.std(sample)), 4)
+  return config
+
+
+def _trim_history(path: str, last_step: int) -> None:
+  """Drops metric lines written after the checkpoint a run resumes from."""
+  if os.path.exists(path):
+    keep = [r for r in read_metrics(path) if r['step'] <= last_step]
+    tmp = path + '.tmp'
+    with open(tmp, 'w') as f:
+      f.writelines(json.dumps(r) + '\n' for r in keep)
+    os.replace(tmp, path)
+
+
+def run(config: ml_collections.ConfigDict, workdir: str, *, mode: str = 'train',
+        progress: bool = True) -> dict[str, float]:
+  """Runs `mode` in `workdir` and returns the final metrics (also in metrics.json)."""
+  if mode not in MODES:
+    raise ValueError(f'unknown mode {mode!r}; valid modes: {list(MODES)}')
+  if config.train.compilation_cache:
+    enable_compilation_cache(CACHE_DIR)
+  dataset = get_dataset(config.data.name, **config.data.kwargs.to_dict())
+  config = resolve_config(config, dataset)
+  setup = build_method(config, dataset)
+  os.makedirs(workdir, exist_ok=True)
+  is_main = jax.process_index() == 0
+  if is_main:
+    write_json(os.path.join(workdir, 'config.json'), config.to_dict())
+
+  trainer = Trainer(groups=setup.groups, phases=setup.phases, stages=setup.stages,
+                    batch_size=config.train.batch_size, nonfinite=config.train.nonfinite,
+                    mesh=make_mesh(fsdp=config.train.fsdp))
+  key_init, key_train = jax.random.split(jax.random.PRNGKey(config.seed))
+  t0 = time.perf_counter()
+  state = trainer.init_state(setup.init_params(key_init), key=key_train)
+  timings = {'init_time_s': time.perf_counter() - t0}
+  history = os.path.join(workdir, 'metrics.jsonl')
+  with Checkpointer(os.path.join(workdir, 'checkpoints'), teacher_identity=setup.teacher_identity
+                    or '', max_to_keep=config.train.keep_checkpoints) as ckpt:
+    if ckpt.latest_step() is not None:
+      state = ckpt.restore(state)
+      if is_main:
+        _trim_history(history, int(state.step))
+    elif mode != 'train':
+      raise FileNotFoundError(f'mode {mode!r} needs a trained run, but {workdir} has no '
+                              'checkpoint; run with --mode=train first')
+    if mode == 'train':
+      start = int(state.step)
+      t0 = time.perf_counter()
+      state = trainer.train(
+          state, num_steps=config.train.num_steps, checkpointer=ckpt,
+          save_every=config.train.save_every, log_every=config.train.log_every,
+          metric_writer=MetricWriter(history), progress=progress and is_main,
+          get_batch=lambda step, pi, pc: dataset.get_batch(
+              step, config.train.batch_size, seed=config.seed, process_index=pi,
+              process_count=pc))
+      if int(state.step) > start:
+        timings['train_time_s'] = time.perf_counter() - t0
+        timings['train_steps_per_s'] = (int(state.step) - start) / timings['train_time_s']
+
+  sampling_params = {**state.frozen, **state.params, **state.ema}
+  if is_main:
+    meta = dict(setup.export_kwargs)
+    export_params(os.path.join(workdir, 'export'), sampling_params[setup.export_group],
+                  net_kwargs=meta.pop('network_kwargs'), metadata=meta)
+  num_classes = dataset.num_classes if config.data.conditional else 0
+  metrics = evaluate(generators=setup.generators, params=sampling_params, dataset=dataset,
+                     num_samples=config.eval.num_samples, batch_size=config.eval.batch_size,
+                     seed=config.eval.seed, num_classes=num_classes, workdir=workdir)
+  metrics.update(timings)
+  if is_main:
+    write_json(os.path.join(workdir, 'metrics.json'), metrics)
+  return metrics
+

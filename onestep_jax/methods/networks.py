@@ -1,0 +1,69 @@
+"""Networks by name and EDM-preconditioned denoisers built from (module, params)."""
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from onestep_jax.diffusion.preconditioning import edm_denoiser
+from onestep_jax.nets.mlp import MLP
+
+
+def _song_unet(**kw):
+  from onestep_jax.nets.song_unet import SongUNet
+  return SongUNet(**kw)
+
+
+def _dhariwal_unet(**kw):
+  from onestep_jax.nets.dhariwal_unet import DhariwalUNet
+  return DhariwalUNet(**kw)
+
+
+NETWORKS: dict[str, Callable[..., nn.Module]] = {
+    'mlp': MLP,
+    'song_unet': _song_unet,
+    'dhariwal_unet': _dhariwal_unet,
+}
+
+
+def build_network(name: str, kwargs: Mapping[str, Any]) -> nn.Module:
+  """The Flax module `name` built with `kwargs`; unknown names list the valid ones."""
+  if name not in NETWORKS:
+    raise ValueError(f'unknown network {name!r}; valid networks: {sorted(NETWORKS)}')
+  try:
+    return NETWORKS[name](**dict(kwargs))
+  except TypeError as e:
+    raise ValueError(f'bad settings for network {name!r}: {e}') from None
+
+
+def make_denoiser(module: nn.Module, params: Any, *, sigma_data: float, train: bool = False,
+                  rng: Optional[jax.Array] = None) -> Callable:
+  """D(x, sigma, labels) = EDM preconditioning around `module` (arXiv 2206.00364, Eq. 7).
+
+  With `train=True`, `rng` feeds dropout and label dropout.
+  """
+  rngs = None
+  if train:
+    r1, r2 = jax.random.split(rng)
+    rngs = {'dropout': r1, 'label_dropout': r2}
+
+  def raw(x_in, c_noise, labels):
+    return module.apply({'params': params}, x_in, c_noise, labels, train=train, rngs=rngs)
+
+  return edm_denoiser(raw, sigma_data)
+
+
+def one_hot_labels(batch: Mapping[str, Any], num_classes: int) -> Optional[jnp.ndarray]:
+  """One-hot labels [B, C] from a batch's integer 'label', or None for unconditional data."""
+  if not num_classes:
+    return None
+  return jax.nn.one_hot(batch['label'], num_classes, dtype=jnp.float32)
+
+
+def random_labels(key: jax.Array, num: int, num_classes: int) -> Optional[jnp.ndarray]:
+  """Uniformly drawn one-hot labels for sampling, or None when unconditional."""
+  if not num_classes:
+    return None
+  return jax.nn.one_hot(jax.random.randint(key, (num,), 0, num_classes), num_classes)

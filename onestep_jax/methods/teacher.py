@@ -1,0 +1,109 @@
+"""Teacher training: EDM denoising score matching or flow matching (METHODS.md §1)."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from onestep_jax.diffusion import noise_levels, samplers
+from onestep_jax.losses.denoising import edm_denoising_loss, flow_matching_loss
+from onestep_jax.methods.base import Generator, MethodSetup
+from onestep_jax.methods.networks import build_network, make_denoiser, one_hot_labels
+from onestep_jax.train.spec import Group, Phase, Stage
+
+OBJECTIVES = ('edm', 'flow')
+
+
+def make_optimizer(cfg: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  """Adam with a linear learning-rate ramp-up over `lr_rampup_steps` (EDM's lr ramp-up)."""
+  lr = optax.linear_schedule(0.0, cfg.lr, max(int(cfg.lr_rampup_steps), 1))
+  return optax.adam(lr, b1=cfg.beta1, b2=cfg.beta2, eps=cfg.eps)
+
+
+def flow_as_denoiser(module, params, *, train=False, rng=None):
+  """A rectified-flow velocity network v(x_t, t) seen as a VE denoiser D(x, sigma).
+
+  x_t = (1-t) x0 + t eps is VE noise of level sigma = t/(1-t) scaled by (1-t), and
+  x0_hat = x_t - t v; so every VE sampler and loss can use a flow-matching teacher.
+  """
+  rngs = None
+  if train:
+    r1, r2 = jax.random.split(rng)
+    rngs = {'dropout': r1, 'label_dropout': r2}
+
+  def velocity(x_t, t, labels):
+    return module.apply({'params': params}, x_t, t, labels, train=train, rngs=rngs)
+
+  def denoise(x, sigma, labels=None):
+    sigma = jnp.broadcast_to(jnp.asarray(sigma, x.dtype), (x.shape[0],))
+    t = sigma / (1 + sigma)
+    shape = (-1,) + (1,) * (x.ndim - 1)
+    x_t = x * (1 - t).reshape(shape)
+    return x_t - t.reshape(shape) * velocity(x_t, t, labels)
+
+  return velocity, denoise
+
+
+def build(config: ml_collections.ConfigDict, dataset) -> MethodSetup:
+  """The 'teacher' method: one trainable group 'denoiser' (with EMA), one phase."""
+  m = config.method
+  if m.objective not in OBJECTIVES:
+    raise ValueError(f'unknown teacher objective {m.objective!r}; valid: {list(OBJECTIVES)}')
+  module = build_network(config.net.name, config.net.kwargs)
+  num_classes = dataset.num_classes if config.data.conditional else 0
+  example = jnp.zeros((1,) + tuple(dataset.example_shape), jnp.float32)
+
+  def denoiser(params, *, train=False, rng=None):
+    if m.objective == 'edm':
+      return make_denoiser(module, params, sigma_data=m.sigma_data, train=train, rng=rng)
+    return flow_as_denoiser(module, params, train=train, rng=rng)[1]
+
+  def loss_fn(params, batch, key):
+    k_time, k_noise, k_drop = jax.random.split(key, 3)
+    x0 = batch['x']
+    labels = one_hot_labels(batch, num_classes)
+    noise = jax.random.normal(k_noise, x0.shape, x0.dtype)
+    if m.objective == 'edm':
+      sigma = noise_levels.sample_log_normal_sigma(k_time, x0.shape[0], p_mean=m.p_mean,
+                                                   p_std=m.p_std)
+      per_example = edm_denoising_loss(
+          denoiser=denoiser(params['denoiser'], train=True, rng=k_drop), x0=x0, sigma=sigma,
+          noise=noise, labels=labels, sigma_data=m.sigma_data)
+    else:
+      t = noise_levels.sample_logit_normal_time(k_time, x0.shape[0])
+      velocity = flow_as_denoiser(module, params['denoiser'], train=True, rng=k_drop)[0]
+      per_example = flow_matching_loss(velocity_fn=velocity, x0=x0, t=t, noise=noise,
+                                       labels=labels)
+    loss = jnp.mean(per_example)
+    return loss, {'loss': loss}
+
+  def init_params(key):
+    k_init, k_drop = jax.random.split(key)
+    labels = jnp.zeros((1, num_classes)) if num_classes else None
+    variables = module.init({'params': k_init, 'dropout': k_drop, 'label_dropout': k_drop},
+                            example, jnp.zeros((1,)), labels)
+    return {'denoiser': variables['params']}
+
+  sigmas = noise_levels.karras_sigmas(m.sample_steps, sigma_min=m.sigma_min, sigma_max=m.sigma_max,
+                                   rho=m.rho)
+
+  def sample_fn(params, key, num, labels):
+    x_T = m.sigma_max * jax.random.normal(key, (num,) + example.shape[1:])
+    return samplers.heun_sampler(denoiser(params['denoiser']), x_T, sigmas=sigmas, labels=labels)
+
+  group = Group('denoiser', trainable=True, optimizer=make_optimizer(m),
+                ema_halflife_nimg=m.ema_halflife_nimg, ema_rampup_ratio=m.ema_rampup_ratio,
+                clip_norm=m.clip_norm)
+  return MethodSetup(
+      groups=(group,),
+      phases=(Phase('denoise', loss_fn, ('denoiser',)),),
+      stages=(Stage((('denoise', 1),)),),
+      init_params=init_params,
+      generators=(Generator('teacher', samplers.nfe('heun', m.sample_steps), sample_fn),),
+      export_group='denoiser',
+      export_kwargs={'network': config.net.name, 'network_kwargs': config.net.kwargs.to_dict(),
+                     'objective': m.objective, 'sigma_data': m.sigma_data,
+                     'num_classes': num_classes},
+  )
+
