@@ -53,8 +53,8 @@ def test_resume_is_exact(tmp_path, trainer):
 
 def test_keep_n_and_periodic_saves(tmp_path, trainer):
   with Checkpointer(tmp_path, teacher_identity='toy', max_to_keep=2) as ckpt:
-    trainer.train(_init(trainer), get_batch=toy.get_batch, num_steps=7, checkpointer=ckpt, save_every=2,
-                  progress=False)
+    trainer.train(_init(trainer), get_batch=toy.get_batch, num_steps=7, checkpointer=ckpt,
+                  save_every=2, progress=False)
     assert ckpt.all_steps() == [6, 7]
   assert not list(tmp_path.glob('*tmp*'))
 

@@ -8,6 +8,7 @@ every `log_every` steps and before saving.
 from __future__ import annotations
 
 import contextlib
+import functools
 import signal
 import threading
 import time
@@ -66,7 +67,7 @@ class Trainer:
     self.fsdp_min_size = fsdp_min_size
     self._tx = {g.name: g.transform() for g in groups if g.trainable}
     self._phase_index = {name: i for i, name in enumerate(self.phases)}
-    self._compiled: dict[str, Callable] = {}
+    self._compiled: dict[Optional[str], Callable] = {}
     self._stop_requested = False
 
   # ----------------------------------------------------------------------------------------
@@ -155,20 +156,20 @@ class Trainer:
       ema[n] = ema_update(e, state.params[n], beta)
     return state.replace(ema=ema, step=state.step + 1)
 
-  def _jitted(self, name: str, state: TrainState) -> Callable:
-    if name not in self._compiled:
+  def _jitted(self, state: TrainState, phase: Optional[str] = None) -> Callable:
+    """The jitted update of `phase` (None: the end of step), compiled once per trainer."""
+    if phase not in self._compiled:
       state_sh = self.state_shardings(state)
-      repl = mesh_lib.replicated(self.mesh)
-      if name == '_end_step':
+      if phase is None:
         fn = jax.jit(self._end_step, in_shardings=(state_sh,), out_shardings=state_sh,
                      donate_argnums=0)
       else:
-        phase = self.phases[name]
-        fn = jax.jit(lambda s, b, r: self._phase_update(phase, s, b, r),
+        repl = mesh_lib.replicated(self.mesh)
+        fn = jax.jit(functools.partial(self._phase_update, self.phases[phase]),
                      in_shardings=(state_sh, mesh_lib.batch_sharding(self.mesh), repl),
                      out_shardings=(state_sh, repl), donate_argnums=0)
-      self._compiled[name] = fn
-    return self._compiled[name]
+      self._compiled[phase] = fn
+    return self._compiled[phase]
 
   def train_step(self, state: TrainState, batch: Any, *, step: int
                  ) -> tuple[TrainState, dict[str, dict[str, jax.Array]]]:
@@ -179,10 +180,10 @@ class Trainer:
     """
     metrics = {}
     for name, repeats in spec.stage_at(self.stages, step).schedule:
-      fn = self._jitted(name, state)
+      fn = self._jitted(state, name)
       for r in range(repeats):
         state, metrics[name] = fn(state, batch, np.int32(r))
-    return self._jitted('_end_step', state)(state), metrics
+    return self._jitted(state)(state), metrics
 
   # ----------------------------------------------------------------------------------------
   # Loop.

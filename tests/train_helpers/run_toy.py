@@ -6,7 +6,6 @@ Used by tests/test_train_distributed.py and tests/test_train_checkpoint.py:
              [--marker FILE]   (write FILE when step 3 starts; used to time a SIGTERM)
 """
 import argparse
-import os
 import pathlib
 import sys
 
