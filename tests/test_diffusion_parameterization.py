@@ -114,15 +114,15 @@ def test_named_velocity_forms():
 
 
 @pytest.mark.parametrize('name', sorted(SCHEDULES))
-@pytest.mark.parametrize('prediction', PREDICTIONS)
-def test_round_trip_through_every_prediction(name, prediction):
+def test_round_trip_through_every_prediction(name):
   schedule = SCHEDULES[name][0]
   t = _times(name, 32)
   x_t, x0, _ = _noisy(schedule, t, 32)
   x0_hat = x0 + 0.1  # any estimate, not only the truth, must survive the round trip
-  value = param.from_x0(schedule=schedule, prediction=prediction, x_t=x_t, t=t, x0=x0_hat)
-  back = param.to_x0(schedule=schedule, prediction=prediction, x_t=x_t, t=t, value=value)
-  np.testing.assert_allclose(back, x0_hat, atol=2e-4)
+  for prediction in PREDICTIONS:
+    value = param.from_x0(schedule=schedule, prediction=prediction, x_t=x_t, t=t, x0=x0_hat)
+    back = param.to_x0(schedule=schedule, prediction=prediction, x_t=x_t, t=t, value=value)
+    np.testing.assert_allclose(back, x0_hat, atol=2e-4, err_msg=prediction)
 
 
 @pytest.mark.parametrize('name', sorted(SCHEDULES))
@@ -158,16 +158,18 @@ def test_velocity_is_the_pf_ode_drift_of_the_ve_ode(name):
 
 
 @pytest.mark.parametrize('name', sorted(SCHEDULES))
-@pytest.mark.parametrize('prediction', PREDICTIONS)
-def test_denoiser_from_predictor_inverts_predictor_from_denoiser(name, prediction):
+def test_denoiser_from_predictor_inverts_predictor_from_denoiser(name):
   schedule = SCHEDULES[name][0]
-  predictor = param.predictor_from_denoiser(_ve_denoiser, schedule=schedule, prediction=prediction)
-  denoiser = jax.jit(param.denoiser_from_predictor(predictor, schedule=schedule,
-                                                    prediction=prediction))
   x = _mixture().sample(jax.random.key(3), 32) + jax.random.normal(jax.random.key(4), (32, 2))
   sigma = schedule.edm_sigma(_times(name, 32))
-  np.testing.assert_allclose(denoiser(x, sigma), _ve_denoiser(x, sigma), atol=3e-4)
-  np.testing.assert_allclose(denoiser(x, sigma[5]), _ve_denoiser(x, sigma[5]), atol=3e-4)
+  expected = _ve_denoiser(x, sigma)
+  for prediction in PREDICTIONS:
+    predictor = param.predictor_from_denoiser(_ve_denoiser, schedule=schedule,
+                                              prediction=prediction)
+    denoiser = param.denoiser_from_predictor(predictor, schedule=schedule, prediction=prediction)
+    np.testing.assert_allclose(denoiser(x, sigma), expected, atol=3e-4, err_msg=prediction)
+  # Jitted, with one scalar noise level for the whole batch.
+  np.testing.assert_allclose(jax.jit(denoiser)(x, sigma[5]), _ve_denoiser(x, sigma[5]), atol=3e-4)
 
 
 def test_unknown_prediction_lists_choices():

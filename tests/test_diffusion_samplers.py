@@ -166,7 +166,7 @@ class _CountingDenoiser:
 
 
 @pytest.mark.parametrize('name', sorted(samplers.SAMPLERS))
-@pytest.mark.parametrize('num_steps', [1, 2, 5])
+@pytest.mark.parametrize('num_steps', [1, 4])
 def test_nfe_counts(name, num_steps):
   sampler = samplers.SAMPLERS[name]
   extra = dict(key=jax.random.key(0), s_churn=1.0) if name == 'stochastic' else {}
