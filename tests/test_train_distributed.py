@@ -64,20 +64,21 @@ def test_two_processes_match_one_process(reference, tmp_path):
     s.bind(('localhost', 0))
     port = s.getsockname()[1]
   out, ckpt, export = tmp_path / 'two.npz', tmp_path / 'ckpt', tmp_path / 'export'
-  _run([['--out', str(out), '--devices', '2', '--steps', str(STEPS), '--num-processes', '2',
-         '--process-id', str(i), '--port', str(port), '--ckpt', str(ckpt), '--export',
-         str(export)] for i in range(2)])
+  _run([['--out', str(out), '--devices', '2', '--fsdp', '2', '--steps', str(STEPS),
+         '--num-processes', '2', '--process-id', str(i), '--port', str(port), '--ckpt',
+         str(ckpt), '--export', str(export)] for i in range(2)])
   results = dict(np.load(out))
-  _assert_close(reference, results, 'fsdp1')
-  # Both processes call export_params; process 0 writes the gathered EMA.
+  # Mesh data=2 (one row per process, each feeding its half of the batch), fsdp=2 within each.
+  _assert_close(reference, results, 'fsdp2')
+  # Both processes call export_params (the fsdp-sharded EMA is gathered); process 0 writes.
   exported = load_exported(export)
   assert exported.net_kwargs == {'hidden': toy.HIDDEN}
   for name, value in exported.params.items():
-    np.testing.assert_array_equal(value, results[f"fsdp1['ema']['generator']['{name}']"])
-  # The checkpoint written jointly by the two processes restores on one device.
+    np.testing.assert_array_equal(value, results[f"fsdp2['ema']['generator']['{name}']"])
+  # The fsdp=2 checkpoint, written jointly by the two processes, restores on one device.
   trainer = toy.make_trainer()
   template = trainer.init_state(toy.init_params(), key=jax.random.PRNGKey(1))
-  with Checkpointer(ckpt, teacher_identity='toy') as manager:
+  with Checkpointer(ckpt / 'fsdp2', teacher_identity='toy') as manager:
     assert manager.all_steps() == [STEPS]
     restored = toy.flat_state(manager.restore(template))
-  _assert_close(restored, results, 'fsdp1')
+  _assert_close(restored, results, 'fsdp2')

@@ -32,6 +32,8 @@ def _flatten(tree: Mapping[str, Any], prefix: str = '') -> dict[str, np.ndarray]
                        f'without {_SEP!r}.')
     if isinstance(v, Mapping):
       flat.update(_flatten(v, prefix + k + _SEP))
+    elif isinstance(v, jax.Array) and v.is_fully_replicated:
+      flat[prefix + k] = np.asarray(v.addressable_data(0))
     elif isinstance(v, jax.Array) and not v.is_fully_addressable:
       flat[prefix + k] = np.asarray(multihost_utils.process_allgather(v, tiled=True))
     elif isinstance(v, (jax.Array, np.ndarray, np.generic)):
@@ -58,8 +60,8 @@ def export_params(directory: str | os.PathLike, params: Mapping[str, Any], *,
                   fmt: str = 'safetensors') -> None:
   """Writes `params` (nested dict of arrays) and JSON-serialisable `net_kwargs` to `directory`.
 
-  Multi-host: call from every process (arrays spread over processes are gathered, a
-  collective); process 0 writes.
+  Only process 0 writes. Multi-host with params sharded over processes (fsdp): call from every
+  process, since gathering them is a collective; replicated params need no collective.
   """
   if fmt not in FORMATS:
     raise ValueError(f'Unknown export format {fmt!r}; choose one of {list(FORMATS)}.')

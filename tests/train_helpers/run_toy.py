@@ -2,7 +2,7 @@
 
 Used by tests/test_train_distributed.py and tests/test_train_checkpoint.py:
   run_toy.py --out OUT [--devices N] [--fsdp F] [--steps S]
-             [--num-processes P --process-id I --port PORT] [--ckpt DIR] [--export DIR]
+             [--num-processes P --process-id I --port PORT] [--ckpt DIR/fsdp<F>] [--export DIR]
              [--marker FILE]   (write FILE when step 3 starts; used to time a SIGTERM)
 """
 import argparse
@@ -48,7 +48,8 @@ def main():
   for fsdp in args.fsdp:
     trainer = toy.make_trainer(mesh=make_mesh(fsdp=fsdp), fsdp_min_size=0)
     state = trainer.init_state(toy.init_params(), key=jax.random.PRNGKey(0))
-    ckpt = Checkpointer(args.ckpt, teacher_identity='toy') if args.ckpt else None
+    ckpt = (Checkpointer(pathlib.Path(args.ckpt) / f'fsdp{fsdp}', teacher_identity='toy')
+            if args.ckpt else None)
     try:
       state = trainer.train(state, get_batch=get_batch, num_steps=args.steps, checkpointer=ckpt,
                             log_every=1, progress=False)
