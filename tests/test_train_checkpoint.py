@@ -110,7 +110,7 @@ def test_sigterm_saves_and_exits_cleanly(tmp_path, trainer):
       proc.kill()
   assert proc.returncode == 0, out[-3000:]
   template = _init(trainer)
-  with Checkpointer(ckpt_dir, teacher_identity='toy') as ckpt:
+  with Checkpointer(ckpt_dir / 'fsdp1', teacher_identity='toy') as ckpt:
     steps = ckpt.all_steps()
     assert len(steps) == 1 and 3 <= steps[0] < 1000000
     assert int(ckpt.restore(template).step) == steps[0]
