@@ -15,13 +15,33 @@ flags.DEFINE_string('workdir', None, 'directory for checkpoints, metrics and sam
 flags.DEFINE_enum('mode', 'train', ['train', 'sample', 'evaluate'],
                   'train (then evaluate), sample from, or evaluate the latest checkpoint')
 flags.DEFINE_bool('progress', True, 'show a progress bar')
+flags.DEFINE_bool('distributed', False, 'multi-host: call jax.distributed.initialize() first '
+                  '(TPU pods and SLURM are detected; else set JAX_COORDINATOR_ADDRESS etc.)')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
+def preflight(argv) -> None:
+  """Fails early, without a traceback, on a missing config file, variant or field."""
+  from onestep_jax.experiment.overrides import load_config_file, unknown_override
+  spec = next((a.split('=', 1)[1] for a in argv if a.startswith('--config=')), None)
+  if spec is None:
+    return
+  try:
+    problem = unknown_override(load_config_file(spec), argv)
+  except (ValueError, FileNotFoundError) as e:
+    problem = str(e)
+  if problem:
+    print(f'error: {problem}', file=sys.stderr)
+    sys.exit(2)
+
+
 def main(argv):
-  logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint step at INFO
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint step at INFO
+  if flags.FLAGS.distributed:
+    import jax
+    jax.distributed.initialize()
   from onestep_jax.experiment.runner import run
   try:
     metrics = run(flags.FLAGS.config, flags.FLAGS.workdir, mode=flags.FLAGS.mode,
@@ -35,4 +55,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  preflight(sys.argv)
   app.run(main)

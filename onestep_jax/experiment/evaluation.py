@@ -45,34 +45,20 @@ def low_dim_metrics(x: np.ndarray, ref: np.ndarray, *, key: jax.Array,
   return {k: float(v) for k, v in out.items()}
 
 
-def evaluate(*, generators: tuple[Generator, ...], params: Mapping[str, Any], dataset,
-             num_samples: int, batch_size: int, seed: int, num_classes: int, workdir: str,
-             image_metrics: Optional[Callable[[np.ndarray, np.ndarray], dict]] = None
-             ) -> dict[str, float]:
-  """Samples every generator, measures it against held-out data and writes pictures.
+def sample_generators(*, generators: tuple[Generator, ...], params: Mapping[str, Any], dataset,
+                      num_samples: int, batch_size: int, seed: int, num_classes: int,
+                      workdir: str) -> dict[str, tuple[Generator, np.ndarray, float]]:
+  """Samples of every generator (with the seconds they took), each also drawn as a picture."""
+  from onestep_jax.eval import plots  # matplotlib only when drawing
 
-  Data floors (`data/<metric>_floor`) compare two independent data samples of the same size, so
-  a model metric within a small factor of its floor is as close to the data as sampling noise
-  allows.
-  """
-  from onestep_jax.eval import plots  # matplotlib only when evaluating
-
-  ref = dataset.sample(num_samples, seed=seed)
-  ref2 = dataset.sample(num_samples, seed=seed + 1)
-  is_image = len(dataset.example_shape) == IMAGE_NDIM
-  mixture = getattr(dataset, 'mixture', None)
   key = jax.random.PRNGKey(seed)
-
-  def measure(x):
-    if is_image:
-      return image_metrics(x, ref) if image_metrics is not None else {}
-    return low_dim_metrics(x, ref, key=key, mixture=mixture)
-
-  metrics = {f'data/{k}_floor': v for k, v in measure(ref2).items()}
+  mixture = getattr(dataset, 'mixture', None)
+  reference = None if len(dataset.example_shape) == IMAGE_NDIM else dataset.sample(
+      min(num_samples, 2000), seed=seed)
+  out = {}
   for g in generators:
-    suffix = f'@{g.nfe}'
     draw = lambda n: draw_samples(g, params, num=n, batch_size=min(batch_size, n),
-                                  key=jax.random.fold_in(key, zlib.crc32(g.model.encode()) % 2**31),
+                                  key=jax.random.fold_in(key, zlib.crc32(g.model.encode())),
                                   num_classes=num_classes)
     draw(min(batch_size, num_samples))  # compile outside the timing
     t0 = time.perf_counter()
@@ -80,15 +66,44 @@ def evaluate(*, generators: tuple[Generator, ...], params: Mapping[str, Any], da
     seconds = time.perf_counter() - t0
     if not np.isfinite(x).all():
       raise FloatingPointError(f'{g.model} produced non-finite samples')
-    metrics.update({f'{g.model}/{k}{suffix}': v for k, v in measure(x).items()})
-    metrics[f'{g.model}/samples_per_s{suffix}'] = num_samples / seconds
-    path = os.path.join(workdir, f'samples_{g.model}{suffix.replace("@", "_nfe")}.png')
-    if is_image:
+    name = f'{g.model}_nfe{g.nfe}'
+    out[name] = (g, x, seconds)
+    path = os.path.join(workdir, f'samples_{name}.png')
+    if jax.process_index() != 0:
+      continue
+    if reference is None:
       plots.save_image_grid(x[:64], path)
-    else:
-      plots.save_scatter(x, path, reference=ref,
+    elif x.shape[1] == 2:
+      plots.save_scatter(x, path, reference=reference,
                          means=None if mixture is None else mixture.means,
                          title=f'{g.model}, NFE {g.nfe}')
+  return out
+
+
+def evaluate(*, samples: Mapping[str, tuple[Generator, np.ndarray, float]], dataset,
+             num_samples: int, seed: int,
+             image_metrics: Optional[Callable[[np.ndarray, np.ndarray], dict]] = None
+             ) -> dict[str, float]:
+  """`<model>/<metric>@<nfe>` of every generator's samples against held-out data.
+
+  Data floors (`data/<metric>_floor`) compare two independent data samples of the same size, so
+  a model metric within a small factor of its floor is as close to the data as sampling noise
+  allows.
+  """
+  ref = dataset.sample(num_samples, seed=seed)
+  ref2 = dataset.sample(num_samples, seed=seed + 1)
+  mixture = getattr(dataset, 'mixture', None)
+  key = jax.random.PRNGKey(seed)
+
+  def measure(x):
+    if len(dataset.example_shape) == IMAGE_NDIM:
+      return image_metrics(x, ref) if image_metrics is not None else {}
+    return low_dim_metrics(x, ref, key=key, mixture=mixture)
+
+  metrics = {f'data/{k}_floor': v for k, v in measure(ref2).items()}
+  for g, x, seconds in samples.values():
+    metrics.update({f'{g.model}/{k}@{g.nfe}': v for k, v in measure(x).items()})
+    metrics[f'{g.model}/samples_per_s@{g.nfe}'] = len(x) / seconds
   return metrics
 
 

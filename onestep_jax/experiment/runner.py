@@ -10,7 +10,7 @@ import ml_collections
 import numpy as np
 
 from onestep_jax.data import get_dataset
-from onestep_jax.experiment.evaluation import evaluate, write_json
+from onestep_jax.experiment.evaluation import evaluate, sample_generators, write_json
 from onestep_jax.methods import build_method
 from onestep_jax.train.checkpoint import Checkpointer
 from onestep_jax.train.compilation_cache import enable_compilation_cache
@@ -98,16 +98,22 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mode: str = 'train',
         timings['train_steps_per_s'] = (int(state.step) - start) / timings['train_time_s']
 
   sampling_params = {**state.frozen, **state.params, **state.ema}
-  if is_main:
-    meta = dict(setup.export_kwargs)
-    export_params(os.path.join(workdir, 'export'), sampling_params[setup.export_group],
-                  net_kwargs=meta.pop('network_kwargs'), metadata=meta)
-  num_classes = dataset.num_classes if config.data.conditional else 0
-  metrics = evaluate(generators=setup.generators, params=sampling_params, dataset=dataset,
-                     num_samples=config.eval.num_samples, batch_size=config.eval.batch_size,
-                     seed=config.eval.seed, num_classes=num_classes, workdir=workdir)
+  meta = dict(setup.export_kwargs)
+  export_params(os.path.join(workdir, 'export'), sampling_params[setup.export_group],
+                net_kwargs=meta.pop('network_kwargs'), metadata=meta)
+  samples = sample_generators(
+      generators=setup.generators, params=sampling_params, dataset=dataset,
+      num_samples=config.eval.num_samples, batch_size=config.eval.batch_size,
+      seed=config.eval.seed, num_classes=dataset.num_classes if config.data.conditional else 0,
+      workdir=workdir)
+  if mode == 'sample':
+    if is_main:
+      for name, (_, x, _) in samples.items():
+        np.save(os.path.join(workdir, f'samples_{name}.npy'), x)
+    return {f'{g.model}/samples_per_s@{g.nfe}': len(x) / t for g, x, t in samples.values()}
+  metrics = evaluate(samples=samples, dataset=dataset, num_samples=config.eval.num_samples,
+                     seed=config.eval.seed)
   metrics.update(timings)
   if is_main:
     write_json(os.path.join(workdir, 'metrics.json'), metrics)
   return metrics
-

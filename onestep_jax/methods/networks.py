@@ -7,6 +7,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from onestep_jax.diffusion import parameterization, schedules
 from onestep_jax.diffusion.preconditioning import edm_denoiser
 from onestep_jax.nets.mlp import MLP
 
@@ -38,9 +39,9 @@ def build_network(name: str, kwargs: Mapping[str, Any]) -> nn.Module:
     raise ValueError(f'bad settings for network {name!r}: {e}') from None
 
 
-def make_denoiser(module: nn.Module, params: Any, *, sigma_data: float, train: bool = False,
-                  rng: Optional[jax.Array] = None) -> Callable:
-  """D(x, sigma, labels) = EDM preconditioning around `module` (arXiv 2206.00364, Eq. 7).
+def network_fn(module: nn.Module, params: Any, *, train: bool = False,
+               rng: Optional[jax.Array] = None) -> Callable:
+  """F(x, noise_labels, labels): the module applied to `params`.
 
   With `train=True`, `rng` feeds dropout and label dropout.
   """
@@ -49,10 +50,23 @@ def make_denoiser(module: nn.Module, params: Any, *, sigma_data: float, train: b
     r1, r2 = jax.random.split(rng)
     rngs = {'dropout': r1, 'label_dropout': r2}
 
-  def raw(x_in, c_noise, labels):
-    return module.apply({'params': params}, x_in, c_noise, labels, train=train, rngs=rngs)
+  def apply(x, noise_labels, labels=None):
+    return module.apply({'params': params}, x, noise_labels, labels, train=train, rngs=rngs)
 
-  return edm_denoiser(raw, sigma_data)
+  return apply
+
+
+def make_denoiser(module: nn.Module, params: Any, *, sigma_data: float, train: bool = False,
+                  rng: Optional[jax.Array] = None) -> Callable:
+  """D(x, sigma, labels) = EDM preconditioning around `module` (arXiv 2206.00364, Eq. 7)."""
+  return edm_denoiser(network_fn(module, params, train=train, rng=rng), sigma_data)
+
+
+def flow_denoiser(module: nn.Module, params: Any) -> Callable:
+  """A rectified-flow velocity network v(x_t, t) as an EDM denoiser D(x, sigma, labels)."""
+  return parameterization.denoiser_from_predictor(
+      network_fn(module, params), schedule=schedules.RectifiedFlowSchedule(),
+      prediction='velocity')
 
 
 def one_hot_labels(batch: Mapping[str, Any], num_classes: int) -> Optional[jnp.ndarray]:

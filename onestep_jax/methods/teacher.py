@@ -9,7 +9,8 @@ import optax
 from onestep_jax.diffusion import noise_levels, samplers
 from onestep_jax.losses.denoising import edm_denoising_loss, flow_matching_loss
 from onestep_jax.methods.base import Generator, MethodSetup
-from onestep_jax.methods.networks import build_network, make_denoiser, one_hot_labels
+from onestep_jax.methods.networks import (build_network, flow_denoiser, make_denoiser,
+                                          network_fn, one_hot_labels)
 from onestep_jax.train.spec import Group, Phase, Stage
 
 OBJECTIVES = ('edm', 'flow')
@@ -19,30 +20,6 @@ def make_optimizer(cfg: ml_collections.ConfigDict) -> optax.GradientTransformati
   """Adam with a linear learning-rate ramp-up over `lr_rampup_steps` (EDM's lr ramp-up)."""
   lr = optax.linear_schedule(0.0, cfg.lr, max(int(cfg.lr_rampup_steps), 1))
   return optax.adam(lr, b1=cfg.beta1, b2=cfg.beta2, eps=cfg.eps)
-
-
-def flow_as_denoiser(module, params, *, train=False, rng=None):
-  """A rectified-flow velocity network v(x_t, t) seen as a VE denoiser D(x, sigma).
-
-  x_t = (1-t) x0 + t eps is VE noise of level sigma = t/(1-t) scaled by (1-t), and
-  x0_hat = x_t - t v; so every VE sampler and loss can use a flow-matching teacher.
-  """
-  rngs = None
-  if train:
-    r1, r2 = jax.random.split(rng)
-    rngs = {'dropout': r1, 'label_dropout': r2}
-
-  def velocity(x_t, t, labels):
-    return module.apply({'params': params}, x_t, t, labels, train=train, rngs=rngs)
-
-  def denoise(x, sigma, labels=None):
-    sigma = jnp.broadcast_to(jnp.asarray(sigma, x.dtype), (x.shape[0],))
-    t = sigma / (1 + sigma)
-    shape = (-1,) + (1,) * (x.ndim - 1)
-    x_t = x * (1 - t).reshape(shape)
-    return x_t - t.reshape(shape) * velocity(x_t, t, labels)
-
-  return velocity, denoise
 
 
 def build(config: ml_collections.ConfigDict, dataset) -> MethodSetup:
@@ -55,9 +32,10 @@ def build(config: ml_collections.ConfigDict, dataset) -> MethodSetup:
   example = jnp.zeros((1,) + tuple(dataset.example_shape), jnp.float32)
 
   def denoiser(params, *, train=False, rng=None):
+    """The EDM denoiser of the network; flow teachers are converted (train only for EDM)."""
     if m.objective == 'edm':
       return make_denoiser(module, params, sigma_data=m.sigma_data, train=train, rng=rng)
-    return flow_as_denoiser(module, params, train=train, rng=rng)[1]
+    return flow_denoiser(module, params)
 
   def loss_fn(params, batch, key):
     k_time, k_noise, k_drop = jax.random.split(key, 3)
@@ -72,7 +50,7 @@ def build(config: ml_collections.ConfigDict, dataset) -> MethodSetup:
           noise=noise, labels=labels, sigma_data=m.sigma_data)
     else:
       t = noise_levels.sample_logit_normal_time(k_time, x0.shape[0])
-      velocity = flow_as_denoiser(module, params['denoiser'], train=True, rng=k_drop)[0]
+      velocity = network_fn(module, params['denoiser'], train=True, rng=k_drop)
       per_example = flow_matching_loss(velocity_fn=velocity, x0=x0, t=t, noise=noise,
                                        labels=labels)
     loss = jnp.mean(per_example)

@@ -42,8 +42,7 @@ def analytic_teacher(dataset) -> Teacher:
 def exported_teacher(path: str) -> Teacher:
   """A teacher trained by this library and exported to `path` (see train.export)."""
   import jax
-  from onestep_jax.methods.networks import build_network, make_denoiser
-  from onestep_jax.methods.teacher import flow_as_denoiser
+  from onestep_jax.methods.networks import build_network, flow_denoiser, make_denoiser
   from onestep_jax.train.export import load_exported
 
   params, network_kwargs, meta = load_exported(path)
@@ -53,7 +52,7 @@ def exported_teacher(path: str) -> Teacher:
       return make_denoiser(module, p, sigma_data=meta['sigma_data'])(x, sigma, labels)
   else:
     def denoise(p, x, sigma, labels=None):
-      return flow_as_denoiser(module, p)[1](x, sigma, labels)
+      return flow_denoiser(module, p)(x, sigma, labels)
   leaves = jax.tree.leaves(params)
   return Teacher(denoise=denoise, params=params,
                  identity=f'exported:{os.path.abspath(path)}:{_digest(*[np.ravel(l) for l in leaves])}',
