@@ -43,22 +43,24 @@ class DhariwalUNet(nn.Module):
     emb_channels = self.model_channels * self.channel_mult_emb
     init = InitSpec('kaiming_uniform', weight=float(np.sqrt(1 / 3)), bias=float(np.sqrt(1 / 3)))
     init_zero = InitSpec('kaiming_uniform', weight=0.0, bias=0.0)
-    block = functools.partial(UNetBlock, channels_per_head=64, dropout=self.dropout, init=init,
-                              init_zero=init_zero, resample_filter=self.resample_filter)
+    block = functools.partial(UNetBlock, channels_per_head=64, dropout=self.dropout,
+                              init_spec=init, init_zero=init_zero,
+                              resample_filter=self.resample_filter)
 
     # Mapping.
     emb = PositionalEmbedding(self.model_channels, name='map_noise')(noise_labels)
     if self.augment_dim:
       augment = augment_input(augment_labels, batch=batch, dim=self.augment_dim)
-      emb = emb + Linear(self.model_channels, use_bias=False, init=init_zero,
+      emb = emb + Linear(self.model_channels, use_bias=False, init_spec=init_zero,
                          name='map_augment')(augment)
-    emb = nn.silu(Linear(emb_channels, init=init, name='map_layer0')(emb))
-    emb = Linear(emb_channels, init=init, name='map_layer1')(emb)
+    emb = nn.silu(Linear(emb_channels, init_spec=init, name='map_layer0')(emb))
+    emb = Linear(emb_channels, init_spec=init, name='map_layer1')(emb)
     if self.label_dim:
       labels = conditioning_labels(self, class_labels, batch=batch, dim=self.label_dim,
                                    rate=self.label_dropout, train=train)
       label_init = InitSpec('kaiming_normal', weight=float(np.sqrt(self.label_dim)))
-      emb = emb + Linear(emb_channels, use_bias=False, init=label_init, name='map_label')(labels)
+      map_label = Linear(emb_channels, use_bias=False, init_spec=label_init, name='map_label')
+      emb = emb + map_label(labels)
     emb = nn.silu(emb)
 
     # Encoder.
@@ -67,7 +69,7 @@ class DhariwalUNet(nn.Module):
     for level, mult in enumerate(self.channel_mult):
       res = f'{self.img_resolution >> level}x{self.img_resolution >> level}'
       if level == 0:
-        x = Conv2d(cout, 3, init=init, name=f'enc_{res}_conv')(x)
+        x = Conv2d(cout, 3, init_spec=init, name=f'enc_{res}_conv')(x)
       else:
         x = block(cout, down=True, name=f'enc_{res}_down')(x, emb, train=train)
       skips.append(x)
@@ -91,4 +93,4 @@ class DhariwalUNet(nn.Module):
         x = jnp.concatenate([x, skips.pop()], axis=-1)
         x = block(cout, attention=attention, name=f'dec_{res}_block{idx}')(x, emb, train=train)
     x = nn.silu(GroupNorm(name='out_norm')(x))
-    return Conv2d(self.out_channels, 3, init=init_zero, name='out_conv')(x)
+    return Conv2d(self.out_channels, 3, init_spec=init_zero, name='out_conv')(x)

@@ -90,16 +90,16 @@ class Linear(nn.Module):
   """Fully connected layer, weight [in, out]."""
   features: int
   use_bias: bool = True
-  init: InitSpec = InitSpec()
+  init_spec: InitSpec = InitSpec()
 
   @nn.compact
   def __call__(self, x):
     fans = dict(fan_in=x.shape[-1], fan_out=self.features)
-    w = self.param('weight', scaled_init(self.init.mode, scale=self.init.weight, **fans),
+    w = self.param('weight', scaled_init(self.init_spec.mode, scale=self.init_spec.weight, **fans),
                    (x.shape[-1], self.features))
     x = x @ w
     if self.use_bias:
-      x = x + self.param('bias', scaled_init(self.init.mode, scale=self.init.bias, **fans),
+      x = x + self.param('bias', scaled_init(self.init_spec.mode, scale=self.init_spec.bias, **fans),
                          (self.features,))
     return x
 
@@ -117,7 +117,7 @@ class Conv2d(nn.Module):
   down: bool = False
   resample_filter: Sequence[float] = (1, 1)
   fused_resample: bool = False
-  init: InitSpec = InitSpec()
+  init_spec: InitSpec = InitSpec()
 
   @nn.compact
   def __call__(self, x):
@@ -127,10 +127,10 @@ class Conv2d(nn.Module):
     if self.kernel:
       k, cin = self.kernel, x.shape[-1]
       fans = dict(fan_in=cin * k * k, fan_out=self.out_channels * k * k)
-      w = self.param('weight', scaled_init(self.init.mode, scale=self.init.weight, **fans),
+      w = self.param('weight', scaled_init(self.init_spec.mode, scale=self.init_spec.weight, **fans),
                      (k, k, cin, self.out_channels))
       if self.use_bias:
-        b = self.param('bias', scaled_init(self.init.mode, scale=self.init.bias, **fans),
+        b = self.param('bias', scaled_init(self.init_spec.mode, scale=self.init_spec.bias, **fans),
                        (self.out_channels,))
     if self.up or self.down:
       f = resample_kernel(self.resample_filter)
@@ -229,9 +229,9 @@ class UNetBlock(nn.Module):
   resample_filter: Sequence[float] = (1, 1)
   resample_proj: bool = False  # 1x1 conv on the skip path even when channels do not change
   adaptive_scale: bool = True
-  init: InitSpec = InitSpec()
+  init_spec: InitSpec = InitSpec()
   init_zero: InitSpec = InitSpec(weight=0.0)
-  init_attn: Optional[InitSpec] = None  # None: `init`
+  init_attn: Optional[InitSpec] = None  # None: `init_spec`
 
   @property
   def heads(self) -> int:
@@ -245,9 +245,11 @@ class UNetBlock(nn.Module):
     resample = dict(up=self.up, down=self.down, resample_filter=self.resample_filter)
     orig = x
     x = nn.silu(GroupNorm(eps=self.eps, name='norm0')(x))
-    x = Conv2d(cout, 3, init=self.init, name='conv0', **resample)(x)
+    x = Conv2d(cout, 3, init_spec=self.init_spec, name='conv0', **resample)(x)
 
-    params = Linear(cout * (2 if self.adaptive_scale else 1), init=self.init, name='affine')(emb)
+    affine = Linear(cout * (2 if self.adaptive_scale else 1), init_spec=self.init_spec,
+                    name='affine')
+    params = affine(emb)
     params = params[:, None, None, :].astype(x.dtype)
     norm1 = GroupNorm(eps=self.eps, name='norm1')
     if self.adaptive_scale:
@@ -257,16 +259,16 @@ class UNetBlock(nn.Module):
       x = nn.silu(norm1(x + params))
 
     x = nn.Dropout(self.dropout)(x, deterministic=not train)
-    x = Conv2d(cout, 3, init=self.init_zero, name='conv1')(x)
+    x = Conv2d(cout, 3, init_spec=self.init_zero, name='conv1')(x)
     if cout != cin or self.up or self.down:
       kernel = 1 if self.resample_proj or cout != cin else 0
-      orig = Conv2d(cout, kernel, init=self.init, name='skip', **resample)(orig)
+      orig = Conv2d(cout, kernel, init_spec=self.init_spec, name='skip', **resample)(orig)
     x = (x + orig) * self.skip_scale
 
     heads = self.heads
     if heads:
       b, h, w, c = x.shape
-      qkv = Conv2d(3 * c, 1, init=self.init_attn or self.init, name='qkv')(
+      qkv = Conv2d(3 * c, 1, init_spec=self.init_attn or self.init_spec, name='qkv')(
           GroupNorm(eps=self.eps, name='norm2')(x))
       # PyTorch splits the 3C channels as (head, channel, q/k/v).
       qkv = qkv.reshape(b, h * w, heads, c // heads, 3)
@@ -274,7 +276,7 @@ class UNetBlock(nn.Module):
       logits = jnp.einsum('bqhc,bkhc->bhqk', q, k / np.sqrt(c // heads))
       weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(x.dtype)
       a = jnp.einsum('bhqk,bkhc->bqhc', weights, v).reshape(b, h, w, c)
-      x = (Conv2d(c, 1, init=self.init_zero, name='proj')(a) + x) * self.skip_scale
+      x = (Conv2d(c, 1, init_spec=self.init_zero, name='proj')(a) + x) * self.skip_scale
     return x
 
 

@@ -67,7 +67,7 @@ class SongUNet(nn.Module):
     block = functools.partial(
         UNetBlock, num_heads=1, dropout=self.dropout, skip_scale=float(np.sqrt(0.5)), eps=1e-6,
         resample_filter=self.resample_filter, resample_proj=True, adaptive_scale=False,
-        init=init, init_zero=init_zero, init_attn=init_attn)
+        init_spec=init, init_zero=init_zero, init_attn=init_attn)
     resample = dict(resample_filter=self.resample_filter)
 
     # Mapping; the embedding is used as [sin, cos].
@@ -76,13 +76,14 @@ class SongUNet(nn.Module):
     if self.label_dim:
       labels = conditioning_labels(self, class_labels, batch=batch, dim=self.label_dim,
                                    rate=self.label_dropout, train=train)
-      emb = emb + Linear(noise_channels, init=init, name='map_label')(
+      emb = emb + Linear(noise_channels, init_spec=init, name='map_label')(
           labels * np.sqrt(self.label_dim))
     if self.augment_dim:
       augment = augment_input(augment_labels, batch=batch, dim=self.augment_dim)
-      emb = emb + Linear(noise_channels, use_bias=False, init=init, name='map_augment')(augment)
-    emb = nn.silu(Linear(emb_channels, init=init, name='map_layer0')(emb))
-    emb = nn.silu(Linear(emb_channels, init=init, name='map_layer1')(emb))
+      map_augment = Linear(noise_channels, use_bias=False, init_spec=init, name='map_augment')
+      emb = emb + map_augment(augment)
+    emb = nn.silu(Linear(emb_channels, init_spec=init, name='map_layer0')(emb))
+    emb = nn.silu(Linear(emb_channels, init_spec=init, name='map_layer1')(emb))
 
     # Encoder.
     skips = []
@@ -91,16 +92,16 @@ class SongUNet(nn.Module):
     for level, mult in enumerate(self.channel_mult):
       res = f'{self.img_resolution >> level}x{self.img_resolution >> level}'
       if level == 0:
-        x = Conv2d(cout, 3, init=init, name=f'enc_{res}_conv')(x)
+        x = Conv2d(cout, 3, init_spec=init, name=f'enc_{res}_conv')(x)
         skips.append(x)
       else:
         x = block(cout, down=True, name=f'enc_{res}_down')(x, emb, train=train)
         skips.append(x)
         if self.encoder_type == 'skip':
           aux = Conv2d(aux.shape[-1], 0, down=True, name=f'enc_{res}_aux_down', **resample)(aux)
-          x = skips[-1] = x + Conv2d(cout, 1, init=init, name=f'enc_{res}_aux_skip')(aux)
+          x = skips[-1] = x + Conv2d(cout, 1, init_spec=init, name=f'enc_{res}_aux_skip')(aux)
         if self.encoder_type == 'residual':
-          aux_conv = Conv2d(cout, 3, down=True, fused_resample=True, init=init,
+          aux_conv = Conv2d(cout, 3, down=True, fused_resample=True, init_spec=init,
                             name=f'enc_{res}_aux_residual', **resample)
           x = skips[-1] = aux = (x + aux_conv(aux)) / np.sqrt(2)
       cout = self.model_channels * mult
@@ -128,6 +129,6 @@ class SongUNet(nn.Module):
         if self.decoder_type == 'skip' and level < last:
           aux = Conv2d(self.out_channels, 0, up=True, name=f'dec_{res}_aux_up', **resample)(aux)
         tmp = nn.silu(GroupNorm(eps=1e-6, name=f'dec_{res}_aux_norm')(x))
-        tmp = Conv2d(self.out_channels, 3, init=init_zero, name=f'dec_{res}_aux_conv')(tmp)
+        tmp = Conv2d(self.out_channels, 3, init_spec=init_zero, name=f'dec_{res}_aux_conv')(tmp)
         aux = tmp if aux is None else tmp + aux
     return aux
