@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import uuid
 from typing import Iterator
 
 
@@ -18,9 +18,8 @@ def atomic_path(path: str) -> Iterator[str]:
   directory = os.path.dirname(os.path.abspath(path))
   if not os.path.isdir(directory):
     raise FileNotFoundError(f'directory {directory} does not exist (writing {path})')
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix='.' + os.path.basename(path) + '.',
-                             suffix='.tmp')
-  os.close(fd)
+  # A fresh unique name rather than mkstemp, so the file gets the usual umask permissions.
+  tmp = os.path.join(directory, f'.{os.path.basename(path)}.{uuid.uuid4().hex}.tmp')
   try:
     yield tmp
     os.replace(tmp, path)
