@@ -98,7 +98,7 @@ def _resolve(precond_class: str, precond_kwargs: Mapping[str, Any]):
   if precond_class not in PRECONDS:
     raise ValueError(f'unknown precond_class {precond_class!r}; valid: {sorted(PRECONDS)}')
   spec = PRECONDS[precond_class]
-  missing = [k for k in _SHARED_KWARGS[:2] if k not in precond_kwargs]
+  missing = [k for k in ('img_resolution', 'img_channels') if k not in precond_kwargs]
   if missing:
     raise ValueError(f'precond_kwargs lacks required option(s) {missing}')
   full = {'label_dim': 0, **spec.defaults, **precond_kwargs}
@@ -111,7 +111,8 @@ def _resolve(precond_class: str, precond_kwargs: Mapping[str, Any]):
            if f.name not in ('parent', 'name', *_NET_SHARED)]
   unknown = sorted(set(model_kwargs) - set(valid))
   if unknown:
-    raise ValueError(f'unknown {model_type} option(s) {unknown}; valid: {sorted(valid)}')
+    raise ValueError(f'unknown {model_type} option(s) {unknown}; valid: {sorted(valid)} '
+                     f'(and the {precond_class} options {sorted(spec.defaults)})')
   module = cls(img_resolution=full['img_resolution'], in_channels=full['img_channels'],
                out_channels=full['img_channels'], label_dim=full['label_dim'],
                **{k: tuple(v) if isinstance(v, list) else v for k, v in model_kwargs.items()})
@@ -176,7 +177,7 @@ def _check_keys(found, expected, what: str) -> None:
 # The teacher.
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class EDMTeacher:
   """A preconditioned EDM network: D(x, sigma) = c_skip x + c_out F(c_in x, c_noise) (Eq. 7).
 
@@ -385,13 +386,14 @@ def _read_pkl(path: pathlib.Path, key: str = 'ema'):
 
 
 def pkl_to_npz(pkl_path: PathLike, npz_path: PathLike, *, key: str = 'ema') -> None:
-  """Converts an EDM `.pkl` (needs torch + EDM source; executes pickled code) to the npz layout."""
+  """Converts an EDM `.pkl` (needs torch + EDM source; executes pickled code) to the npz layout,
+  checking on the way that the Flax networks can hold it."""
   pkl_path = pathlib.Path(pkl_path)
   if not pkl_path.is_file():
     raise FileNotFoundError(f'EDM pickle not found: {pkl_path}')
   state_dict, precond_class, precond_kwargs = _read_pkl(pkl_path, key)
-  _write_npz(npz_path, state_dict,
-             {'precond_class': precond_class, 'precond_kwargs': precond_kwargs})
+  save_npz(npz_path, from_state_dict(state_dict, precond_class=precond_class,
+                                     precond_kwargs=precond_kwargs))
 
 
 _READERS = {'.npz': _read_npz, '.pkl': _read_pkl}

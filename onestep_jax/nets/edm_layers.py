@@ -273,8 +273,9 @@ class UNetBlock(nn.Module):
       # PyTorch splits the 3C channels as (head, channel, q/k/v).
       qkv = qkv.reshape(b, h * w, heads, c // heads, 3)
       q, k, v = qkv[..., 0], qkv[..., 1], qkv[..., 2]
-      logits = jnp.einsum('bqhc,bkhc->bhqk', q, k / np.sqrt(c // heads))
-      weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(x.dtype)
+      logits = jnp.einsum('bqhc,bkhc->bhqk', q.astype(jnp.float32),
+                          (k / np.sqrt(c // heads)).astype(jnp.float32))  # softmax(q.k/sqrt(d))
+      weights = jax.nn.softmax(logits, axis=-1).astype(x.dtype)
       a = jnp.einsum('bhqk,bkhc->bqhc', weights, v).reshape(b, h, w, c)
       x = (Conv2d(c, 1, init_spec=self.init_zero, name='proj')(a) + x) * self.skip_scale
     return x
@@ -293,8 +294,8 @@ def conditioning_labels(module: nn.Module, labels, *, batch: int, dim: int, rate
                         train: bool):
   """Class labels [B, dim] (None = all zeros, as EDMPrecond does), each example's labels zeroed
   with probability `rate` in training (classifier-free guidance; rng stream 'label_dropout')."""
-  if labels is None:
-    labels = jnp.zeros((batch, dim), jnp.float32)
+  labels = jnp.zeros((batch, dim), jnp.float32) if labels is None else jnp.asarray(labels,
+                                                                                 jnp.float32)
   if labels.shape[-1] != dim:
     raise ValueError(f'class_labels must have {dim} columns, got shape {labels.shape}')
   if train and rate:
@@ -306,8 +307,8 @@ def conditioning_labels(module: nn.Module, labels, *, batch: int, dim: int, rate
 def augment_input(labels, *, batch: int, dim: int):
   """Augmentation labels [B, dim]; None becomes zeros, which is exact because both EDM networks
   map them without bias (and it makes `init` create the parameters either way)."""
-  if labels is None:
-    return jnp.zeros((batch, dim), jnp.float32)
+  labels = jnp.zeros((batch, dim), jnp.float32) if labels is None else jnp.asarray(labels,
+                                                                                 jnp.float32)
   if labels.shape[-1] != dim:
     raise ValueError(f'augment_labels must have {dim} columns, got shape {labels.shape}')
   return labels
