@@ -105,6 +105,9 @@ def test_jittable_with_finite_gradients_at_duplicate_points():
     value, g = jax.jit(jax.value_and_grad(fn))(x, y)
     np.testing.assert_allclose(value, fn(x, y), rtol=1e-5, atol=1e-5)
     assert g.shape == x.shape and bool(jnp.all(jnp.isfinite(g)))
+  # Identical sets: SW2 = 0, where a plain sqrt would have an infinite gradient.
+  g = jax.grad(lambda a: sm.sliced_wasserstein(a, y, key=jax.random.key(0)))(y)
+  assert bool(jnp.all(g == 0))
 
 
 def test_float32_by_default_and_translation_invariant_far_from_origin():

@@ -217,13 +217,14 @@ def _fraction_inside(queries, centres, sq_radii, batch_size):
   return inside / queries.shape[0]
 
 
-def precision_recall(real, fake, *, k: int = 3, batch_size: int = 1024) -> Tuple[float, float]:
+def precision_recall(real, fake, *, k: int = 3, batch_size: int = 256) -> Tuple[float, float]:
   """Improved precision and recall (Kynkaenniemi et al. 2019, arXiv 1904.06991), k-NN manifolds.
 
   Each set's manifold is the union of balls around its points with radius the distance to the
   k-th nearest neighbour in the same set. precision = fraction of fake samples inside the real
   manifold, recall = fraction of real samples inside the fake manifold. Distances are exact
-  (float64, computed `batch_size` rows at a time); features are centred on the pooled mean first.
+  (float64, `batch_size` rows at a time: memory O(batch_size * N), time O(N^2 F)); features are
+  centred on the pooled mean first.
   """
   if k < 1:
     raise ValueError(f'k must be at least 1, got {k}')

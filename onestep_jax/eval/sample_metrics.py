@@ -46,6 +46,12 @@ def _centred_sq_dists(x, y):
   return _sq_dists(x, x), _sq_dists(y, y), _sq_dists(x, y)
 
 
+def _safe_sqrt(d2):
+  """sqrt with a zero (not NaN) gradient at zero distance."""
+  pos = d2 > 0
+  return jnp.where(pos, jnp.sqrt(jnp.where(pos, d2, 1.0)), 0.0)
+
+
 def _offdiag_mean(k: jnp.ndarray) -> jnp.ndarray:
   """Mean of a square matrix's off-diagonal entries (the U-statistic normalisation)."""
   n = k.shape[0]
@@ -95,7 +101,7 @@ def _sliced_wasserstein(x, y, key, num_projections):
   theta = theta / jnp.linalg.norm(theta, axis=0, keepdims=True)
   xs = jnp.sort(jnp.matmul(x, theta, precision=_HIGHEST).T, axis=-1)  # [P, N]
   ys = jnp.sort(jnp.matmul(y, theta, precision=_HIGHEST).T, axis=-1)  # [P, M]
-  return jnp.sqrt(jnp.mean(_w2_squared_sorted(xs, ys)))
+  return _safe_sqrt(jnp.mean(_w2_squared_sorted(xs, ys)))
 
 
 def median_distance(x, y) -> jnp.ndarray:
@@ -145,12 +151,6 @@ def _mmd2(x, y, h, relative):
     return jnp.sum(jnp.exp(-d2[..., None] * inv), axis=-1)
 
   return _offdiag_mean(kernel(dxx)) + _offdiag_mean(kernel(dyy)) - 2.0 * jnp.mean(kernel(dxy))
-
-
-def _safe_sqrt(d2):
-  """sqrt with a zero (not NaN) gradient at zero distance."""
-  pos = d2 > 0
-  return jnp.where(pos, jnp.sqrt(jnp.where(pos, d2, 1.0)), 0.0)
 
 
 def energy_distance(x, y) -> jnp.ndarray:
