@@ -116,7 +116,8 @@ def test_bad_feature_inputs_raise_clear_errors():
     fm.fid_from_features(x, np.zeros((10, 4)))
   with pytest.raises(ValueError, match=r'real must have shape \[num_samples, num_features\]'):
     fm.kid(np.zeros(10), x)
-  with pytest.raises(ValueError, match=r"unknown FID method 'svd'; valid choices: \['sqrtm', 'eigh'\]"):
+  with pytest.raises(ValueError,
+                     match=r"unknown FID method 'svd'; valid choices: \['sqrtm', 'eigh'\]"):
     fm.frechet_distance(np.zeros(3), np.eye(3), np.zeros(3), np.eye(3), method='svd')
   with pytest.raises(ValueError, match=r'covariances must have shape \(3, 3\)'):
     fm.frechet_distance(np.zeros(3), np.eye(2), np.zeros(3), np.eye(3))

@@ -30,7 +30,7 @@ def test_sw2_of_1d_gaussians_matches_closed_form_w2():
 
 
 def test_sw2_of_shifted_isotropic_gaussians_matches_closed_form():
-  # Projections of N(0, I) and N(delta, I) differ by theta.delta, and E[(theta.delta)^2] = |delta|^2/D.
+  # Projections of N(0, I) and N(delta, I) differ by theta.delta; E[(theta.delta)^2] = |delta|^2/D.
   d, delta = 3, jnp.array([2.0, -1.0, 0.5])
   x = _normal(0, 4000, d)
   y = _normal(1, 4000, d) + delta

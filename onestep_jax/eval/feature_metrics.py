@@ -93,7 +93,7 @@ class FeatureStatistics:
 
 
 def load_statistics(path: str) -> Tuple[np.ndarray, np.ndarray]:
-  """(mu, sigma) from an .npz with those keys (written by `FeatureStatistics.save` or pytorch-fid)."""
+  """(mu, sigma) from an .npz with those keys (from `FeatureStatistics.save` or pytorch-fid)."""
   if not os.path.exists(path):
     raise FileNotFoundError(f'no feature statistics file at {path}')
   with np.load(path) as data:
