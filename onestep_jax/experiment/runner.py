@@ -10,6 +10,7 @@ import ml_collections
 import numpy as np
 
 from onestep_jax.data import get_dataset
+from onestep_jax.experiment import image_metrics as image_metrics_lib
 from onestep_jax.experiment.evaluation import evaluate, sample_generators, write_json
 from onestep_jax.methods import build_method
 from onestep_jax.train.checkpoint import Checkpointer
@@ -111,8 +112,17 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mode: str = 'train',
       for name, (_, x, _) in samples.items():
         np.save(os.path.join(workdir, f'samples_{name}.npy'), x)
     return {f'{g.model}/samples_per_s@{g.nfe}': len(x) / t for g, x, t in samples.values()}
+  image_metrics = None
+  if len(dataset.example_shape) == 3:
+    if config.eval.feature_extractor:
+      features = image_metrics_lib.inception_features(config.eval.feature_extractor)
+    else:
+      features, info = image_metrics_lib.classifier_features(
+          dataset, data_kwargs=config.data.kwargs.to_dict(), workdir=workdir)
+      timings.update(info)
+    image_metrics = image_metrics_lib.feature_metric_fn(features)
   metrics = evaluate(samples=samples, dataset=dataset, num_samples=config.eval.num_samples,
-                     seed=config.eval.seed)
+                     seed=config.eval.seed, image_metrics=image_metrics)
   metrics.update(timings)
   if is_main:
     write_json(os.path.join(workdir, 'metrics.json'), metrics)
