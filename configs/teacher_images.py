@@ -5,7 +5,7 @@ Variants: digits (sklearn's 8x8 digits), fashion_mnist (28x28, from Debian's
 dataset-fashion-mnist files). Append ',cond' for a class-conditional teacher with label dropout.
 FID/KID are measured on the features of a small classifier trained on the same data.
 """
-from onestep_jax.experiment.defaults import base_config, edm_method_fields
+from onestep_jax.experiment.defaults import base_config, teacher_method_fields
 
 VARIANTS = {
     # name: (channel_mult, attention resolutions, batch size, steps)
@@ -37,18 +37,8 @@ def get_config(arg: str = 'fashion_mnist'):
   k.label_dropout = 0.1 if c.data.conditional else 0.0  # for classifier-free guidance
 
   m = c.method
-  m.name = 'teacher'
-  m.objective = 'edm'  # 'edm' denoising score matching or 'flow' matching
-  edm_method_fields(m)
+  teacher_method_fields(m)
   m.sigma_data = 0.5  # EDM's value for images in [-1, 1]
-  m.lr = 1e-3  # Adam learning rate
-  m.lr_rampup_steps = 500  # linear learning-rate warm-up
-  m.ema_halflife_nimg = 100_000.0  # EMA half-life in training samples
-  m.ema_rampup_ratio = 0.05  # EMA half-life at most this fraction of the samples seen
-  m.sample_steps = 18  # Heun steps for evaluation (NFE = 2 * steps - 1)
-  m.sigma_min = 0.002  # smallest sampling noise level
-  m.sigma_max = 80.0  # largest sampling noise level
-  m.rho = 7.0  # EDM time-discretisation exponent
 
   c.train.batch_size = batch_size
   c.train.num_steps = steps

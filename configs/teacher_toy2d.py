@@ -4,7 +4,7 @@ python experiments/main.py --config=configs/teacher_toy2d.py:ring8 --workdir=run
 Variants: any 2-D toy name (ring8, grid25, two_modes_imbalanced, checkerboard, moons, swiss_roll,
 spiral), `<toy>,flow` for flow matching, or the path of a .npy file of points [N, D].
 """
-from onestep_jax.experiment.defaults import base_config, edm_method_fields
+from onestep_jax.experiment.defaults import base_config, teacher_method_fields
 
 
 def get_config(arg: str = 'ring8'):
@@ -22,17 +22,11 @@ def get_config(arg: str = 'ring8'):
   c.net.kwargs.num_layers = 3
 
   m = c.method
-  m.name = 'teacher'
-  m.objective = objective or 'edm'  # 'edm' denoising score matching or 'flow' matching
-  edm_method_fields(m)
-  m.lr = 2e-3  # Adam learning rate
-  m.lr_rampup_steps = 200  # linear learning-rate warm-up
-  m.ema_halflife_nimg = 50_000.0  # EMA half-life in training samples
-  m.ema_rampup_ratio = 0.05  # EMA half-life at most this fraction of the samples seen
-  m.sample_steps = 18  # Heun steps for evaluation (NFE = 2 * steps - 1)
-  m.sigma_min = 0.002  # smallest sampling noise level
-  m.sigma_max = 80.0  # largest sampling noise level
-  m.rho = 7.0  # EDM time-discretisation exponent
+  teacher_method_fields(m)
+  m.objective = objective or 'edm'
+  m.lr = 2e-3
+  m.lr_rampup_steps = 200
+  m.ema_halflife_nimg = 50_000.0
 
   c.train.batch_size = 512
   c.train.num_steps = 4000

@@ -144,11 +144,23 @@ class GaussianMixture:
     post_mean = self.means[None] + jnp.einsum('kdj,bkj->bkd', self.eigvecs, gain * z)
     return jnp.einsum('bk,bkd->bd', r, post_mean)
 
+  @property
+  def factors(self) -> np.ndarray:
+    """F_k = U_k diag(sqrt(lam_k)), so mu_k + F_k eps ~ N(mu_k, S_k); shape [K, D, D]."""
+    return self.eigvecs * np.sqrt(self.eigvals)[:, None, :]
+
   def sample(self, key: jax.Array, num: int, *, return_labels: bool = False):
     """Exact samples of the clean mixture, [num, D] (and component labels [num] if asked)."""
     k_key, n_key = jax.random.split(key)
     labels = jax.random.categorical(k_key, jnp.log(self.weights), shape=(num,))
     eps = jax.random.normal(n_key, (num, self.dim))
-    chol = jnp.asarray(self.eigvecs * np.sqrt(self.eigvals)[:, None, :])  # U diag(sqrt lam)
-    x = jnp.asarray(self.means)[labels] + jnp.einsum('bdj,bj->bd', chol[labels], eps)
+    x = jnp.asarray(self.means)[labels] + jnp.einsum('bdj,bj->bd', self.factors[labels], eps)
     return (x, labels) if return_labels else x
+
+  def sample_numpy(self, num: int, rng: np.random.Generator) -> np.ndarray:
+    """The same exact sampler on the host with numpy (for input pipelines), [num, D] float32."""
+    weights = self.weights.astype(np.float64)
+    labels = rng.choice(len(weights), size=num, p=weights / weights.sum())
+    eps = rng.standard_normal((num, self.dim))
+    return (self.means[labels] + np.einsum('bdj,bj->bd', self.factors[labels], eps)).astype(
+        np.float32)

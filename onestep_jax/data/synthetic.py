@@ -20,15 +20,9 @@ class MixtureDataset(SyntheticDataset):
     self.mixture = mixture
     self.name = name
     self.example_shape = (mixture.dim,)
-    # x = mu_k + U_k diag(sqrt(lam_k)) eps has covariance U_k diag(lam_k) U_k^T = S_k.
-    self._factors = mixture.eigvecs * np.sqrt(mixture.eigvals)[:, None, :]
 
   def _draw(self, num: int, rng: np.random.Generator) -> np.ndarray:
-    weights = self.mixture.weights.astype(np.float64)
-    labels = rng.choice(len(weights), size=num, p=weights / weights.sum())
-    eps = rng.standard_normal((num, self.mixture.dim))
-    x = self.mixture.means[labels] + np.einsum('bdj,bj->bd', self._factors[labels], eps)
-    return x.astype(np.float32)
+    return self.mixture.sample_numpy(num, rng)
 
 
 class FormulaDataset(SyntheticDataset):

@@ -12,7 +12,7 @@ from typing import Optional, Tuple
 import numpy as np
 from scipy import linalg
 
-from onestep_jax.eval.atomic import atomic_path
+from onestep_jax.atomic import atomic_path
 
 FID_METHODS = ('sqrtm', 'eigh')
 

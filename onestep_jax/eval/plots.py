@@ -10,7 +10,7 @@ from typing import Optional
 import numpy as np
 from PIL import Image
 
-from onestep_jax.eval.atomic import atomic_path
+from onestep_jax.atomic import atomic_path
 
 
 def image_grid(images, *, ncols: Optional[int] = None, padding: int = 1,

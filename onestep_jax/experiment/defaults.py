@@ -49,3 +49,18 @@ def edm_method_fields(m: ml_collections.ConfigDict) -> None:
   m.beta2 = 0.999  # Adam beta2
   m.eps = 1e-8  # Adam epsilon
   m.clip_norm = config_dict.placeholder(float)  # global gradient-norm clip per group (None: off)
+
+
+def teacher_method_fields(m: ml_collections.ConfigDict) -> None:
+  """The 'teacher' method: optimiser, EMA and the Heun sampler used to evaluate it."""
+  m.name = 'teacher'
+  m.objective = 'edm'  # 'edm' denoising score matching or 'flow' matching
+  edm_method_fields(m)
+  m.lr = 1e-3  # Adam learning rate
+  m.lr_rampup_steps = 500  # linear learning-rate warm-up
+  m.ema_halflife_nimg = 100_000.0  # EMA half-life in training samples
+  m.ema_rampup_ratio = 0.05  # EMA half-life at most this fraction of the samples seen
+  m.sample_steps = 18  # Heun steps for evaluation (NFE = 2 * steps - 1)
+  m.sigma_min = 0.002  # smallest sampling noise level
+  m.sigma_max = 80.0  # largest sampling noise level
+  m.rho = 7.0  # EDM time-discretisation exponent

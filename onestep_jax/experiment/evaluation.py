@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from onestep_jax.eval import mixture_metrics, sample_metrics
+from onestep_jax.atomic import atomic_path
 from onestep_jax.methods.base import Generator
 from onestep_jax.methods.networks import random_labels
 
@@ -109,7 +110,5 @@ def evaluate(*, samples: Mapping[str, tuple[Generator, np.ndarray, float]], data
 
 def write_json(path: str, obj: Any) -> None:
   """Writes JSON atomically (temp file, then rename)."""
-  tmp = f'{path}.tmp'
-  with open(tmp, 'w') as f:
+  with atomic_path(path) as tmp, open(tmp, 'w') as f:
     json.dump(obj, f, indent=2, sort_keys=True)
-  os.replace(tmp, path)

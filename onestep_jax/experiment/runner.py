@@ -10,6 +10,7 @@ import ml_collections
 import numpy as np
 
 from onestep_jax.data import get_dataset
+from onestep_jax.atomic import atomic_path
 from onestep_jax.experiment import image_metrics as image_metrics_lib
 from onestep_jax.experiment.evaluation import evaluate, sample_generators, write_json
 from onestep_jax.methods import build_method
@@ -46,10 +47,8 @@ def _trim_history(path: str, last_step: int) -> None:
   """Drops metric lines written after the checkpoint a run resumes from."""
   if os.path.exists(path):
     keep = [r for r in read_metrics(path) if r['step'] <= last_step]
-    tmp = path + '.tmp'
-    with open(tmp, 'w') as f:
+    with atomic_path(path) as tmp, open(tmp, 'w') as f:
       f.writelines(json.dumps(r) + '\n' for r in keep)
-    os.replace(tmp, path)
 
 
 def run(config: ml_collections.ConfigDict, workdir: str, *, mode: str = 'train',

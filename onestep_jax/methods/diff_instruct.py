@@ -15,7 +15,8 @@ from onestep_jax.diffusion import noise_levels, samplers
 from onestep_jax.losses.denoising import edm_denoising_loss
 from onestep_jax.losses.diff_instruct import diff_instruct_generator_loss
 from onestep_jax.methods.base import Generator, MethodSetup
-from onestep_jax.methods.networks import build_network, make_denoiser, one_hot_labels
+from onestep_jax.methods.networks import (build_network, init_network, make_denoiser,
+                                          one_hot_labels)
 from onestep_jax.methods.teachers import load_teacher
 from onestep_jax.train.spec import Group, Phase, Stage
 
@@ -64,7 +65,6 @@ def build(config: ml_collections.ConfigDict, dataset) -> MethodSetup:
     return loss, {'loss': loss, 'sample_std': jnp.std(x_g)}
 
   def init_params(key):
-    labels = jnp.zeros((1, num_classes)) if num_classes else None
     k_g, k_f = jax.random.split(key)
     params = {}
     if teacher.params is not None:
@@ -76,8 +76,7 @@ def build(config: ml_collections.ConfigDict, dataset) -> MethodSetup:
                          'and settings as config.net')
       params['generator'] = params['fake_score'] = teacher.params
     else:
-      x = jnp.zeros((1,) + shape)
-      init = lambda k: module.init(k, x, jnp.zeros((1,)), labels)['params']
+      init = lambda k: init_network(module, k, example_shape=shape, num_classes=num_classes)
       params['generator'], params['fake_score'] = init(k_g), init(k_f)
     return params
 

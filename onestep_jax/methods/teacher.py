@@ -9,8 +9,8 @@ import optax
 from onestep_jax.diffusion import noise_levels, samplers
 from onestep_jax.losses.denoising import edm_denoising_loss, flow_matching_loss
 from onestep_jax.methods.base import Generator, MethodSetup
-from onestep_jax.methods.networks import (build_network, flow_denoiser, make_denoiser,
-                                          network_fn, one_hot_labels)
+from onestep_jax.methods.networks import (build_network, flow_denoiser, init_network,
+                                          make_denoiser, network_fn, one_hot_labels)
 from onestep_jax.train.spec import Group, Phase, Stage
 
 OBJECTIVES = ('edm', 'flow')
@@ -29,7 +29,7 @@ def build(config: ml_collections.ConfigDict, dataset) -> MethodSetup:
     raise ValueError(f'unknown teacher objective {m.objective!r}; valid: {list(OBJECTIVES)}')
   module = build_network(config.net.name, config.net.kwargs)
   num_classes = dataset.num_classes if config.data.conditional else 0
-  example = jnp.zeros((1,) + tuple(dataset.example_shape), jnp.float32)
+  shape = tuple(dataset.example_shape)
 
   def denoiser(params, *, train=False, rng=None):
     """The EDM denoiser of the network; flow teachers are converted (train only for EDM)."""
@@ -57,17 +57,14 @@ def build(config: ml_collections.ConfigDict, dataset) -> MethodSetup:
     return loss, {'loss': loss}
 
   def init_params(key):
-    k_init, k_drop = jax.random.split(key)
-    labels = jnp.zeros((1, num_classes)) if num_classes else None
-    variables = module.init({'params': k_init, 'dropout': k_drop, 'label_dropout': k_drop},
-                            example, jnp.zeros((1,)), labels)
-    return {'denoiser': variables['params']}
+    return {'denoiser': init_network(module, key, example_shape=shape,
+                                     num_classes=num_classes)}
 
   sigmas = noise_levels.karras_sigmas(m.sample_steps, sigma_min=m.sigma_min, sigma_max=m.sigma_max,
                                    rho=m.rho)
 
   def sample_fn(params, key, num, labels):
-    x_T = m.sigma_max * jax.random.normal(key, (num,) + example.shape[1:])
+    x_T = m.sigma_max * jax.random.normal(key, (num,) + shape)
     return samplers.heun_sampler(denoiser(params['denoiser']), x_T, sigmas=sigmas, labels=labels)
 
   group = Group('denoiser', trainable=True, optimizer=make_optimizer(m),

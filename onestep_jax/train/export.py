@@ -12,6 +12,8 @@ from typing import Any, Mapping, NamedTuple, Optional
 import jax
 import ml_dtypes  # noqa: F401  (registers bfloat16 & co. with numpy)
 import numpy as np
+
+from onestep_jax.atomic import atomic_path
 from jax.experimental import multihost_utils
 
 FORMATS = ('safetensors', 'npz')
@@ -72,13 +74,18 @@ def export_params(directory: str | os.PathLike, params: Mapping[str, Any], *,
   info = {'format': fmt, 'net_kwargs': dict(net_kwargs), 'metadata': dict(metadata or {}),
           'dtypes': {k: v.dtype.name for k, v in flat.items()}}
   text = json.dumps(info, indent=2)  # fails early on kwargs that JSON cannot hold.
-  if fmt == 'safetensors':
-    from safetensors.numpy import save_file
-    save_file({k: np.require(v, requirements='C') for k, v in flat.items()},
-              os.path.join(directory, 'params.safetensors'))
-  else:
-    np.savez(os.path.join(directory, 'params.npz'), **flat)
-  with open(os.path.join(directory, 'export.json'), 'w') as f:
+  # export.json marks a complete export: drop the old one first, write it last, both atomically.
+  info_path = os.path.join(directory, 'export.json')
+  if os.path.exists(info_path):
+    os.remove(info_path)
+  with atomic_path(os.path.join(directory, f'params.{fmt}')) as tmp:
+    if fmt == 'safetensors':
+      from safetensors.numpy import save_file
+      save_file({k: np.require(v, requirements='C') for k, v in flat.items()}, tmp)
+    else:
+      with open(tmp, 'wb') as f:
+        np.savez(f, **flat)
+  with atomic_path(info_path) as tmp, open(tmp, 'w') as f:
     f.write(text)
 
 
