@@ -58,32 +58,61 @@ def resample_kernel(resample_filter: Sequence[float]) -> np.ndarray:
   return np.outer(f, f) / np.square(f.sum())
 
 
-def _conv(x, w, pad: int, stride: int = 1, groups: int = 1, input_dilation: int = 1):
+def _conv(x, w, pad: int):
   """PyTorch-style cross-correlation of NHWC `x` with HWIO `w`, symmetric zero padding."""
   return jax.lax.conv_general_dilated(
-      x, w, window_strides=(stride, stride), padding=[(pad, pad), (pad, pad)],
-      lhs_dilation=(input_dilation, input_dilation), dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
-      feature_group_count=groups)
+      x, w, window_strides=(1, 1), padding=[(pad, pad), (pad, pad)],
+      dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
 
 
-def _depthwise(kernel: np.ndarray, channels: int) -> jnp.ndarray:
-  return jnp.tile(jnp.asarray(kernel)[:, :, None, None], (1, 1, 1, channels))
+def _taps(kernel: np.ndarray) -> np.ndarray:
+  """The 1-D filter g of a separable kernel outer(g, g) with sum(g) = 1 (see resample_kernel)."""
+  return np.asarray(kernel, np.float64).sum(axis=1)
+
+
+def _filter_axis(x, taps: np.ndarray, axis: int, stride: int):
+  """Correlation of `x` with 1-D `taps` along `axis` (no padding), keeping every stride-th output.
+
+  A weighted sum of shifted slices: exact, and on CPU much cheaper to compile and differentiate
+  than the equivalent grouped (depthwise) convolution.
+  """
+  n = x.shape[axis] - len(taps) + 1
+  out = 0
+  for a, t in enumerate(taps):
+    index = [slice(None)] * x.ndim
+    index[axis] = slice(a, a + n, stride)
+    out = out + np.float32(t) * x[tuple(index)]
+  return out
+
+
+def _zero_interleave(x, axis: int):
+  """Inserts a zero after every element but the last along `axis` (n -> 2n - 1)."""
+  shape = list(x.shape)
+  shape[axis] *= 2
+  z = jnp.stack([x, jnp.zeros_like(x)], axis=axis + 1).reshape(shape)
+  index = [slice(None)] * x.ndim
+  index[axis] = slice(0, shape[axis] - 1)
+  return z[tuple(index)]
 
 
 def downsample(x, kernel: np.ndarray, pad: int):
-  """Per-channel filtering with `kernel` and stride 2 (PyTorch grouped conv2d)."""
-  return _conv(x, _depthwise(kernel, x.shape[-1]), pad, stride=2, groups=x.shape[-1])
+  """Per-channel filtering with the separable `kernel` and stride 2 (PyTorch grouped conv2d)."""
+  g = _taps(kernel)
+  x = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+  return _filter_axis(_filter_axis(x, g, 1, 2), g, 2, 2)
 
 
 def upsample(x, kernel: np.ndarray, pad: int):
   """Per-channel transposed convolution with 4 * `kernel`, stride 2 (PyTorch conv_transpose2d).
 
-  A transposed convolution is a correlation of the 2x zero-dilated input with the flipped kernel,
-  padded by k - 1 - pad on each side.
+  A transposed convolution is a correlation of the 2x zero-interleaved input with the flipped
+  kernel, padded by k - 1 - pad on each side; the kernel is separable, 4 g g^T = (2g)(2g)^T.
   """
-  k = kernel.shape[0]
-  flipped = _depthwise(kernel[::-1, ::-1] * 4, x.shape[-1])
-  return _conv(x, flipped, k - 1 - pad, groups=x.shape[-1], input_dilation=2)
+  g = 2 * _taps(kernel)[::-1]
+  p = len(g) - 1 - pad
+  x = _zero_interleave(_zero_interleave(x, 1), 2)
+  x = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
+  return _filter_axis(_filter_axis(x, g, 1, 1), g, 2, 1)
 
 
 class Linear(nn.Module):
