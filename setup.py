@@ -6,6 +6,7 @@ setup(
     version='0.1.0',
     description='Distil many-step diffusion models into one-step generators, in JAX/Flax.',
     packages=find_packages(include=['onestep_jax', 'onestep_jax.*']),
+    package_data={'onestep_jax': ['assets/*/*']},
     python_requires='>=3.10',
     install_requires=[
         'jax>=0.10.2',

@@ -29,14 +29,8 @@ from onestep_jax.methods import build_method  # noqa: E402
 from onestep_jax.train.mesh import global_batch  # noqa: E402
 from onestep_jax.train.trainer import Trainer  # noqa: E402
 
-CONFIGS = {
-    'teacher_toy2d:ring8': {},
-    'teacher_toy2d:ring8,flow': {},
-    'distill_toy2d:diff_instruct': {},
-    'teacher_images:digits': {},
-    'teacher_images:fashion_mnist': {},
-    'edm_reference_32x32': {},
-}
+CONFIGS = ('teacher_toy2d:ring8', 'teacher_toy2d:ring8,flow', 'distill_toy2d:diff_instruct',
+           'teacher_digits', 'teacher_fashion_mnist', 'edm_reference_32x32')
 
 
 def _edm_reference_config(tmp: str):
@@ -45,7 +39,7 @@ def _edm_reference_config(tmp: str):
   path = os.path.join(tmp, 'random32.npz')
   np.savez(path, x=rs.randint(0, 256, (256, 32, 32, 3), np.uint8),
            label=rs.randint(0, 10, 256))
-  c = load_config_file(str(ROOT / 'configs' / 'teacher_images.py') + ':digits,cond')
+  c = load_config_file(str(ROOT / 'configs' / 'teacher_digits.py') + ':cond')
   c.data.name, c.data.kwargs = 'arrays', {'path': path, 'num_classes': 10}
   c.net.kwargs.update(img_resolution=32, in_channels=3, out_channels=3, channel_mult=(1, 2, 2),
                       attn_resolutions=(16,), augment_dim=9, label_dropout=0.0)
@@ -94,7 +88,8 @@ def main():
         config = _edm_reference_config(tmp)
       else:
         file, _, variant = name.partition(':')
-        config = load_config_file(str(ROOT / 'configs' / f'{file}.py') + ':' + variant)
+        spec = str(ROOT / 'configs' / f'{file}.py') + (f':{variant}' if variant else '')
+        config = load_config_file(spec)
       config.train.compilation_cache = False
       results[name] = r = benchmark(config, args.steps)
       print(f'{name:32s} batch {r["batch_size"]:4d}  init {r["init_s"]:6.2f} s  compile '

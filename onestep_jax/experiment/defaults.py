@@ -64,3 +64,44 @@ def teacher_method_fields(m: ml_collections.ConfigDict) -> None:
   m.sigma_min = 0.002  # smallest sampling noise level
   m.sigma_max = 80.0  # largest sampling noise level
   m.rho = 7.0  # EDM time-discretisation exponent
+
+
+# Bundled image sets: (channel_mult, attention resolutions, batch size, steps).
+IMAGE_TEACHERS = {
+    'digits': ((1, 2), (4,), 128, 4000),
+    'fashion_mnist': ((1, 2, 2), (7,), 64, 20000),
+}
+
+
+def image_teacher_config(name: str, variant: str) -> ml_collections.ConfigDict:
+  """EDM teacher (SongUNet, DDPM++ settings) on a bundled image set; variant '' or 'cond'."""
+  if variant not in ('', 'cond'):
+    raise ValueError(f'unknown variant {variant!r}; valid: "" (unconditional) or "cond"')
+  channel_mult, attn, batch_size, steps = IMAGE_TEACHERS[name]
+  c = base_config()
+  c.data.name = name
+  c.data.conditional = variant == 'cond'
+
+  c.net.name = 'song_unet'
+  k = c.net.kwargs
+  k.img_resolution = 8 if name == 'digits' else 28  # image side
+  k.in_channels = 1
+  k.out_channels = 1
+  k.label_dim = 10 if c.data.conditional else 0  # one-hot classes
+  k.model_channels = 32  # base width (EDM CIFAR-10 uses 128)
+  k.channel_mult = channel_mult  # width multipliers per resolution
+  k.num_blocks = 1  # residual blocks per resolution (EDM CIFAR-10 uses 4)
+  k.attn_resolutions = attn  # resolutions with self-attention
+  k.dropout = 0.0  # dropout in residual blocks
+  k.label_dropout = 0.1 if c.data.conditional else 0.0  # for classifier-free guidance
+
+  m = c.method
+  teacher_method_fields(m)
+  m.sigma_data = 0.5  # EDM's value for images in [-1, 1]
+
+  c.train.batch_size = batch_size
+  c.train.num_steps = steps
+  c.train.save_every = 500
+  c.eval.num_samples = 700 if name == 'digits' else 2000  # digits has 1,438 training images
+  c.eval.batch_size = 250
+  return c

@@ -60,11 +60,20 @@ def exported_teacher(path: str) -> Teacher:
                  sigma_data=meta.get('sigma_data'))
 
 
+ASSETS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'assets')
+BUNDLED = {'digits': os.path.join(ASSETS, 'teacher_digits')}  # 'bundled:<name>' teachers
+
+
 def load_teacher(spec: str, dataset) -> Teacher:
-  """'analytic' (the dataset's exact mixture) or the path of an exported teacher."""
+  """'analytic' (the dataset's exact mixture), 'bundled:<name>', or an exported teacher's path."""
   if spec == 'analytic':
     return analytic_teacher(dataset)
+  if spec.startswith('bundled:'):
+    name = spec[len('bundled:'):]
+    if name not in BUNDLED:
+      raise ValueError(f'unknown bundled teacher {name!r}; bundled: {sorted(BUNDLED)}')
+    spec = BUNDLED[name]
   if not os.path.exists(spec):
-    raise FileNotFoundError(f'teacher {spec!r} is neither "analytic" nor an existing export '
-                            'directory')
+    raise FileNotFoundError(f'teacher {spec!r} is neither "analytic", "bundled:<name>" nor an '
+                            'existing export directory')
   return exported_teacher(spec)
