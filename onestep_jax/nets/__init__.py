@@ -1,1 +1,1 @@
-"""nets."""
+"""Flax Linen networks (NHWC): an MLP for low-dimensional data and the EDM U-Nets."""
