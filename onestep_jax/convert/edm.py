@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
+from onestep_jax.convert.torch_layout import name_list, to_flax, to_torch, torch_shape
 from onestep_jax.diffusion.preconditioning import EDMCoefficients, edm_coefficients, expand_to
 from onestep_jax.nets.dhariwal_unet import DhariwalUNet
 from onestep_jax.nets.edm_layers import BUFFERS, resample_kernel
@@ -132,20 +133,6 @@ def _torch_name(path: tuple[str, ...]) -> str:
   return '.'.join([_MODEL_PREFIX + head, *rest])
 
 
-def _torch_shape(flax_shape: tuple[int, ...]) -> tuple[int, ...]:
-  if len(flax_shape) == 4:  # HWIO -> OIHW
-    return (flax_shape[3], flax_shape[2], flax_shape[0], flax_shape[1])
-  return tuple(reversed(flax_shape)) if len(flax_shape) == 2 else tuple(flax_shape)
-
-
-def _to_flax(a: np.ndarray) -> np.ndarray:
-  return a.transpose(2, 3, 1, 0) if a.ndim == 4 else a.T if a.ndim == 2 else a
-
-
-def _to_torch(a: np.ndarray) -> np.ndarray:
-  return a.transpose(3, 2, 0, 1) if a.ndim == 4 else a.T if a.ndim == 2 else a
-
-
 def _torch_layout(module: nn.Module):
   """PyTorch name -> (Flax path, Flax shape) of every parameter, and name -> value of every
   buffer that is not a parameter here (the resampling filters), found by tracing `init`."""
@@ -160,17 +147,12 @@ def _torch_layout(module: nn.Module):
   return params, buffers
 
 
-def _name_list(names) -> str:
-  names = sorted(names)
-  return ', '.join(names[:8]) + (f', ... ({len(names)} in all)' if len(names) > 8 else '')
-
-
 def _check_keys(found, expected, what: str) -> None:
   missing, unexpected = set(expected) - set(found), set(found) - set(expected)
   if missing:
-    raise ValueError(f'{what} is missing {len(missing)} key(s): {_name_list(missing)}')
+    raise ValueError(f'{what} is missing {len(missing)} key(s): {name_list(missing)}')
   if unexpected:
-    raise ValueError(f'{what} has {len(unexpected)} unexpected key(s): {_name_list(unexpected)}')
+    raise ValueError(f'{what} has {len(unexpected)} unexpected key(s): {name_list(unexpected)}')
 
 
 # ----------------------------------------------------------------------------------------------
@@ -264,10 +246,10 @@ def from_state_dict(state_dict: Mapping[str, np.ndarray], *, precond_class: str,
   flat = {}
   for name, (path, shape) in params_spec.items():
     value = np.asarray(state_dict[name], np.float32)
-    if value.shape != _torch_shape(shape):
-      raise ValueError(f'shape mismatch for {name}: the settings need {_torch_shape(shape)}, '
+    if value.shape != torch_shape(shape):
+      raise ValueError(f'shape mismatch for {name}: the settings need {torch_shape(shape)}, '
                        f'the state_dict has {value.shape}')
-    flat[path] = jnp.asarray(_to_flax(value))
+    flat[path] = jnp.asarray(to_flax(value))
   for name, kernel in buffers.items():
     value = np.asarray(state_dict[name], np.float32)
     if value.shape != kernel.shape or not np.allclose(value, kernel, rtol=1e-6, atol=0):
@@ -294,7 +276,7 @@ def to_state_dict(source) -> dict[str, np.ndarray]:
     if value.shape != expected:
       raise ValueError(f'shape mismatch for {"/".join(path)}: the settings need {expected}, '
                        f'the params have {value.shape}')
-    out[by_path[path]] = np.ascontiguousarray(_to_torch(value))
+    out[by_path[path]] = np.ascontiguousarray(to_torch(value))
   out.update(buffers)
   return out
 

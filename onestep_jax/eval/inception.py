@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 import tqdm
 
+from onestep_jax.convert.torch_layout import name_list, to_flax, torch_shape
 from onestep_jax.eval.inception_layers import ConvBN
 from onestep_jax.eval.inception_layers import InceptionA
 from onestep_jax.eval.inception_layers import InceptionB
@@ -117,22 +118,9 @@ def _torch_name(path: tuple[str, ...]) -> str:
   return '.'.join([*modules, _TORCH_LEAF[(collection, leaf)]])
 
 
-def _torch_shape(path: tuple[str, ...], shape: tuple[int, ...]) -> tuple[int, ...]:
-  """PyTorch layout of a Flax shape: conv kernels [kh, kw, in, out] → [out, in, kh, kw]."""
-  if path[-1] == 'kernel':
-    return tuple(shape[i] for i in (3, 2, 0, 1))
-  return tuple(shape)
-
-
 def _is_unused(name: str) -> bool:
   """State-dict entries pool3 does not need: the 1008-way classifier and BN step counters."""
   return name.startswith('fc.') or name.endswith('.num_batches_tracked')
-
-
-def _listing(names: list[str]) -> str:
-  shown = ', '.join(names[:_MAX_LISTED])
-  more = len(names) - _MAX_LISTED
-  return f'{shown}, ... ({len(names)} in all)' if more > 0 else shown
 
 
 def variables_from_state_dict(state_dict: Mapping[str, Any]) -> dict[str, Any]:
@@ -155,21 +143,21 @@ def variables_from_state_dict(state_dict: Mapping[str, Any]) -> dict[str, Any]:
   extra = sorted(given - set(paths))
   problems = []
   if missing:
-    problems.append(f'missing {len(missing)} entries: {_listing(missing)}')
+    problems.append(f'missing {len(missing)} entries: {name_list(missing, _MAX_LISTED)}')
   if extra:
-    problems.append(f'unexpected {len(extra)} entries: {_listing(extra)}')
+    problems.append(f'unexpected {len(extra)} entries: {name_list(extra, _MAX_LISTED)}')
   if problems:
     raise ValueError('not a pytorch-fid Inception-v3 state_dict: ' + '; '.join(problems))
   flat, bad = {}, []
   for name, path in paths.items():
     value = np.asarray(state_dict[name], dtype=np.float32)
-    expected = _torch_shape(path, _abstract_variables()[path].shape)
+    expected = torch_shape(_abstract_variables()[path].shape)
     if value.shape != expected:
       bad.append(f'{name} has shape {value.shape}, expected {expected}')
       continue
-    flat[path] = jnp.asarray(value.transpose(2, 3, 1, 0) if path[-1] == 'kernel' else value)
+    flat[path] = jnp.asarray(to_flax(value))
   if bad:
-    raise ValueError(f'{len(bad)} mis-shaped Inception-v3 entries: {_listing(bad)}')
+    raise ValueError(f'{len(bad)} mis-shaped Inception-v3 entries: {name_list(bad, _MAX_LISTED)}')
   return traverse_util.unflatten_dict(flat)
 
 
