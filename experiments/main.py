@@ -46,7 +46,7 @@ def main(argv):
   try:
     metrics = run(flags.FLAGS.config, flags.FLAGS.workdir, mode=flags.FLAGS.mode,
                   progress=flags.FLAGS.progress)
-  except (ValueError, FileNotFoundError) as e:
+  except (ValueError, FileNotFoundError, FloatingPointError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
   for name in sorted(metrics):

@@ -127,3 +127,15 @@ def test_cli_sigkill_then_rerun_ends_with_same_metrics(tmp_path):
   got = json.loads((tmp_path / 'kill' / 'metrics.json').read_text())
   assert {k: v for k, v in ref.items() if 'time' not in k and 'per_s' not in k} == {
       k: v for k, v in got.items() if 'time' not in k and 'per_s' not in k}
+
+
+def test_cli_nonfinite_stop_policy_exits_with_a_message(tmp_path):
+  out = subprocess.run(_cli(tmp_path, '--config.method.lr=1e38',
+                            '--config.method.lr_rampup_steps=1',
+                            '--config.train.nonfinite=stop', '--config.train.num_steps=100',
+                            '--config.train.log_every=20'),
+                       capture_output=True, text=True, timeout=300)
+  assert out.returncode == 2
+  assert 'Non-finite' in out.stderr and "phase 'denoise'" in out.stderr
+  assert 'Traceback' not in out.stderr
+  assert not (tmp_path / 'metrics.json').exists()

@@ -98,9 +98,10 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mode: str = 'train',
         timings['train_steps_per_s'] = (int(state.step) - start) / timings['train_time_s']
 
   sampling_params = {**state.frozen, **state.params, **state.ema}
-  meta = dict(setup.export_kwargs)
-  export_params(os.path.join(workdir, 'export'), sampling_params[setup.export_group],
-                net_kwargs=meta.pop('network_kwargs'), metadata=meta)
+  if mode == 'train':
+    meta = dict(setup.export_kwargs)
+    export_params(os.path.join(workdir, 'export'), sampling_params[setup.export_group],
+                  net_kwargs=meta.pop('network_kwargs'), metadata=meta)
   samples = sample_generators(
       generators=setup.generators, params=sampling_params, dataset=dataset,
       num_samples=config.eval.num_samples, batch_size=config.eval.batch_size,
