@@ -69,7 +69,7 @@ def teacher_method_fields(m: ml_collections.ConfigDict) -> None:
 # Bundled image sets: (channel_mult, attention resolutions, batch size, steps).
 IMAGE_TEACHERS = {
     'digits': ((1, 2), (4,), 128, 4000),
-    'fashion_mnist': ((1, 2, 2), (7,), 64, 20000),
+    'fashion_mnist': ((1, 2, 2), (7,), 64, 3000),
 }
 
 
@@ -102,6 +102,6 @@ def image_teacher_config(name: str, variant: str) -> ml_collections.ConfigDict:
   c.train.batch_size = batch_size
   c.train.num_steps = steps
   c.train.save_every = 500
-  c.eval.num_samples = 700 if name == 'digits' else 2000  # digits has 1,438 training images
+  c.eval.num_samples = 700 if name == 'digits' else 1000  # digits has 1,438 training images
   c.eval.batch_size = 250
   return c
