@@ -19,7 +19,14 @@ from onestep_jax.nets.edm_layers import (Conv2d, GroupNorm, InitSpec, Linear, Po
 
 
 class DhariwalUNet(nn.Module):
-  """ADM U-Net; F(x [B,H,W,C], noise_labels [B]) -> [B,H,W,out]. Output is exactly 0 at init."""
+  """ADM U-Net; F(x [B,H,W,C], noise_labels [B]) -> [B,H,W,out]. Output is exactly 0 at init.
+
+  With `return_features=True` the call returns `(output, features)`, where `features` is the
+  bottleneck: the encoder's output at the lowest resolution as it enters the decoder (the output
+  of `enc_{r}x{r}_block{num_blocks - 1}`, the input of `dec_{r}x{r}_in0`), NHWC [B, r, r,
+  model_channels * channel_mult[-1]] with r = img_resolution / 2^(len(channel_mult) - 1) (for
+  num_blocks >= 1). The output is the same as without the flag, and no parameter is added.
+  """
   img_resolution: int  # image resolution at input/output
   in_channels: int  # number of colour channels at input
   out_channels: int  # number of colour channels at output
@@ -37,7 +44,8 @@ class DhariwalUNet(nn.Module):
 
   @nn.compact
   def __call__(self, x, noise_labels, class_labels: Optional[jnp.ndarray] = None,
-               augment_labels: Optional[jnp.ndarray] = None, *, train: bool = False):
+               augment_labels: Optional[jnp.ndarray] = None, *, train: bool = False,
+               return_features: bool = False):
     check_unet_inputs('DhariwalUNet', x, noise_labels, self.in_channels)
     batch = x.shape[0]
     emb_channels = self.model_channels * self.channel_mult_emb
@@ -79,6 +87,8 @@ class DhariwalUNet(nn.Module):
         x = block(cout, attention=attention, name=f'enc_{res}_block{idx}')(x, emb, train=train)
         skips.append(x)
 
+    features = x  # the bottleneck: the encoder's output, the input of the decoder
+
     # Decoder; every block{idx} takes the concatenation with the matching encoder output.
     for level, mult in reversed(list(enumerate(self.channel_mult))):
       res = f'{self.img_resolution >> level}x{self.img_resolution >> level}'
@@ -93,4 +103,5 @@ class DhariwalUNet(nn.Module):
         x = jnp.concatenate([x, skips.pop()], axis=-1)
         x = block(cout, attention=attention, name=f'dec_{res}_block{idx}')(x, emb, train=train)
     x = nn.silu(GroupNorm(name='out_norm')(x))
-    return Conv2d(self.out_channels, 3, init_spec=init_zero, name='out_conv')(x)
+    out = Conv2d(self.out_channels, 3, init_spec=init_zero, name='out_conv')(x)
+    return (out, features) if return_features else out

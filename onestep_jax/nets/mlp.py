@@ -24,7 +24,12 @@ def sinusoidal_embedding(t: jnp.ndarray, dim: int, max_period: float = 10_000.0)
 
 
 class MLP(nn.Module):
-  """Residual SiLU MLP with a noise-level embedding and optional one-hot class labels."""
+  """Residual SiLU MLP with a noise-level embedding and optional one-hot class labels.
+
+  With `return_features=True` the call returns `(output, features)`, where `features` [B,
+  hidden_dim] is the last hidden activation: silu of the residual stream after the last hidden
+  layer, i.e. the input of the final Dense. The output is the same as without the flag.
+  """
 
   data_dim: int  # dimension of x (and of the output)
   hidden_dim: int = 256  # width of every hidden layer
@@ -36,7 +41,8 @@ class MLP(nn.Module):
 
   @nn.compact
   def __call__(self, x, noise_labels, class_labels: Optional[jnp.ndarray] = None,
-               augment_labels: Optional[jnp.ndarray] = None, *, train: bool = False):
+               augment_labels: Optional[jnp.ndarray] = None, *, train: bool = False,
+               return_features: bool = False):
     del augment_labels  # low-dimensional data is not augmented
     if x.ndim != 2 or x.shape[-1] != self.data_dim:
       raise ValueError(f'MLP expects x of shape [B, {self.data_dim}], got {x.shape}')
@@ -55,4 +61,6 @@ class MLP(nn.Module):
     h = nn.Dense(self.hidden_dim)(x)
     for _ in range(self.num_layers):
       h = h + nn.Dense(self.hidden_dim)(nn.silu(h + nn.Dense(self.hidden_dim)(emb)))
-    return nn.Dense(self.data_dim, kernel_init=nn.initializers.zeros)(nn.silu(h))
+    features = nn.silu(h)
+    out = nn.Dense(self.data_dim, kernel_init=nn.initializers.zeros)(features)
+    return (out, features) if return_features else out

@@ -32,7 +32,14 @@ def _check_choice(option: str, value: str, valid) -> None:
 
 
 class SongUNet(nn.Module):
-  """DDPM++ (defaults) / NCSN++ U-Net; F(x [B,H,W,C], noise_labels [B]) -> [B,H,W,out]."""
+  """DDPM++ (defaults) / NCSN++ U-Net; F(x [B,H,W,C], noise_labels [B]) -> [B,H,W,out].
+
+  With `return_features=True` the call returns `(output, features)`, where `features` is the
+  bottleneck: the encoder's output at the lowest resolution as it enters the decoder (the output
+  of `enc_{r}x{r}_block{num_blocks - 1}`, the input of `dec_{r}x{r}_in0`), NHWC [B, r, r,
+  model_channels * channel_mult[-1]] with r = img_resolution / 2^(len(channel_mult) - 1) (for
+  num_blocks >= 1). The output is the same as without the flag, and no parameter is added.
+  """
   img_resolution: int  # image resolution at input/output
   in_channels: int  # number of colour channels at input
   out_channels: int  # number of colour channels at output
@@ -53,7 +60,8 @@ class SongUNet(nn.Module):
 
   @nn.compact
   def __call__(self, x, noise_labels, class_labels: Optional[jnp.ndarray] = None,
-               augment_labels: Optional[jnp.ndarray] = None, *, train: bool = False):
+               augment_labels: Optional[jnp.ndarray] = None, *, train: bool = False,
+               return_features: bool = False):
     _check_choice('embedding_type', self.embedding_type, EMBEDDINGS)
     _check_choice('encoder_type', self.encoder_type, ENCODER_TYPES)
     _check_choice('decoder_type', self.decoder_type, DECODER_TYPES)
@@ -110,6 +118,8 @@ class SongUNet(nn.Module):
         x = block(cout, attention=attention, name=f'enc_{res}_block{idx}')(x, emb, train=train)
         skips.append(x)
 
+    features = x  # the bottleneck: the encoder's output, the input of the decoder
+
     # Decoder; every block{idx} takes the concatenation with the matching encoder output.
     aux = None
     last = len(self.channel_mult) - 1
@@ -131,4 +141,4 @@ class SongUNet(nn.Module):
         tmp = nn.silu(GroupNorm(eps=1e-6, name=f'dec_{res}_aux_norm')(x))
         tmp = Conv2d(self.out_channels, 3, init_spec=init_zero, name=f'dec_{res}_aux_conv')(tmp)
         aux = tmp if aux is None else tmp + aux
-    return aux
+    return (aux, features) if return_features else aux
