@@ -6,10 +6,7 @@ from typing import Callable, Optional
 import jax.numpy as jnp
 
 from onestep_jax.diffusion.preconditioning import expand_to
-
-
-def _sum_per_example(v: jnp.ndarray) -> jnp.ndarray:
-  return jnp.sum(v.reshape(v.shape[0], -1), axis=-1)
+from onestep_jax.losses.common import sum_per_example as _sum_per_example
 
 
 def edm_loss_weight(sigma, sigma_data: float = 0.5):
