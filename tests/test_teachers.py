@@ -1,10 +1,39 @@
-"""Teachers for distillation: analytic, bundled and exported, with their identities."""
+"""Teachers for distillation: analytic, bundled and exported; their settings, identities and the
+checks made before a distillation run trains."""
+import importlib.util
+import pathlib
+import shutil
+
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from onestep_jax.data import get_dataset
+from onestep_jax.experiment.runner import resolve_config
+from onestep_jax.methods import build_method
+from onestep_jax.methods.networks import build_network, init_network
 from onestep_jax.methods.teachers import load_teacher
+from onestep_jax.train.export import export_params
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _config(name, variant):
+  spec = importlib.util.spec_from_file_location(name, ROOT / 'configs' / f'{name}.py')
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(variant)
+
+
+def _mlp_export(path, *, objective, data_dim=2, sigma_data=0.5):
+  kwargs = {'data_dim': data_dim, 'hidden_dim': 16, 'num_layers': 1}
+  params = init_network(build_network('mlp', kwargs), jax.random.PRNGKey(0),
+                        example_shape=(data_dim,), num_classes=0)
+  export_params(path, params, net_kwargs=kwargs,
+                metadata={'network': 'mlp', 'objective': objective, 'sigma_data': sigma_data,
+                          'num_classes': 0})
+  return params
 
 
 def test_bundled_digits_teacher_denoises_held_out_digits():
@@ -17,7 +46,7 @@ def test_bundled_digits_teacher_denoises_held_out_digits():
     # A trained denoiser beats both the noisy input and the best constant guess (the mean).
     err = np.mean((denoised - x0)**2)
     assert err < min(np.mean((noisy - x0)**2), np.mean((x0.mean(0) - x0)**2)), sigma
-  assert teacher.identity.startswith('exported:') and teacher.network == 'song_unet'
+  assert teacher.network == 'song_unet' and teacher.example_shape == (8, 8, 1)
 
 
 def test_analytic_teacher_identity_and_errors():
@@ -31,3 +60,64 @@ def test_analytic_teacher_identity_and_errors():
     load_teacher('bundled:nope', ring)
   with pytest.raises(FileNotFoundError, match='no/such/dir'):
     load_teacher('no/such/dir', ring)
+
+
+def test_identity_is_the_content_so_a_moved_export_is_the_same_teacher(tmp_path):
+  _mlp_export(tmp_path / 'a', objective='edm')
+  shutil.copytree(tmp_path / 'a', tmp_path / 'moved')
+  _mlp_export(tmp_path / 'other', objective='edm', sigma_data=0.5, data_dim=3)
+  ids = [load_teacher(str(tmp_path / d)).identity for d in ('a', 'moved', 'other')]
+  assert ids[0] == ids[1] != ids[2]
+
+
+def test_student_exports_and_unknown_objectives_are_refused_by_name(tmp_path):
+  _mlp_export(tmp_path / 'student', objective='one_step')
+  with pytest.raises(ValueError, match="'one_step'.*not a diffusion teacher"):
+    load_teacher(str(tmp_path / 'student'))
+
+
+def test_distillation_takes_the_teachers_settings_and_refuses_data_that_do_not_fit(tmp_path):
+  # The bundled digits teacher (8x8x1 U-Net) against the 2-D ring: refused before training.
+  c = _config('distill_toy2d', 'diff_instruct')
+  c.method.teacher = 'bundled:digits'
+  with pytest.raises(ValueError, match=r'shape \(8, 8, 1\).*shape \(2,\)'):
+    resolve_config(c, get_dataset('ring8'))
+  # A 5-D teacher against 2-D data: refused before training.
+  _mlp_export(tmp_path / 't5', objective='edm', data_dim=5)
+  c.method.teacher = str(tmp_path / 't5')
+  with pytest.raises(ValueError, match=r'shape \(5,\)'):
+    resolve_config(c, get_dataset('ring8'))
+  # A fitting teacher: its network, kwargs, sigma_data and objective replace the config's.
+  _mlp_export(tmp_path / 'flow', objective='flow', sigma_data=0.9)
+  c.method.teacher = str(tmp_path / 'flow')
+  resolved = resolve_config(c, get_dataset('ring8'))
+  assert resolved.net.kwargs.hidden_dim == 16 and resolved.net.kwargs.num_layers == 1
+  assert resolved.method.sigma_data == 0.9 and resolved.method.teacher_objective == 'flow'
+
+
+def test_init_from_a_flow_teacher_reads_the_generator_as_the_teacher_does(tmp_path):
+  """A student started from a flow-matching teacher is the teacher's denoiser at sigma_init, read
+  through the rectified-flow parameterisation (not as an EDM-preconditioned network)."""
+  _mlp_export(tmp_path / 'flow', objective='flow')
+  c = _config('distill_toy2d', 'diff_instruct')
+  c.method.teacher = str(tmp_path / 'flow')
+  c.method.init_from_teacher = True
+  data = get_dataset('ring8')
+  setup = build_method(resolve_config(c, data), data)
+  params = setup.init_params(jax.random.PRNGKey(0))
+  teacher = load_teacher(c.method.teacher)
+  z = jax.random.normal(jax.random.PRNGKey(1), (16, 2))
+  student = [g for g in setup.generators if g.model == 'student'][0]
+  x = student.sample_fn(params, jax.random.PRNGKey(1), 16, None)
+  expected = teacher.denoise(teacher.params, 2.5 * z, jnp.full((16,), 2.5))
+  np.testing.assert_allclose(x, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_init_from_the_bundled_unet_teacher_uses_its_sigma_data():
+  data = get_dataset('digits')
+  c = _config('distill_digits', 'diff_instruct')
+  resolved = resolve_config(c, data)
+  assert resolved.method.sigma_data == 0.5  # the teacher's, not the data's std (about 0.75)
+  params = build_method(resolved, data).init_params(jax.random.PRNGKey(0))
+  for name in ('generator', 'fake_score'):
+    assert jax.tree.all(jax.tree.map(np.array_equal, params[name], params['teacher']))

@@ -105,3 +105,85 @@ def image_teacher_config(name: str, variant: str) -> ml_collections.ConfigDict:
   c.eval.num_samples = 700 if name == 'digits' else 1000  # digits has 1,438 training images
   c.eval.batch_size = 250
   return c
+
+
+# Per-method generator settings of the one-step family: (noise levels of the generator loss,
+# Karras index range of 1000 levels, extra fields as (name, value, comment)).
+ONE_STEP_METHODS = {
+    'diff_instruct': ('log_normal', (0, 1000), ()),
+    'dmd': ('karras', (20, 981), (
+        ('normalize', True, 'divide the gradient by mean|x_g - D_teacher| (DMD Eq. 8)'),
+        ('regression_weight', 0.25, 'weight of the regression loss on teacher ODE pairs'),
+        ('regression_pairs', 2048, 'number of (latent, teacher sample) pairs drawn at start-up'),
+        ('regression_distance', 'l2', "'l2' or 'pseudo_huber' (the paper uses LPIPS)"))),
+    'dmd2': ('karras', (20, 981), (
+        ('normalize', True, 'divide the gradient by mean|x_g - D_teacher| (DMD Eq. 8)'),)),
+    'sid': ('karras', (0, 800), (
+        ('alpha', 1.2, '0.5: Fisher-divergence gradient; 1.2: the paper default'),
+        ('normalize', True, 'divide by mean|x_g - D_teacher| (SiD normaliser)'))),
+    'sim': ('karras', (0, 800), (
+        ('distance', 'pseudo_huber', "'l2' or 'pseudo_huber' on denoiser differences"),
+        ('huber_c', None, 'pseudo-Huber constant c (None: 0.00054 sqrt(data dimension))'))),
+}
+
+
+def one_step_method_fields(m: ml_collections.ConfigDict, name: str) -> None:
+  """Fields of a one-step distillation method (onestep_jax.methods.distribution_matching)."""
+  if name not in ONE_STEP_METHODS:
+    raise ValueError(f'unknown variant {name!r}; valid: {sorted(ONE_STEP_METHODS)}')
+  sigma_dist, index_range, extra = ONE_STEP_METHODS[name]
+  m.name = name
+  m.teacher = 'analytic'  # 'analytic', 'bundled:<name>', 'edm:<file.npz>' or an export dir
+  m.init_from_teacher = False  # start generator and fake score from the teacher's weights
+  edm_method_fields(m)  # p_mean / p_std: noise levels of the fake score's denoising loss
+  m.beta1 = 0.0  # Adam beta1 = 0 as in Diff-Instruct / SiD
+  m.sigma_init = 2.5  # generator G(z) = D(sigma_init z, sigma_init)
+  m.lr_generator = 1e-4  # generator learning rate
+  m.lr_fake_score = 1e-3  # fake-score (and discriminator) learning rate
+  m.fake_score_steps = 1  # fake-score updates per generator update (two time-scale rule)
+  m.fake_score_warmup_steps = 300  # steps training only the fake score at the start
+  m.ema_halflife_nimg = 20_000.0  # EMA half-life of the generator in samples
+  m.ema_rampup_ratio = 0.05  # EMA half-life at most this fraction of the samples seen
+  m.teacher_sample_steps = 18  # Heun steps for the teacher's samples and ODE pairs (NFE 35)
+  m.sigma_dist = sigma_dist  # generator-loss noise levels: 'log_normal' or 'karras'
+  m.karras_index_range = index_range  # 'karras': index range [lo, hi) of 1000 ascending levels
+  m.gan_weight_generator = 0.0  # weight of the generator's GAN term (0: no discriminator)
+  m.gan_weight_discriminator = 0.0  # weight of the discriminator loss in the fake-score phase
+  m.discriminator_width = 256  # hidden width of the discriminator head
+  for field, value, _ in extra:
+    m[field] = config_dict.placeholder(float) if value is None else value
+  if name == 'dmd2':  # DMD2's two time-scale rule and GAN head (arXiv 2405.14867, Sec. 4)
+    m.fake_score_steps = 5
+    m.gan_weight_generator = 3e-3
+    m.gan_weight_discriminator = 1e-2
+
+
+# Bundled image teachers to distil: (teacher spec, batch size, steps).
+IMAGE_DISTILLATION = {
+    'digits': ('bundled:digits', 64, 2000),
+}
+
+
+def image_distill_config(name: str, method: str) -> ml_collections.ConfigDict:
+  """One-step distillation of the bundled teacher of image set `name` with `method`; the
+  networks' settings and sigma_data come from the teacher at start-up."""
+  teacher, batch_size, steps = IMAGE_DISTILLATION[name]
+  c = base_config()
+  c.data.name = name
+  c.net.name = 'song_unet'  # replaced by the teacher's network at start-up
+  m = c.method
+  one_step_method_fields(m, method)
+  m.teacher = teacher
+  m.init_from_teacher = True  # generator and fake score start as the teacher (SiD, DMD2)
+  m.lr_generator = 2e-5  # generator learning rate
+  m.lr_fake_score = 2e-5  # fake-score (and discriminator) learning rate
+  m.fake_score_warmup_steps = 0  # the fake score starts as the teacher: no warm-up needed
+  m.ema_halflife_nimg = 10_000.0  # EMA half-life of the generator in samples
+  if 'regression_pairs' in m:
+    m.regression_pairs = 512  # DMD: teacher samples at 35 network evaluations each
+  c.train.batch_size = batch_size
+  c.train.num_steps = steps
+  c.train.save_every = 250
+  c.eval.num_samples = 700  # digits: the test split has about 360 images per half
+  c.eval.batch_size = 350
+  return c

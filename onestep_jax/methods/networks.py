@@ -1,4 +1,4 @@
-"""Networks by name and EDM-preconditioned denoisers built from (module, params)."""
+"""Networks by name: building, initialising and applying them; labels for batches."""
 from __future__ import annotations
 
 from typing import Any, Callable, Mapping, Optional
@@ -7,8 +7,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from onestep_jax.diffusion import parameterization, schedules
-from onestep_jax.diffusion.preconditioning import edm_denoiser
 from onestep_jax.nets.mlp import MLP
 
 
@@ -54,33 +52,31 @@ def init_network(module: nn.Module, key: jax.Array, *, example_shape, num_classe
 
 
 def network_fn(module: nn.Module, params: Any, *, train: bool = False,
-               rng: Optional[jax.Array] = None) -> Callable:
+               rng: Optional[jax.Array] = None, return_features: bool = False) -> Callable:
   """F(x, noise_labels, labels): the module applied to `params`.
 
-  With `train=True`, `rng` feeds dropout and label dropout.
+  With `train=True`, `rng` feeds dropout and label dropout; with `return_features=True` the
+  module returns (output, features) (see the networks' docstrings for which features).
   """
   rngs = None
   if train:
     r1, r2 = jax.random.split(rng)
     rngs = {'dropout': r1, 'label_dropout': r2}
+  extra = {'return_features': True} if return_features else {}
 
   def apply(x, noise_labels, labels=None):
-    return module.apply({'params': params}, x, noise_labels, labels, train=train, rngs=rngs)
+    return module.apply({'params': params}, x, noise_labels, labels, train=train, rngs=rngs,
+                        **extra)
 
   return apply
 
 
-def make_denoiser(module: nn.Module, params: Any, *, sigma_data: float, train: bool = False,
-                  rng: Optional[jax.Array] = None) -> Callable:
-  """D(x, sigma, labels) = EDM preconditioning around `module` (arXiv 2206.00364, Eq. 7)."""
-  return edm_denoiser(network_fn(module, params, train=train, rng=rng), sigma_data)
-
-
-def flow_denoiser(module: nn.Module, params: Any) -> Callable:
-  """A rectified-flow velocity network v(x_t, t) as an EDM denoiser D(x, sigma, labels)."""
-  return parameterization.denoiser_from_predictor(
-      network_fn(module, params), schedule=schedules.RectifiedFlowSchedule(),
-      prediction='velocity')
+def example_shape(name: str, kwargs: Mapping[str, Any]) -> tuple[int, ...]:
+  """The shape of one example network `name` with `kwargs` takes: (data_dim,) or (H, W, C)."""
+  if name == 'mlp':
+    return (int(kwargs['data_dim']),)
+  side = int(kwargs['img_resolution'])
+  return (side, side, int(kwargs['in_channels']))
 
 
 def one_hot_labels(batch: Mapping[str, Any], num_classes: int) -> Optional[jnp.ndarray]:

@@ -1,4 +1,5 @@
-"""Teacher training: EDM denoising score matching or flow matching (METHODS.md §1)."""
+"""Teacher training: EDM denoising score matching (Karras et al. 2022, arXiv 2206.00364, Eq. 2)
+or rectified-flow matching (Liu et al. 2022, arXiv 2209.03003)."""
 from __future__ import annotations
 
 import jax
@@ -9,8 +10,8 @@ import optax
 from onestep_jax.diffusion import noise_levels, samplers
 from onestep_jax.losses.denoising import edm_denoising_loss, flow_matching_loss
 from onestep_jax.methods.base import Generator, MethodSetup
-from onestep_jax.methods.networks import (build_network, flow_denoiser, init_network,
-                                          make_denoiser, network_fn, one_hot_labels)
+from onestep_jax.methods.denoisers import NetworkDenoiser
+from onestep_jax.methods.networks import build_network, init_network, network_fn, one_hot_labels
 from onestep_jax.train.spec import Group, Phase, Stage
 
 OBJECTIVES = ('edm', 'flow')
@@ -31,11 +32,11 @@ def build(config: ml_collections.ConfigDict, dataset) -> MethodSetup:
   num_classes = dataset.num_classes if config.data.conditional else 0
   shape = tuple(dataset.example_shape)
 
+  net = NetworkDenoiser(module, objective=m.objective, sigma_data=m.sigma_data)
+
   def denoiser(params, *, train=False, rng=None):
-    """The EDM denoiser of the network; flow teachers are converted (train only for EDM)."""
-    if m.objective == 'edm':
-      return make_denoiser(module, params, sigma_data=m.sigma_data, train=train, rng=rng)
-    return flow_denoiser(module, params)
+    """The EDM denoiser D(x, sigma, labels) of the network (flow teachers are converted)."""
+    return net.bind(params, train=train, rng=rng)
 
   def loss_fn(params, batch, key):
     k_time, k_noise, k_drop = jax.random.split(key, 3)

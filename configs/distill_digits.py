@@ -1,0 +1,11 @@
+"""One-step distillation of the bundled digits EDM teacher (bundled:digits, 8x8 SongUNet).
+
+python experiments/main.py --config=configs/distill_digits.py:sid --workdir=runs/sid_digits
+Variants: diff_instruct, dmd, dmd2, sid, sim. Generator and fake score start from the teacher;
+FID/KID are measured on the features of a classifier trained on the digits.
+"""
+from onestep_jax.experiment.defaults import image_distill_config
+
+
+def get_config(arg: str = 'diff_instruct'):
+  return image_distill_config('digits', arg)

@@ -1,0 +1,79 @@
+"""One-step distribution-matching distillation: Diff-Instruct, DMD, DMD2, SiD and SIM.
+
+All five share `onestep_jax.methods.one_step` (generator at sigma_init, online fake score, GAN
+head, alternation, EMA); they differ only in the generator's loss, which is data below:
+  diff_instruct  Luo et al. 2023, arXiv 2305.18455 (Integral KL)
+  dmd            Yin et al. 2024, arXiv 2311.18828 (normalised KL gradient + regression on the
+                 teacher's noise-image pairs)
+  dmd2           Yin et al. 2024, arXiv 2405.14867 (DMD without regression, two time-scale
+                 updates, GAN head on the fake score; the differences are config defaults)
+  sid            Zhou et al. 2024, arXiv 2404.04057 (score identity, alpha)
+  sim            Luo et al. 2024, arXiv 2410.16794 (score implicit matching, L2 / pseudo-Huber)
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from onestep_jax.losses.diff_instruct import diff_instruct_generator_loss
+from onestep_jax.losses.dmd import dmd_generator_loss, regression_loss
+from onestep_jax.losses.sid import sid_generator_loss
+from onestep_jax.losses.sim import sim_generator_loss
+from onestep_jax.methods.base import MethodSetup
+from onestep_jax.methods.networks import random_labels
+from onestep_jax.methods.one_step import OneStep, distribution_term
+
+# method name -> (generator loss, {loss keyword: config.method field})
+LOSSES = {
+    'diff_instruct': (diff_instruct_generator_loss, {}),
+    'dmd': (dmd_generator_loss, {'normalize': 'normalize'}),
+    'dmd2': (dmd_generator_loss, {'normalize': 'normalize'}),
+    'sid': (sid_generator_loss, {'alpha': 'alpha', 'normalize': 'normalize'}),
+    'sim': (sim_generator_loss, {'distance': 'distance', 'c': 'huber_c'}),
+}
+PAIRS = 'regression_pairs'  # frozen group of DMD's (latent, teacher sample) pairs
+
+
+def regression_pairs(ctx: OneStep, params, key) -> dict:
+  """DMD's regression set: latents z and the teacher's ODE samples from sigma_max z (arXiv
+  2311.18828, Sec. 3.3), drawn once at start-up (deterministic in the seed, so not saved)."""
+  m = ctx.m
+  k_z, k_c = jax.random.split(key)
+  z = jax.random.normal(k_z, (m.regression_pairs,) + ctx.shape)
+  labels = random_labels(k_c, m.regression_pairs, ctx.num_classes)
+  x = jax.jit(lambda p, z, c: ctx.teacher_ode(p, z, c, m.teacher_sample_steps))(params, z, labels)
+  pairs = {'z': z, 'x': x}
+  if labels is not None:
+    pairs['labels'] = labels
+  return {PAIRS: pairs}
+
+
+def regression_term(ctx: OneStep, params, batch, d, x_g):
+  """lambda_reg * distance(G(z_i), teacher ODE sample of z_i) on a random subset of the pairs."""
+  del batch, x_g
+  pairs = params[PAIRS]
+  idx = jax.random.randint(d.key, (d.z.shape[0],), 0, pairs['z'].shape[0])
+  out = ctx.generate(params['generator'], pairs['z'][idx],
+                     pairs['labels'][idx] if 'labels' in pairs else None)
+  per_example = regression_loss(x_g=out, target=pairs['x'][idx], distance=ctx.m.regression_distance)
+  return ctx.m.regression_weight * per_example, {'regression': jnp.mean(per_example)}
+
+
+def build(config: ml_collections.ConfigDict, dataset) -> MethodSetup:
+  """Groups 'generator' (EMA), 'fake_score' (and 'discriminator' with a GAN weight); phases
+  'fake_score' and 'generator'."""
+  m = config.method
+  loss_fn, fields = LOSSES[m.name]
+  ctx = OneStep(config, dataset)
+  terms = [distribution_term(loss_fn, **{k: m[f] for k, f in fields.items()})]
+  if m.get('regression_weight'):
+    terms.append(regression_term)
+    return ctx.setup(terms, extra_frozen=regression_pairs, frozen_groups=(PAIRS,))
+  return ctx.setup(terms)
+
+
+def resolve_config(config: ml_collections.ConfigDict, dataset) -> ml_collections.ConfigDict:
+  """Takes a network teacher's settings (see onestep_jax.methods.teachers.resolve_config)."""
+  from onestep_jax.methods.teachers import resolve_config as from_teacher
+  return from_teacher(config, dataset)

@@ -1,0 +1,273 @@
+"""What every one-step distribution-matching method shares (Diff-Instruct, DMD, DMD2, SiD, SIM).
+
+- the generator G(z) = D_theta(sigma_init z, sigma_init): a denoiser read at one fixed noise
+  level, started from the teacher's weights or at random (SiD, arXiv 2404.04057, Sec. 4);
+- an online fake score D_psi, trained by EDM denoising on stop-gradient generator samples
+  (Diff-Instruct, arXiv 2305.18455, Alg. 1);
+- optionally a discriminator head on the fake score's features, trained on noised real vs
+  generated samples with the fake score, and a GAN term for the generator (DMD2, arXiv
+  2405.14867, Sec. 4.3);
+- the alternation stages (fake-score warm-up, then k fake-score updates per generator update,
+  DMD2's two time-scale rule) and the generator's EMA with EDM's ramp-up.
+
+A method supplies only its generator terms: functions (ctx, params, batch, draw, x_g) ->
+(per-example loss [B], metrics) that are summed.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from onestep_jax.diffusion import noise_levels, samplers
+from onestep_jax.losses.denoising import edm_denoising_loss
+from onestep_jax.losses.gan import gan_discriminator_loss, gan_generator_loss
+from onestep_jax.methods.base import Generator, MethodSetup
+from onestep_jax.methods.denoisers import NetworkDenoiser
+from onestep_jax.methods.networks import build_network, init_network, one_hot_labels
+from onestep_jax.methods.teachers import load_teacher
+from onestep_jax.train.spec import Group, Phase, Stage
+
+SIGMA_DISTRIBUTIONS = ('log_normal', 'karras')
+NUM_KARRAS_LEVELS = 1000  # grid of the 'karras' generator noise levels (DMD2, SiD)
+
+
+@dataclasses.dataclass(frozen=True)
+class Draw:
+  """The random inputs of one generator update."""
+  z: jnp.ndarray  # latents, shaped like the data
+  sigma: jnp.ndarray  # [B] noise levels of the distribution-matching term
+  noise: jnp.ndarray  # standard normal, shaped like the data
+  labels: Optional[jnp.ndarray]  # one-hot [B, C] or None
+  key: jax.Array  # for terms that need more randomness
+
+
+# term(ctx, params, batch, draw, x_g) -> (per-example loss [B], dict of scalar metrics)
+GeneratorTerm = Callable[['OneStep', Mapping[str, Any], Any, Draw, jnp.ndarray],
+                         tuple[jnp.ndarray, Mapping[str, Any]]]
+
+
+def _adam(lr: float, m: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  return optax.adam(lr, b1=m.beta1, b2=m.beta2, eps=m.eps)
+
+
+class OneStep:
+  """The teacher, the student network and the shared phases of a one-step distillation run."""
+
+  def __init__(self, config: ml_collections.ConfigDict, dataset):
+    m = config.method
+    if m.sigma_dist not in SIGMA_DISTRIBUTIONS:
+      raise ValueError(f'unknown method.sigma_dist {m.sigma_dist!r}; valid: '
+                       f'{list(SIGMA_DISTRIBUTIONS)}')
+    self.config, self.m = config, m
+    self.teacher = load_teacher(m.teacher, dataset)
+    self.num_classes = dataset.num_classes if config.data.conditional else 0
+    self.shape = tuple(dataset.example_shape)
+    # Students are read the way the teacher was trained (resolve_config copied its settings).
+    self.net = self.teacher.net or NetworkDenoiser(
+        build_network(config.net.name, config.net.kwargs), objective='edm',
+        sigma_data=m.sigma_data)
+    self.use_gan = bool(m.gan_weight_generator or m.gan_weight_discriminator)
+    self.head = None
+    if self.use_gan:
+      from onestep_jax.nets.discriminator import DiscriminatorHead
+      self.head = DiscriminatorHead(hidden_dim=m.discriminator_width,
+                                    num_classes=self.num_classes)
+
+  # Networks as callables ------------------------------------------------------------------
+
+  def generate(self, params_g, z, labels):
+    """G(z) = D_theta(sigma_init z, sigma_init)."""
+    s = self.m.sigma_init
+    return self.net.denoise(params_g, s * z, jnp.full((z.shape[0],), s), labels)
+
+  def teacher_denoiser(self, params) -> Callable:
+    return lambda x, sigma, labels=None: self.teacher.denoise(params.get('teacher'), x, sigma,
+                                                              labels)
+
+  def fake_denoiser(self, params) -> Callable:
+    return self.net.bind(params['fake_score'])
+
+  def logits(self, params, x, sigma, labels):
+    """Discriminator logits [B] of noised samples x (noise level sigma [B]), read from the fake
+    score's features (DMD2's head on the fake-score bottleneck)."""
+    feats = self.net.features(params['fake_score'], x, sigma, labels)
+    return self.head.apply({'params': params['discriminator']}, feats, labels)
+
+  # Randomness ------------------------------------------------------------------------------
+
+  def sample_sigma(self, key, n):
+    """Noise levels of the generator's distribution-matching term."""
+    m = self.m
+    if m.sigma_dist == 'log_normal':
+      return noise_levels.sample_log_normal_sigma(key, n, p_mean=m.p_mean, p_std=m.p_std)
+    lo, hi = m.karras_index_range
+    return noise_levels.sample_karras_index_sigma(key, n, num_levels=NUM_KARRAS_LEVELS,
+                                                  min_index=int(lo), max_index=int(hi))
+
+  def draw(self, key, batch) -> Draw:
+    k_z, k_sigma, k_noise, k_rest = jax.random.split(key, 4)
+    n = batch['x'].shape[0]
+    return Draw(z=jax.random.normal(k_z, (n,) + self.shape), sigma=self.sample_sigma(k_sigma, n),
+                noise=jax.random.normal(k_noise, (n,) + self.shape),
+                labels=one_hot_labels(batch, self.num_classes), key=k_rest)
+
+  # Phases ----------------------------------------------------------------------------------
+
+  def fake_score_loss(self, params, batch, key):
+    """EDM denoising on stop-gradient generator samples (+ the discriminator's GAN loss)."""
+    m = self.m
+    k_draw, k_sigma, k_noise, k_real = jax.random.split(key, 4)
+    d = self.draw(k_draw, batch)
+    x_g = jax.lax.stop_gradient(self.generate(params['generator'], d.z, d.labels))
+    n = x_g.shape[0]
+    sigma = noise_levels.sample_log_normal_sigma(k_sigma, n, p_mean=m.p_mean, p_std=m.p_std)
+    dsm = jnp.mean(edm_denoising_loss(
+        denoiser=self.fake_denoiser(params), x0=x_g, sigma=sigma,
+        noise=jax.random.normal(k_noise, x_g.shape), labels=d.labels, sigma_data=m.sigma_data))
+    metrics = {'denoising': dsm}
+    loss = dsm
+    if self.use_gan:
+      k_s, k_nf, k_nr = jax.random.split(k_real, 3)
+      s = self.sample_sigma(k_s, n)
+      x_real = batch['x'].astype(x_g.dtype)
+      noised = lambda x, k: x + s.reshape((-1,) + (1,) * (x.ndim - 1)) * jax.random.normal(
+          k, x.shape)
+      real_logits = self.logits(params, noised(x_real, k_nr), s, d.labels)
+      fake_logits = self.logits(params, noised(x_g, k_nf), s, d.labels)
+      disc = jnp.mean(gan_discriminator_loss(real_logits=real_logits, fake_logits=fake_logits))
+      loss = loss + m.gan_weight_discriminator * disc
+      metrics.update(discriminator=disc, real_logit=jnp.mean(real_logits),
+                     fake_logit=jnp.mean(fake_logits))
+    return loss, {'loss': loss, **metrics}
+
+  def gan_term(self, params, batch, d: Draw, x_g):
+    """Non-saturating GAN loss of noised generator samples (gradient through x_g only)."""
+    noised = x_g + d.sigma.reshape((-1,) + (1,) * (x_g.ndim - 1)) * d.noise
+    per_example = gan_generator_loss(fake_logits=self.logits(params, noised, d.sigma, d.labels))
+    return self.m.gan_weight_generator * per_example, {'gan': jnp.mean(per_example)}
+
+  def generator_phase_loss(self, terms: Sequence[GeneratorTerm]):
+    def loss_fn(params, batch, key):
+      d = self.draw(key, batch)
+      x_g = self.generate(params['generator'], d.z, d.labels)
+      total = jnp.zeros((x_g.shape[0],), jnp.float32)
+      metrics = {}
+      for term in terms:
+        per_example, term_metrics = term(self, params, batch, d, x_g)
+        total = total + per_example
+        metrics.update(term_metrics)
+      loss = jnp.mean(total)
+      return loss, {'loss': loss, 'sample_std': jnp.std(x_g), **metrics}
+    return loss_fn
+
+  # Setup -----------------------------------------------------------------------------------
+
+  def init_params(self, key, extra_frozen: Optional[Callable] = None):
+    m = self.m
+    k_g, k_f, k_d, k_x = jax.random.split(key, 4)
+    params = {}
+    if self.teacher.params is not None:
+      params['teacher'] = self.teacher.params
+    if m.init_from_teacher:
+      if self.teacher.params is None:
+        raise ValueError('method.init_from_teacher needs a network teacher; the analytic teacher '
+                         'has no weights')
+      params['generator'] = params['fake_score'] = self.teacher.params
+    else:
+      init = lambda k: init_network(self.net.module, k, example_shape=self.shape,
+                                    num_classes=self.num_classes)
+      params['generator'], params['fake_score'] = init(k_g), init(k_f)
+    if self.use_gan:
+      x = jnp.zeros((1,) + self.shape, jnp.float32)
+      labels = jnp.zeros((1, self.num_classes), jnp.float32) if self.num_classes else None
+      feats = jax.eval_shape(lambda p: self.net.features(p, x, jnp.ones((1,)), labels),
+                             params['fake_score'])
+      params['discriminator'] = jax.jit(self.head.init)(
+          k_d, jnp.zeros(feats.shape, feats.dtype), labels)['params']
+    if extra_frozen is not None:
+      params.update(extra_frozen(self, params, k_x))
+    return params
+
+  def teacher_ode(self, params, z, labels, num_steps: int):
+    """The teacher's deterministic Heun sample from x_T = sigma_max z (EDM's sampler, NFE
+    2 num_steps - 1): the noise-image pairs of DMD's regression loss and the teacher's samples."""
+    sigmas = noise_levels.karras_sigmas(num_steps)
+    return samplers.heun_sampler(self.teacher_denoiser(params), sigmas[0] * z, sigmas=sigmas,
+                                 labels=labels)
+
+  def setup(self, terms: Sequence[GeneratorTerm], *,
+            extra_frozen: Optional[Callable] = None,
+            frozen_groups: Sequence[str] = ()) -> MethodSetup:
+    """The MethodSetup of a method whose generator minimises the sum of `terms` (plus the GAN
+    term when enabled). `extra_frozen(ctx, params, key) -> {group: params}` adds frozen groups
+    (e.g. DMD's regression pairs) named in `frozen_groups`."""
+    m = self.m
+    if self.use_gan:
+      terms = tuple(terms) + (lambda ctx, params, batch, d, x_g: ctx.gan_term(params, batch, d,
+                                                                              x_g),)
+    groups = [
+        Group('generator', trainable=True, optimizer=_adam(m.lr_generator, m),
+              ema_halflife_nimg=m.ema_halflife_nimg, ema_rampup_ratio=m.ema_rampup_ratio,
+              clip_norm=m.clip_norm),
+        Group('fake_score', trainable=True, optimizer=_adam(m.lr_fake_score, m),
+              clip_norm=m.clip_norm),
+    ]
+    fake_updates = ('fake_score',)
+    if self.use_gan:
+      groups.append(Group('discriminator', trainable=True, optimizer=_adam(m.lr_fake_score, m),
+                          clip_norm=m.clip_norm))
+      fake_updates += ('discriminator',)
+    if self.teacher.params is not None:
+      groups.append(Group('teacher', trainable=False))
+    groups += [Group(name, trainable=False) for name in frozen_groups]
+    stages = [Stage((('fake_score', m.fake_score_steps), ('generator', 1)))]
+    if m.fake_score_warmup_steps:
+      stages.insert(0, Stage((('fake_score', 1),), until_step=m.fake_score_warmup_steps))
+
+    def student_sample(params, key, num, labels):
+      return self.generate(params['generator'], jax.random.normal(key, (num,) + self.shape),
+                           labels)
+
+    def teacher_sample(params, key, num, labels):
+      return self.teacher_ode(params, jax.random.normal(key, (num,) + self.shape), labels,
+                              m.teacher_sample_steps)
+
+    export_kwargs = {'network': self.config.net.name,
+                     'network_kwargs': self.config.net.kwargs.to_dict(),
+                     'objective': 'one_step', 'parameterization': self.net.objective,
+                     'sigma_data': self.net.sigma_data, 'sigma_init': m.sigma_init,
+                     'num_classes': self.num_classes}
+    if self.net.precond_kwargs:
+      export_kwargs['precond_kwargs'] = dict(self.net.precond_kwargs)
+    return MethodSetup(
+        groups=tuple(groups),
+        phases=(Phase('fake_score', self.fake_score_loss, fake_updates),
+                Phase('generator', self.generator_phase_loss(terms), ('generator',))),
+        stages=tuple(stages),
+        init_params=lambda key: self.init_params(key, extra_frozen),
+        generators=(Generator('teacher', samplers.nfe('heun', m.teacher_sample_steps),
+                              teacher_sample),
+                    Generator('student', 1, student_sample)),
+        export_group='generator',
+        export_kwargs=export_kwargs,
+        teacher_identity=self.teacher.identity,
+    )
+
+
+def distribution_term(loss_fn: Callable, **hyper) -> GeneratorTerm:
+  """A generator term from a pure loss of (x_g, sigma, noise, teacher_denoiser, fake_denoiser,
+  labels), e.g. `onestep_jax.losses.sid.sid_generator_loss` with its hyperparameters."""
+
+  def term(ctx: OneStep, params, batch, d: Draw, x_g):
+    del batch
+    per_example = loss_fn(x_g=x_g, sigma=d.sigma, noise=d.noise,
+                          teacher_denoiser=ctx.teacher_denoiser(params),
+                          fake_denoiser=ctx.fake_denoiser(params), labels=d.labels, **hyper)
+    return per_example, {'distribution': jnp.mean(per_example)}
+
+  return term
