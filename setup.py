@@ -28,6 +28,7 @@ setup(
         'convert': ['torch>=2.0'],
         'test': ['pytest>=8', 'pytest-xdist>=3.5', 'tensorflow-datasets>=4.9.8', 'grain>=0.2.10',
                  'array-record>=0.8'],
-        'notebooks': ['jupyter', 'ipywidgets'],
+        # TensorBoard event files beside metrics.jsonl (clu's SummaryWriter needs TensorFlow).
+        'tensorboard': ['clu>=0.0.12', 'tensorflow>=2.16', 'tensorboard>=2.16'],
     },
 )

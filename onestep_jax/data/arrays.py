@@ -8,6 +8,9 @@ Layout rules of `load_arrays`:
   * any other x with ndim >= 2 ([N, D], [N, L, D], ...) is used as float32 as is, or
     standardised per feature with `standardize=True`.
   * labels come from the npz key 'label' or 'labels' (integers in [0, num_classes)).
+  * every fifth row (index % 5 == 4) is the 'test' split, held out from training for
+    evaluation; the other rows are 'train', and 'all' keeps every row (as for `digits`).
+  * NaN or Inf values stop the load with their count.
 """
 from __future__ import annotations
 
@@ -21,31 +24,42 @@ from onestep_jax.data.images import uint8_to_unit
 
 _LAYOUTS = ('auto', 'nhwc', 'nchw')
 _CHANNEL_SIZES = (1, 3, 4)
+SPLITS = ('train', 'test', 'all')
+TEST_EVERY = 5  # row i is in the 'test' split when i % TEST_EVERY == TEST_EVERY - 1
+_CHUNK_ELEMENTS = 1 << 24  # values checked for NaN/Inf at a time (bounds memory for mmaps)
 
 
 class ArrayDataset(FiniteDataset):
-  """Rows of `x` ([N, ...]); uint8 rows are pixels, scaled to [-1, 1] as they are read."""
+  """Rows of `x` ([N, ...]); uint8 rows are pixels, scaled to [-1, 1] as they are read.
+
+  `rows` (indices into x, default all) selects the examples without copying a memory map.
+  """
 
   def __init__(self, x: np.ndarray, *, labels: Optional[np.ndarray] = None,
-               num_classes: Optional[int] = None, name: str = 'arrays'):
-    if x.ndim < 2 or x.shape[0] == 0:
+               num_classes: Optional[int] = None, name: str = 'arrays',
+               rows: Optional[np.ndarray] = None):
+    num_rows = x.shape[0] if rows is None else len(rows)
+    if x.ndim < 2 or num_rows == 0:
       raise ValueError(f'{name}: expected examples of shape [N, ...] with N > 0 and at least '
-                       f'2 dimensions, got shape {x.shape}')
+                       f'2 dimensions, got shape {x.shape}'
+                       + ('' if rows is None else ' with no rows selected'))
     self._x = x
+    self._rows = rows
     self.name = name
-    self.num_examples = int(x.shape[0])
+    self.num_examples = int(num_rows)
     self.example_shape = tuple(int(d) for d in x.shape[1:])
     self._labels = None
     self.num_classes = 0
     if labels is None and num_classes is not None:
       raise ValueError(f'{name}: num_classes={num_classes} was given but there are no labels')
     if labels is not None:
-      self._labels = _check_labels(labels, num_examples=self.num_examples,
-                                   num_classes=num_classes, name=name)
-      self.num_classes = int(num_classes or self._labels.max() + 1)
+      labels = _check_labels(labels, num_examples=int(x.shape[0]), num_classes=num_classes,
+                             name=name)
+      self.num_classes = int(num_classes or labels.max() + 1)
+      self._labels = labels if rows is None else labels[rows]
 
   def _read(self, indices: np.ndarray) -> dict[str, np.ndarray]:
-    rows = self._x[indices]
+    rows = self._x[indices if self._rows is None else self._rows[indices]]
     out = {'x': uint8_to_unit(rows) if rows.dtype == np.uint8 else rows.astype(np.float32)}
     if self._labels is not None:
       out['label'] = self._labels[indices]
@@ -105,15 +119,36 @@ def _to_nhwc(x: np.ndarray, layout: str, path: str) -> np.ndarray:
   return x
 
 
-def load_arrays(path: str, *, layout: str = 'auto', standardize: bool = False,
-                num_classes: Optional[int] = None, name: Optional[str] = None) -> ArrayDataset:
+def _count_nonfinite(x: np.ndarray) -> int:
+  """NaN/Inf values in a float array, counted in chunks of rows (a memory map stays on disk)."""
+  if not np.issubdtype(x.dtype, np.inexact):
+    return 0
+  step = max(1, _CHUNK_ELEMENTS // max(1, int(np.prod(x.shape[1:]))))
+  return sum(int(np.count_nonzero(~np.isfinite(x[i:i + step]))) for i in range(0, len(x), step))
+
+
+def split_rows(num_rows: int, split: str) -> Optional[np.ndarray]:
+  """Row indices of `split` among `num_rows` (None for 'all'): every TEST_EVERY-th is 'test'."""
+  if split not in SPLITS:
+    raise ValueError(f'split must be one of {SPLITS}, got {split!r}')
+  if split == 'all':
+    return None
+  is_test = np.arange(num_rows) % TEST_EVERY == TEST_EVERY - 1
+  return np.flatnonzero(is_test if split == 'test' else ~is_test)
+
+
+def load_arrays(path: str, *, split: str = 'train', layout: str = 'auto',
+                standardize: bool = False, num_classes: Optional[int] = None,
+                name: Optional[str] = None) -> ArrayDataset:
   """A dataset from a .npy / .npz file (see the module docstring for the layout rules).
 
   Args:
     path: the .npy (memory-mapped) or .npz file.
+    split: 'train' (4 of every 5 rows), 'test' (every fifth row, held out for evaluation) or
+      'all'.
     layout: 'auto', 'nhwc' or 'nchw'; only used for 4-D (image) arrays.
     standardize: for non-image arrays, subtract the per-feature mean and divide by the
-      per-feature std (loads the array into memory).
+      per-feature std of the 'train' rows (loads the array into memory).
     num_classes: number of classes when labels are present (default: max label + 1).
     name: dataset name (default: the file name).
   """
@@ -123,12 +158,21 @@ def load_arrays(path: str, *, layout: str = 'auto', standardize: bool = False,
   if x.ndim < 2:
     raise ValueError(f'{path}: expected an array of shape [N, ...] with at least 2 dimensions, '
                      f'got shape {x.shape}; reshape 1-D data to [N, 1]')
+  rows = split_rows(x.shape[0], split)
+  if rows is not None and not len(rows):
+    raise ValueError(f'{path}: the {split!r} split of its {x.shape[0]} rows is empty (row i is '
+                     f'held out as test when i % {TEST_EVERY} == {TEST_EVERY - 1})')
+  bad = _count_nonfinite(x)
+  if bad:
+    raise ValueError(f'{path}: {bad} NaN/Inf values among its {x.size} values; remove or '
+                     'replace them before training')
   if x.ndim == 4:
     x = _to_nhwc(x, layout, path)
   elif standardize:
     x = np.asarray(x, np.float64)
-    x = ((x - x.mean(0)) / np.maximum(x.std(0), 1e-12)).astype(np.float32)
+    train = x[split_rows(len(x), 'train')]
+    x = ((x - train.mean(0)) / np.maximum(train.std(0), 1e-12)).astype(np.float32)
   elif x.dtype == np.uint8:
     x = x.astype(np.float32)  # integer features, not pixels: keep their values
-  return ArrayDataset(x, labels=labels, num_classes=num_classes,
+  return ArrayDataset(x, labels=labels, num_classes=num_classes, rows=rows,
                       name=name or os.path.basename(path))

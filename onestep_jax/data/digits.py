@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from onestep_jax.data.arrays import ArrayDataset
-
-SPLITS = ('train', 'test', 'all')
+from onestep_jax.data.arrays import SPLITS, ArrayDataset, split_rows
 
 
 def load_digits_dataset(*, split: str = 'train') -> ArrayDataset:
@@ -20,6 +18,5 @@ def load_digits_dataset(*, split: str = 'train') -> ArrayDataset:
   from sklearn import datasets as sk_datasets  # pylint: disable=g-import-not-at-top
   bunch = sk_datasets.load_digits()
   images = (bunch.images / 8.0 - 1.0).astype(np.float32)[..., None]
-  is_test = np.arange(len(images)) % 5 == 4
-  keep = {'train': ~is_test, 'test': is_test, 'all': np.ones_like(is_test)}[split]
-  return ArrayDataset(images[keep], labels=bunch.target[keep], num_classes=10, name='digits')
+  return ArrayDataset(images, labels=bunch.target, num_classes=10, name='digits',
+                      rows=split_rows(len(images), split))

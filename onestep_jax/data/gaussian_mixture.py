@@ -2,7 +2,8 @@
 
 Under x_t = alpha x_0 + sigma eps with x_0 ~ sum_k pi_k N(mu_k, S_k), every marginal is again a
 mixture, p_t = sum_k pi_k N(alpha mu_k, alpha^2 S_k + sigma^2 I), so its log-density, score
-grad log p_t and denoiser E[x_0 | x_t] are exact at every noise level (METHODS.md §17.2).
+grad log p_t and denoiser E[x_0 | x_t] are exact at every noise level (the noised data density
+p(x; sigma) = p_data * N(0, sigma^2 I) of Karras et al. 2022, arXiv 2206.00364, Sec. 2).
 Each covariance is diagonalised once, S_k = U_k diag(lam_k) U_k^T, so any sigma (scalar or
 per example) costs only rotations.
 """

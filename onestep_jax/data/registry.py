@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import functools
 import inspect
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from onestep_jax.data import arrays, digits, fashion_mnist, image_folder, tfds_images, toy2d
 from onestep_jax.data.base import Dataset
 
 TFDS_PREFIX = 'tfds:'
+# Sources whose 'test' split is held out from their default training split 'train'.
+TEST_SPLIT_SOURCES = ('arrays', 'digits', 'fashion_mnist')
 
 DATASETS: dict[str, Callable[..., Dataset]] = {
     **toy2d.TOYS,
@@ -43,3 +45,17 @@ def get_dataset(name: str, **kwargs: Any) -> Dataset:
     accepted = list(inspect.signature(factory).parameters)
     raise ValueError(f'dataset {name!r}: {e} (accepted arguments: {accepted})') from None
   return factory(**kwargs)
+
+
+def get_held_out(name: str, **kwargs: Any) -> Optional[Dataset]:
+  """The data held out from `get_dataset(name, **kwargs)` for evaluation, or None if none is.
+
+  Analytic toys are their own held-out data: evaluation samples come from a random stream no
+  training batch uses. The sources of TEST_SPLIT_SOURCES trained on split 'train' (their
+  default) hold out split 'test'. Image folders, TFDS sets and other splits have none.
+  """
+  if name in toy2d.TOYS:
+    return get_dataset(name, **kwargs)
+  if name in TEST_SPLIT_SOURCES and kwargs.get('split', 'train') == 'train':
+    return get_dataset(name, **{**kwargs, 'split': 'test'})
+  return None

@@ -1,6 +1,9 @@
 """EDM preconditioning (Karras et al. 2022, arXiv 2206.00364, Table 1 / Eq. 7).
 
 D(x, sigma) = c_skip(sigma) x + c_out(sigma) F(c_in(sigma) x, c_noise(sigma)).
+The coefficients and the skip/out combination are computed in (at least) float32 even for
+bfloat16 inputs, as EDM does for its fp16 networks (its Precond classes cast x and sigma to
+float32 and only the network's input to the network dtype); D is returned in x's dtype.
 """
 from __future__ import annotations
 
@@ -16,9 +19,15 @@ class EDMCoefficients(NamedTuple):
   c_noise: jnp.ndarray
 
 
+def compute_dtype(dtype) -> jnp.dtype:
+  """The dtype preconditioning computes in: float32, or float64 for float64 inputs."""
+  return jnp.promote_types(dtype, jnp.float32)
+
+
 def edm_coefficients(sigma, sigma_data: float = 0.5) -> EDMCoefficients:
-  """The four EDM preconditioning coefficients at noise level `sigma` (any shape)."""
+  """The four EDM preconditioning coefficients at noise level `sigma` (any shape), float32+."""
   sigma = jnp.asarray(sigma)
+  sigma = sigma.astype(compute_dtype(sigma.dtype))
   s2 = sigma**2 + sigma_data**2
   return EDMCoefficients(
       c_skip=sigma_data**2 / s2,
@@ -45,9 +54,21 @@ def edm_denoiser(raw_fn: Callable, sigma_data: float = 0.5) -> Callable:
   """
 
   def denoise(x, sigma, labels: Optional[jnp.ndarray] = None):
-    sigma = jnp.broadcast_to(jnp.asarray(sigma, x.dtype), (x.shape[0],))
+    sigma = jnp.broadcast_to(jnp.asarray(sigma, compute_dtype(x.dtype)), (x.shape[0],))
     c = edm_coefficients(sigma, sigma_data)
-    f = raw_fn(expand_to(c.c_in, x) * x, c.c_noise, labels)
-    return expand_to(c.c_skip, x) * x + expand_to(c.c_out, x) * f.astype(x.dtype)
+    return edm_output(c, x, raw_fn(edm_input(c, x), c.c_noise, labels))
 
   return denoise
+
+
+def edm_input(c: EDMCoefficients, x):
+  """The network input c_in x, computed in float32+ and returned in x's dtype."""
+  x_hi = x.astype(compute_dtype(x.dtype))
+  return (expand_to(c.c_in, x_hi) * x_hi).astype(x.dtype)
+
+
+def edm_output(c: EDMCoefficients, x, f):
+  """D = c_skip x + c_out F, combined in float32+ and returned in x's dtype."""
+  x_hi = x.astype(compute_dtype(x.dtype))
+  return (expand_to(c.c_skip, x_hi) * x_hi
+          + expand_to(c.c_out, x_hi) * f.astype(x_hi.dtype)).astype(x.dtype)

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from onestep_jax.train.export import export_params, load_exported
+from onestep_jax.export_format import load_exported, save_export
 
 _KIND = 'onestep_jax.eval.classifier'
 
@@ -81,8 +81,8 @@ class FeatureExtractor:
 
   def save(self, directory: str) -> None:
     """Writes params.npz and export.json (network kwargs, image shape) to `directory`."""
-    export_params(directory, self.params, net_kwargs=self.net_kwargs, fmt='npz',
-                  metadata={'kind': _KIND, 'image_shape': list(self.image_shape)})
+    save_export(directory, self.params, net_kwargs=self.net_kwargs, fmt='npz',
+                metadata={'kind': _KIND, 'image_shape': list(self.image_shape)})
 
   @classmethod
   def load(cls, directory: str) -> 'FeatureExtractor':

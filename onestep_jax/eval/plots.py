@@ -1,6 +1,7 @@
-"""PNG pictures of samples: image grids (PIL) and 2-D scatter plots (matplotlib, Agg, no display).
+"""PNG pictures: image grids of samples (PIL), 2-D scatter plots and training curves (matplotlib,
+Agg, no display).
 
-Both write atomically (temporary file, then rename), so a reader never sees a partial PNG.
+All write atomically (temporary file, then rename), so a reader never sees a partial PNG.
 """
 from __future__ import annotations
 
@@ -87,6 +88,46 @@ def save_scatter(samples, path: str, *, reference=None, means=None, title: Optio
   ax.legend(loc='upper right', fontsize=8, markerscale=2)
   if title:
     ax.set_title(title)
+  fig.tight_layout()
+  with atomic_path(path) as tmp:
+    fig.savefig(tmp, format='png')
+
+
+def save_training_curves(records, path: str, *, width_inches: float = 4.5,
+                         height_inches: float = 3.0, dpi: int = 100) -> None:
+  """Writes a PNG of training curves from metrics.jsonl records against their 'step'.
+
+  One column per phase (the '<phase>/' prefix of '<phase>/loss'): its loss on top, the
+  gradient norm of each group it updates ('<phase>/grad_norm/<group>') below, each on a log
+  axis when all its values are positive. Non-finite values are left out of the lines.
+  """
+  from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=g-import-not-at-top
+  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
+
+  phases = sorted({k[:-len('/loss')] for r in records for k in r if k.endswith('/loss')
+                   and k.count('/') == 1})
+  if not phases:
+    raise ValueError('no "<phase>/loss" values in the training records to plot')
+  fig = Figure(figsize=(width_inches * len(phases), 2 * height_inches), dpi=dpi)
+  FigureCanvasAgg(fig)
+  axes = fig.subplots(2, len(phases), squeeze=False, sharex=True)
+  for col, phase in enumerate(phases):
+    norms = sorted({k for r in records for k in r if k.startswith(f'{phase}/grad_norm/')})
+    for ax, keys, title in ((axes[0, col], [f'{phase}/loss'], f'{phase}: loss'),
+                            (axes[1, col], norms, f'{phase}: gradient norm')):
+      positive = True
+      for key in keys:
+        points = np.array([(r['step'], r[key]) for r in records if key in r], np.float64)
+        points = points[np.isfinite(points[:, 1])] if len(points) else points.reshape(0, 2)
+        positive &= bool(np.all(points[:, 1] > 0))
+        ax.plot(points[:, 0], points[:, 1], lw=1.2, label=key.rsplit('/', 1)[-1])
+      if positive and keys:
+        ax.set_yscale('log')
+      if keys is norms and norms:
+        ax.legend(fontsize=8, title='group', title_fontsize=8)
+      ax.set_title(title, fontsize=10)
+      ax.grid(alpha=0.3, which='both')
+    axes[1, col].set_xlabel('step')
   fig.tight_layout()
   with atomic_path(path) as tmp:
     fig.savefig(tmp, format='png')

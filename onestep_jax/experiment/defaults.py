@@ -102,7 +102,7 @@ def image_teacher_config(name: str, variant: str) -> ml_collections.ConfigDict:
   c.train.batch_size = batch_size
   c.train.num_steps = steps
   c.train.save_every = 500
-  c.eval.num_samples = 700 if name == 'digits' else 1000  # digits has 1,438 training images
+  c.eval.num_samples = 179 if name == 'digits' else 1000  # per half of the held-out test split
   c.eval.batch_size = 250
   return c
 
@@ -184,6 +184,6 @@ def image_distill_config(name: str, method: str) -> ml_collections.ConfigDict:
   c.train.batch_size = batch_size
   c.train.num_steps = steps
   c.train.save_every = 250
-  c.eval.num_samples = 700  # digits: the test split has about 360 images per half
-  c.eval.batch_size = 350
+  c.eval.num_samples = 179  # half of the digits test split (359 images)
+  c.eval.batch_size = 179
   return c

@@ -3,21 +3,21 @@ the library's small classifier trained on the run's data, or a user's Inception-
 from __future__ import annotations
 
 import os
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 
-from onestep_jax.data import get_dataset
+from onestep_jax.data import Dataset
 from onestep_jax.eval import feature_metrics
 from onestep_jax.eval.classifier import FeatureExtractor, train_classifier
 
 CLASSIFIER_STEPS = 1000  # training steps of the feature classifier
-HELD_OUT_SPLITS = {'digits': 'test', 'fashion_mnist': 'test'}  # for the reported accuracy
 
 
-def classifier_features(dataset, *, data_kwargs: dict, workdir: str
+def classifier_features(dataset: Dataset, *, held_out: Optional[Dataset], workdir: str
                         ) -> tuple[Callable[[np.ndarray], np.ndarray], dict[str, float]]:
-  """A classifier trained once per workdir (cached in eval_classifier/) and its test accuracy."""
+  """A classifier trained on `dataset` once per workdir (cached in eval_classifier/) and its
+  accuracy on the labelled `held_out` data (reported when there is such data)."""
   if not dataset.num_classes:
     raise ValueError(f'dataset {dataset.name!r} has no labels to train the feature classifier; '
                      'set --config.eval.feature_extractor=<Inception-v3 .npz> instead')
@@ -31,10 +31,8 @@ def classifier_features(dataset, *, data_kwargs: dict, workdir: str
                                  steps=CLASSIFIER_STEPS, batch_size=128, seed=0)
     extractor.save(cache)
   info = {}
-  split = HELD_OUT_SPLITS.get(dataset.name)
-  if split is not None:
-    test = get_dataset(dataset.name, **{**data_kwargs, 'split': split})
-    rows = test.get_batch(0, test.num_examples, seed=0)
+  if held_out is not None and held_out.num_classes:
+    rows = held_out.get_batch(0, held_out.num_examples, seed=0)
     info['classifier/test_accuracy'] = extractor.accuracy(rows['x'], rows['label'])
   return extractor.features, info
 

@@ -18,7 +18,8 @@ import jax
 import jax.numpy as jnp
 
 from onestep_jax.diffusion import parameterization, schedules
-from onestep_jax.diffusion.preconditioning import EDMCoefficients, edm_coefficients, expand_to
+from onestep_jax.diffusion.preconditioning import (EDMCoefficients, edm_coefficients, edm_input,
+                                                   edm_output, expand_to)
 from onestep_jax.methods.networks import network_fn
 
 OBJECTIVES = ('edm', 'vp', 've', 'flow')
@@ -57,8 +58,7 @@ class NetworkDenoiser:
                                                x_t=x_t, t=t, value=f.astype(x.dtype))
       return x_t, t, to_x0
     c = _edm_family_coefficients(self.objective, self.precond_kwargs, self.sigma_data)(sigma)
-    to_x0 = lambda f: expand_to(c.c_skip, x) * x + expand_to(c.c_out, x) * f.astype(x.dtype)
-    return expand_to(c.c_in, x) * x, c.c_noise, to_x0
+    return edm_input(c, x), c.c_noise, lambda f: edm_output(c, x, f)
 
   def denoise(self, params, x, sigma, labels: Optional[jnp.ndarray] = None, *,
               train: bool = False, rng: Optional[jax.Array] = None) -> jnp.ndarray:

@@ -8,6 +8,6 @@
   ema       EDM-style EMA with a half-life in samples.
   mesh      make_mesh and shardings over ('data', 'fsdp').
   metrics   MetricWriter for metrics.jsonl.
-  export    export_params / load_exported.
+  export    export_params (gathers sharded params) / load_exported (onestep_jax.export_format).
   compilation_cache  enable_compilation_cache.
 """
