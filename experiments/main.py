@@ -15,8 +15,13 @@ flags.DEFINE_string('workdir', None, 'directory for checkpoints, metrics and sam
 flags.DEFINE_enum('mode', 'train', ['train', 'sample', 'evaluate'],
                   'train (then evaluate), sample from, or evaluate the latest checkpoint')
 flags.DEFINE_bool('progress', True, 'show a progress bar')
-flags.DEFINE_bool('distributed', False, 'multi-host: call jax.distributed.initialize() first '
-                  '(TPU pods and SLURM are detected; else set JAX_COORDINATOR_ADDRESS etc.)')
+flags.DEFINE_bool('distributed', False, 'multi-process: call jax.distributed.initialize() first '
+                  '(TPU pods and SLURM are detected; elsewhere give the three flags below)')
+flags.DEFINE_string('coordinator_address', None, 'with --distributed: host:port of process 0 '
+                    '(default: $JAX_COORDINATOR_ADDRESS, or detected)')
+flags.DEFINE_integer('num_processes', None, 'with --distributed: number of processes')
+flags.DEFINE_integer('process_id', None, 'with --distributed: this process, 0..num_processes-1')
+DISTRIBUTED_FLAGS = ('coordinator_address', 'num_processes', 'process_id')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -39,14 +44,27 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint step at INFO
+  given = [f'--{name}' for name in DISTRIBUTED_FLAGS if flags.FLAGS[name].present]
+  if given and not flags.FLAGS.distributed:
+    raise app.UsageError(f'{", ".join(given)} needs --distributed')
   if flags.FLAGS.distributed:
     import jax
-    jax.distributed.initialize()
+    jax.config.update('jax_cpu_collectives_implementation', 'gloo')  # CPU devices across processes
+    try:
+      jax.distributed.initialize(**{name: flags.FLAGS[name].value for name in DISTRIBUTED_FLAGS})
+    except (ValueError, TypeError) as e:
+      print(f'error: --distributed: {e} (outside SLURM and TPU pods, give --coordinator_address, '
+            '--num_processes and --process_id)', file=sys.stderr)
+      return 2
   from onestep_jax.experiment.runner import run
+  from onestep_jax.train.trainer import Preempted
   try:
     metrics = run(flags.FLAGS.config, flags.FLAGS.workdir, mode=flags.FLAGS.mode,
                   progress=flags.FLAGS.progress)
-  except (ValueError, FileNotFoundError, FloatingPointError) as e:
+  except Preempted as e:  # SIGTERM: exit 143 so that schedulers and `&&` see the stop
+    print(f'saved step {e.step}; rerun the same command to resume', file=sys.stderr)
+    return e.code
+  except (ValueError, FileNotFoundError, NotADirectoryError, FloatingPointError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
   for name in sorted(metrics):

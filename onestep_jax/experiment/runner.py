@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
+from typing import Any, Optional
 
 import jax
 import ml_collections
@@ -12,8 +14,10 @@ import numpy as np
 from onestep_jax.data import get_dataset
 from onestep_jax.atomic import atomic_path
 from onestep_jax.experiment import image_metrics as image_metrics_lib
-from onestep_jax.experiment.evaluation import evaluate, sample_generators, write_json
-from onestep_jax.methods import build_method
+from onestep_jax.experiment.evaluation import (
+    evaluate, plan_evaluation, previous_training_timings, reference_pair, sample_generators,
+    save_sample_pictures, save_training_curves, write_json)
+from onestep_jax.methods import build_method, resolve_method_config
 from onestep_jax.train.checkpoint import Checkpointer
 from onestep_jax.train.compilation_cache import enable_compilation_cache
 from onestep_jax.train.export import export_params
@@ -23,13 +27,19 @@ from onestep_jax.train.trainer import Trainer
 
 MODES = ('train', 'sample', 'evaluate')
 CACHE_DIR = os.path.join(os.path.expanduser('~'), '.cache', 'onestep_jax', 'xla')
+# Besides every eval.* field, a rerun of a workdir may change only these: they do not change
+# what is trained (README, "Running experiments").
+RERUN_FIELDS = ('train.num_steps', 'train.log_every', 'train.save_every',
+                'train.keep_checkpoints', 'train.compilation_cache')
 
 
 def resolve_config(config: ml_collections.ConfigDict, dataset) -> ml_collections.ConfigDict:
-  """Fills fields measured from the data: sigma_data and the MLP's data_dim."""
+  """Fills fields taken from the method's teacher or measured from the data: the network
+  settings, sigma_data and the MLP's data_dim."""
   config = ml_collections.ConfigDict(config.to_dict())
   if config.data.conditional and not dataset.num_classes:
     raise ValueError(f'data.conditional=True but dataset {dataset.name!r} has no labels')
+  config = resolve_method_config(config, dataset)  # e.g. the network of a distilled teacher
   if config.net.name == 'mlp':
     if len(dataset.example_shape) != 1:
       raise ValueError(f'the mlp network takes vectors; dataset {dataset.name!r} has examples of '
@@ -43,6 +53,35 @@ def resolve_config(config: ml_collections.ConfigDict, dataset) -> ml_collections
   return config
 
 
+def _flatten(tree: dict[str, Any], prefix: str = '') -> dict[str, Any]:
+  """{'a.b': leaf} of a nested dict."""
+  out = {}
+  for k, v in tree.items():
+    if isinstance(v, dict):
+      out.update(_flatten(v, f'{prefix}{k}.'))
+    else:
+      out[prefix + k] = v
+  return out
+
+
+def _rerun_changes(path: str, config: ml_collections.ConfigDict) -> Optional[list[str]]:
+  """'field old -> new' for each field of the resolved `config` that differs from the record at
+  `path` (None if there is no record); any change outside eval.* and RERUN_FIELDS is refused."""
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    old = _flatten(json.load(f))
+  new = _flatten(json.loads(json.dumps(config.to_dict())))  # tuples -> lists, as recorded
+  show = lambda tree, k: json.dumps(tree[k]) if k in tree else 'unset'
+  changed = [k for k in sorted(old.keys() | new.keys()) if show(old, k) != show(new, k)]
+  changes = [f'{k} {show(old, k)} -> {show(new, k)}' for k in changed]
+  if any(k not in RERUN_FIELDS and not k.startswith('eval.') for k in changed):
+    raise ValueError(f'{os.path.dirname(path)} holds a run with another config '
+                     f'({", ".join(changes)}); a rerun may change only eval.* and '
+                     f'{", ".join(RERUN_FIELDS)}; use a new workdir')
+  return changes
+
+
 def _trim_history(path: str, last_step: int) -> None:
   """Drops metric lines written after the checkpoint a run resumes from."""
   if os.path.exists(path):
@@ -53,19 +92,29 @@ def _trim_history(path: str, last_step: int) -> None:
 
 def run(config: ml_collections.ConfigDict, workdir: str, *, mode: str = 'train',
         progress: bool = True) -> dict[str, float]:
-  """Runs `mode` in `workdir` and returns the final metrics (also in metrics.json)."""
+  """Runs `mode` in `workdir` and returns the final metrics (also in metrics.json).
+
+  All input is checked before `workdir` is created. A rerun resumes from the newest intact
+  checkpoint; it refuses a config that differs from the recorded config.json except in eval.*
+  and RERUN_FIELDS, whose new values are recorded.
+  """
   if mode not in MODES:
     raise ValueError(f'unknown mode {mode!r}; valid modes: {list(MODES)}')
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise NotADirectoryError(f'workdir {workdir} is a file, not a directory')
+  checkpoints = os.path.join(workdir, 'checkpoints')
+  if mode != 'train' and not os.path.isdir(checkpoints):
+    raise FileNotFoundError(f'mode {mode!r} needs a trained run, but {workdir} has no '
+                            'checkpoint; run with --mode=train first')
   if config.train.compilation_cache:
     enable_compilation_cache(CACHE_DIR)
   dataset = get_dataset(config.data.name, **config.data.kwargs.to_dict())
   config = resolve_config(config, dataset)
+  held_out, config.eval.num_samples = plan_evaluation(config.data, dataset,
+                                                      num_samples=config.eval.num_samples)
+  config_path = os.path.join(workdir, 'config.json')
+  changes = _rerun_changes(config_path, config)
   setup = build_method(config, dataset)
-  os.makedirs(workdir, exist_ok=True)
-  is_main = jax.process_index() == 0
-  if is_main:
-    write_json(os.path.join(workdir, 'config.json'), config.to_dict())
-
   trainer = Trainer(groups=setup.groups, phases=setup.phases, stages=setup.stages,
                     batch_size=config.train.batch_size, nonfinite=config.train.nonfinite,
                     mesh=make_mesh(fsdp=config.train.fsdp))
@@ -73,23 +122,28 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mode: str = 'train',
   t0 = time.perf_counter()
   state = trainer.init_state(setup.init_params(key_init), key=key_train)
   timings = {'init_time_s': time.perf_counter() - t0}
+
+  os.makedirs(workdir, exist_ok=True)
+  is_main = jax.process_index() == 0
   history = os.path.join(workdir, 'metrics.jsonl')
-  with Checkpointer(os.path.join(workdir, 'checkpoints'), teacher_identity=setup.teacher_identity
-                    or '', max_to_keep=config.train.keep_checkpoints) as ckpt:
-    if ckpt.latest_step() is not None:
+  with Checkpointer(checkpoints, teacher_identity=setup.teacher_identity or '',
+                    max_to_keep=config.train.keep_checkpoints) as ckpt:
+    if ckpt.latest_step() is not None or mode != 'train':
       state = ckpt.restore(state)
       if is_main:
         _trim_history(history, int(state.step))
-    elif mode != 'train':
-      raise FileNotFoundError(f'mode {mode!r} needs a trained run, but {workdir} has no '
-                              'checkpoint; run with --mode=train first')
+    if is_main and changes != []:  # a new record, or new values of eval.* or RERUN_FIELDS
+      write_json(config_path, config.to_dict())
+      if changes:
+        print(f'{config_path}: recorded the new {", ".join(changes)}', file=sys.stderr)
     if mode == 'train':
       start = int(state.step)
       t0 = time.perf_counter()
       state = trainer.train(
           state, num_steps=config.train.num_steps, checkpointer=ckpt,
           save_every=config.train.save_every, log_every=config.train.log_every,
-          metric_writer=MetricWriter(history), progress=progress and is_main,
+          metric_writer=MetricWriter(history, tensorboard_dir=os.path.join(workdir, 'tensorboard')),
+          progress=progress and is_main,
           get_batch=lambda step, pi, pc: dataset.get_batch(
               step, config.train.batch_size, seed=config.seed, process_index=pi,
               process_count=pc))
@@ -102,28 +156,39 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mode: str = 'train',
     meta = dict(setup.export_kwargs)
     export_params(os.path.join(workdir, 'export'), sampling_params[setup.export_group],
                   net_kwargs=meta.pop('network_kwargs'), metadata=meta)
+  if is_main and mode != 'sample':
+    save_training_curves(workdir)
   samples = sample_generators(
-      generators=setup.generators, params=sampling_params, dataset=dataset,
+      generators=setup.generators, params=sampling_params,
       num_samples=config.eval.num_samples, batch_size=config.eval.batch_size,
-      seed=config.eval.seed, num_classes=dataset.num_classes if config.data.conditional else 0,
-      workdir=workdir)
+      seed=config.eval.seed, num_classes=dataset.num_classes if config.data.conditional else 0)
+  reference = reference_pair(dataset if held_out is None else held_out, config.eval.num_samples,
+                             seed=config.eval.seed)
+  written = save_sample_pictures(samples, workdir=workdir, reference=reference[0],
+                                 mixture=dataset.mixture) if is_main else []
   if mode == 'sample':
     if is_main:
       for name, (_, x, _) in samples.items():
-        np.save(os.path.join(workdir, f'samples_{name}.npy'), x)
+        written.append(os.path.join(workdir, f'samples_{name}.npy'))
+        np.save(written[-1], x)
+      for path in written:
+        print(f'wrote {path}')
     return {f'{g.model}/samples_per_s@{g.nfe}': len(x) / t for g, x, t in samples.values()}
   image_metrics = None
   if len(dataset.example_shape) == 3:
     if config.eval.feature_extractor:
       features = image_metrics_lib.inception_features(config.eval.feature_extractor)
     else:
-      features, info = image_metrics_lib.classifier_features(
-          dataset, data_kwargs=config.data.kwargs.to_dict(), workdir=workdir)
+      features, info = image_metrics_lib.classifier_features(dataset, held_out=held_out,
+                                                             workdir=workdir)
       timings.update(info)
     image_metrics = image_metrics_lib.feature_metric_fn(features)
-  metrics = evaluate(samples=samples, dataset=dataset, num_samples=config.eval.num_samples,
-                     seed=config.eval.seed, image_metrics=image_metrics)
+  metrics = evaluate(samples=samples, reference=reference, seed=config.eval.seed,
+                     mixture=dataset.mixture, image_metrics=image_metrics)
+  metrics_path = os.path.join(workdir, 'metrics.json')
+  if 'train_time_s' not in timings:  # nothing trained now: keep the timings of the training run
+    timings.update(previous_training_timings(metrics_path))
   metrics.update(timings)
   if is_main:
-    write_json(os.path.join(workdir, 'metrics.json'), metrics)
+    write_json(metrics_path, metrics)
   return metrics

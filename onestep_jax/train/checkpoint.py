@@ -1,20 +1,68 @@
-"""Orbax checkpoints of a TrainState: asynchronous, keep-N, never of a non-finite state, and
-tied to the identity of the frozen teacher (which is not saved)."""
+"""Orbax checkpoints of a TrainState: asynchronous, keep-N, never of a non-finite state,
+tied to the identity of the frozen teacher (which is not saved), and resumed from the newest
+intact one."""
 from __future__ import annotations
 
 import hashlib
 import os
+import logging
+import shutil
+import sys
 from typing import Any, Optional
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 
 from onestep_jax.train.state import TrainState, all_finite, host_value
 
 
 class NonFiniteError(FloatingPointError):
   """Raised for NaN/Inf training values under the 'stop' policy or when saving."""
+
+
+class UnreadableCheckpointError(ValueError):
+  """Raised when a checkpoint's files are truncated or missing."""
+
+
+def _reason(error: BaseException) -> str:
+  """The first line of the innermost cause of `error`, without TensorStore's spec dump."""
+  while error.__cause__ is not None:
+    error = error.__cause__
+  line = (str(error).splitlines() or [''])[0].split(' [tensorstore_spec')[0]
+  line = f'{type(error).__name__}: {line}'
+  return line if len(line) <= 200 else line[:197] + '...'
+
+
+# Step directories found unreadable in this process; see _silence_reports_about.
+_UNREADABLE: set[str] = set()
+
+
+def _mentions_unreadable(text: str) -> bool:
+  return any(path in text for path in _UNREADABLE)
+
+
+def _asyncio_filter(record: logging.LogRecord) -> bool:
+  return not _mentions_unreadable(record.getMessage())
+
+
+def _silence_reports_about(path: str) -> None:
+  """Drops the reports that mention the unreadable checkpoint `path` after its failed restore:
+  orbax leaves sibling reads pending, and when they are garbage-collected Python prints each
+  one's error with TensorStore's 60-line spec ('Exception ignored in <coroutine ...>', asyncio's
+  'exception was never retrieved')."""
+  _UNREADABLE.add(path)
+  if not getattr(sys.unraisablehook, 'drops_unreadable_checkpoint_reports', False):
+    previous = sys.unraisablehook
+
+    def hook(unraisable):
+      if not _mentions_unreadable(str(unraisable.exc_value)):
+        previous(unraisable)
+
+    hook.drops_unreadable_checkpoint_reports = True
+    sys.unraisablehook = hook
+  logging.getLogger('asyncio').addFilter(_asyncio_filter)  # a no-op if already added
 
 
 def params_fingerprint(tree: Any) -> str:
@@ -74,20 +122,43 @@ class Checkpointer:
         state=ocp.args.StandardSave(items), meta=ocp.args.JsonSave(meta)))
 
   def restore(self, template: TrainState, *, step: Optional[int] = None) -> TrainState:
-    """The checkpoint at `step` (default: latest) with `template`'s structure and shardings.
+    """The checkpoint at `step` (default: the newest intact one) with `template`'s structure and
+    shardings.
 
-    `template` comes from `Trainer.init_state` and supplies the frozen groups.
+    `template` comes from `Trainer.init_state` and supplies the frozen groups. Without `step`, a
+    newer checkpoint that cannot be read is skipped with a line on stderr and moved aside to
+    `<step>.broken`, so that this step can be saved again.
 
     Raises:
       FileNotFoundError: no checkpoint (at that step) in the directory.
+      UnreadableCheckpointError: the checkpoint at `step`, or every checkpoint, cannot be read.
       ValueError: the checkpoint was written with a different teacher identity.
     """
     self._manager.wait_until_finished()
-    step = self._manager.latest_step() if step is None else step
-    if step is None or step not in self._manager.all_steps():
+    available = self.all_steps()
+    if not available or (step is not None and step not in available):
       raise FileNotFoundError(f'No checkpoint{"" if step is None else f" at step {step}"} in '
-                              f'{self.directory}; available steps: {self.all_steps()}.')
-    meta = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+                              f'{self.directory}; available steps: {available}.')
+    broken = []
+    for s in sorted(available, reverse=True) if step is None else [step]:
+      try:
+        state = self._restore_step(template, s)
+      except UnreadableCheckpointError as e:
+        broken.append((s, str(e)))
+        continue
+      if broken:
+        self._set_aside(broken, restored=s)
+      return state
+    raise UnreadableCheckpointError(
+        f'No intact checkpoint in {self.directory}: '
+        + '; '.join(f'step {s} cannot be read ({reason})' for s, reason in broken))
+
+  def _restore_step(self, template: TrainState, step: int) -> TrainState:
+    try:
+      meta = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+    except Exception as e:  # orbax and TensorStore raise many types for damaged files
+      _silence_reports_about(os.path.join(self.directory, str(step), ''))
+      raise UnreadableCheckpointError(_reason(e)) from None
     saved_identity = meta['meta']['teacher_identity']
     if saved_identity != self.teacher_identity:
       raise ValueError(f'Checkpoint {self.directory} step {step} was trained with teacher '
@@ -96,9 +167,26 @@ class Checkpointer:
     target = jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
         template.checkpoint_items())
-    restored = self._manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(target)))
+    try:
+      restored = self._manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(target)))
+    except Exception as e:
+      _silence_reports_about(os.path.join(self.directory, str(step), ''))
+      raise UnreadableCheckpointError(_reason(e)) from None
     return template.replace(**restored['state'])
+
+  def _set_aside(self, broken: list[tuple[int, str]], *, restored: int) -> None:
+    """Moves unreadable steps out of orbax's sight (process 0), reporting each on stderr."""
+    if jax.process_index() == 0:
+      for step, reason in broken:
+        path = os.path.join(self.directory, str(step))
+        shutil.rmtree(path + '.broken', ignore_errors=True)
+        os.rename(path, path + '.broken')
+        print(f'skipped checkpoint step {step}: it cannot be read ({reason}); moved it to '
+              f'{path}.broken and restored step {restored}', file=sys.stderr)
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices('onestep_jax checkpoint set-aside')
+    self._manager.reload()
 
   def wait(self) -> None:
     """Blocks until pending asynchronous saves are on disk."""

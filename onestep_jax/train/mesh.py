@@ -21,6 +21,18 @@ def make_mesh(*, fsdp: int = 1, devices: Optional[Sequence[jax.Device]] = None) 
                        devices=devices)
 
 
+def host_pool_collectives(mesh: Mesh) -> bool:
+  """True if several devices of `mesh` are CPU devices of this process.
+
+  XLA's CPU client runs every local device on one thread pool of about one thread per device,
+  and lets each device queue 32 programs. A host loop that runs that far ahead fills the queues;
+  blocked launches of later programs then hold the threads that the other devices need to join
+  an earlier program's all-reduce, which aborts after 40 s (xla/pjrt/cpu/cpu_client.cc).
+  """
+  local = [d for d in mesh.devices.flat if d.process_index == jax.process_index()]
+  return len(local) > 1 and all(d.platform == 'cpu' for d in local)
+
+
 def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 

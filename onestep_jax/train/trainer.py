@@ -34,6 +34,14 @@ NONFINITE_POLICIES = ('skip', 'stop')
 GetBatch = Callable[[int, int, int], Any]
 
 
+class Preempted(SystemExit):
+  """Raised after SIGTERM once step `step` is checkpointed; exit status 143 (128 + SIGTERM)."""
+
+  def __init__(self, step: int):
+    super().__init__(128 + signal.SIGTERM)
+    self.step = step
+
+
 class Trainer:
   """Runs the phases of a method on one mesh.
 
@@ -69,6 +77,9 @@ class Trainer:
     self._phase_index = {name: i for i, name in enumerate(self.phases)}
     self._compiled: dict[Optional[str], Callable] = {}
     self._stop_requested = False
+    # Multi-device CPU: at most three programs in flight (see `mesh.host_pool_collectives`).
+    self._paced = mesh_lib.host_pool_collectives(self.mesh)
+    self._in_flight: Any = None
 
   # ----------------------------------------------------------------------------------------
   # State.
@@ -187,7 +198,14 @@ class Trainer:
       fn = self._jitted(state, name)
       for r in range(repeats):
         state, metrics[name] = fn(state, batch, np.int32(r))
+        self._pace(metrics[name])
     return self._jitted(state)(state), metrics
+
+  def _pace(self, outputs: Any) -> None:
+    """Waits for the previous phase's outputs when the devices share a host thread pool."""
+    if self._paced:
+      jax.block_until_ready(self._in_flight)
+      self._in_flight = outputs
 
   # ----------------------------------------------------------------------------------------
   # Loop.
@@ -220,7 +238,7 @@ class Trainer:
       metric_writer: receives '<phase>/<metric>' values, rates and non-finite counts.
       progress: show a tqdm bar (process 0 only).
 
-    On SIGTERM the current step finishes, a checkpoint is saved and SystemExit(0) is raised.
+    On SIGTERM the current step finishes, a checkpoint is saved and `Preempted` is raised.
     Pending saves always finish before this returns or raises.
     """
     start = int(host_value(state.step))
@@ -249,7 +267,7 @@ class Trainer:
             last_log_time, last_log_step = time.time(), step
           if self._should_stop(at_log):
             self._save(state, checkpointer)
-            raise SystemExit(0)
+            raise Preempted(step)
           if checkpointer is not None and save_every and step % save_every == 0:
             self._save(state, checkpointer)
         self._save(state, checkpointer)
