@@ -2,7 +2,7 @@
 
   python benchmarks/train_step.py [--steps 20] [--out benchmarks/results/train_step.json]
 
-Also times the configuration that DESIGN.md §6 measured for the official PyTorch EDM code on this
+Also times the configuration in which the official PyTorch EDM code was measured on this
 kind of machine (EDM-preconditioned SongUNet, DDPM++ settings, 32x32x3, model_channels 32,
 channel_mult [1,2,2], one block per level, attention at 16, 10 classes, augment_dim 9, batch 16:
 0.30 s per teacher-training step), on random images.
@@ -34,7 +34,7 @@ CONFIGS = ('teacher_toy2d:ring8', 'teacher_toy2d:ring8,flow', 'distill_toy2d:dif
 
 
 def _edm_reference_config(tmp: str):
-  """teacher_images with the DESIGN.md §6 reference network on random 32x32 RGB images."""
+  """The teacher_digits:cond config with the EDM reference network on random 32x32 RGB images."""
   rs = np.random.RandomState(0)
   path = os.path.join(tmp, 'random32.npz')
   np.savez(path, x=rs.randint(0, 256, (256, 32, 32, 3), np.uint8),

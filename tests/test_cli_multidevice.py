@@ -16,6 +16,8 @@ import sys
 import numpy as np
 import pytest
 
+from train_helpers.processes import run_concurrently
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # Enough for an unpaced 8-device run to fill XLA's CPU dispatch queues and hang (at step ~40).
 STEPS = 200
@@ -37,17 +39,7 @@ def _env(devices=None):
 
 
 def _run(commands, env, timeout=400):
-  """Runs the commands concurrently; fails with the tail of the output of any that fails."""
-  procs = [subprocess.Popen(c, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True) for c in commands]
-  try:
-    outs = [p.communicate(timeout=timeout)[0] for p in procs]
-  finally:
-    for p in procs:
-      if p.poll() is None:
-        p.kill()
-  for p, out in zip(procs, outs):
-    assert p.returncode == 0, out[-3000:]
+  run_concurrently(commands, env=env, timeout=timeout)
 
 
 def _final_metrics(workdir):

@@ -1,6 +1,5 @@
 """Training curves (curves.png, optional TensorBoard events), the sample and evaluate modes'
 outputs, float32 preconditioning for bfloat16 networks, and the export format's home."""
-import importlib.util
 import json
 import os
 import pathlib
@@ -14,6 +13,7 @@ from PIL import Image
 
 from onestep_jax.diffusion.preconditioning import edm_coefficients, edm_denoiser
 from onestep_jax.eval.plots import save_training_curves
+from onestep_jax.experiment.overrides import load_config_file
 from onestep_jax.experiment.runner import run
 from onestep_jax.train import metrics as metrics_lib
 
@@ -47,10 +47,7 @@ def test_metric_writer_writes_tensorboard_events_with_clu(tmp_path):
 
 
 def _config():
-  spec = importlib.util.spec_from_file_location('t', ROOT / 'configs' / 'teacher_toy2d.py')
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  c = module.get_config('ring8')
+  c = load_config_file(f'{ROOT}/configs/teacher_toy2d.py:ring8')
   c.train.compilation_cache = False
   c.train.num_steps = 6
   c.train.batch_size = 32

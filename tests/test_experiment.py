@@ -1,5 +1,4 @@
 """End-to-end runs through the experiment runner and the CLI: resume, outputs, bad input."""
-import importlib.util
 import json
 import os
 import pathlib
@@ -11,6 +10,7 @@ import time
 import numpy as np
 import pytest
 
+from onestep_jax.experiment.overrides import load_config_file
 from onestep_jax.experiment.runner import run
 from onestep_jax.train.export import load_exported
 
@@ -18,10 +18,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _config(name, variant, **train):
-  spec = importlib.util.spec_from_file_location(name, ROOT / 'configs' / f'{name}.py')
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  c = module.get_config(variant)
+  c = load_config_file(f'{ROOT}/configs/{name}.py:{variant}')
   c.train.compilation_cache = False
   c.train.log_every = 5
   c.eval.num_samples = 400

@@ -1,5 +1,4 @@
 """Every one-step method on a tiny MLP: finite losses, and each phase changes exactly its groups."""
-import importlib.util
 import pathlib
 
 import jax
@@ -8,6 +7,7 @@ import pytest
 
 from onestep_jax.data import get_dataset
 from onestep_jax.diffusion import noise_levels, samplers
+from onestep_jax.experiment.overrides import load_config_file
 from onestep_jax.experiment.runner import resolve_config
 from onestep_jax.methods import build_method
 from onestep_jax.train import spec
@@ -18,11 +18,7 @@ METHODS = ('diff_instruct', 'dmd', 'dmd2', 'sid', 'sim')
 
 
 def _toy_config(method):
-  spec_ = importlib.util.spec_from_file_location('distill_toy2d', ROOT / 'configs' /
-                                                 'distill_toy2d.py')
-  module = importlib.util.module_from_spec(spec_)
-  spec_.loader.exec_module(module)
-  c = module.get_config(method)
+  c = load_config_file(f'{ROOT}/configs/distill_toy2d.py:{method}')
   c.net.kwargs.hidden_dim = 16
   c.net.kwargs.num_layers = 1
   c.method.discriminator_width = 32
@@ -56,6 +52,8 @@ def test_each_phase_has_finite_loss_and_gradients_for_its_groups(method):
       assert 0 < norms[group] < np.inf, (phase.name, group, norms)
     if phase.name == 'fake_score':
       assert norms['generator'] == 0.0
+  generator = {g.name: g for g in setup.groups}['generator']
+  assert generator.ema_rampup_ratio == 0.05  # EDM's EMA ramp-up, as for teachers
   trainable = {g.name for g in setup.groups if g.trainable}
   assert trainable == {'generator', 'fake_score'} | ({'discriminator'} if method == 'dmd2'
                                                      else set())

@@ -1,6 +1,5 @@
 """Final metrics compare against held-out data: test splits, disjoint floor halves, .npy hold-out,
 small and non-finite data caught before training, and off-mode mass of mixtures."""
-import importlib.util
 import json
 import pathlib
 
@@ -14,6 +13,7 @@ from onestep_jax.data.arrays import load_arrays
 from onestep_jax.data.registry import get_held_out
 from onestep_jax.data.toy2d import ring8
 from onestep_jax.experiment.evaluation import low_dim_metrics, plan_evaluation, reference_pair
+from onestep_jax.experiment.overrides import load_config_file
 from onestep_jax.experiment.runner import run
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -65,10 +65,7 @@ def test_npy_with_nan_or_inf_fails_at_load_naming_file_and_count(tmp_path):
 
 
 def _teacher_config(npy, num_samples):
-  spec = importlib.util.spec_from_file_location('t', ROOT / 'configs' / 'teacher_toy2d.py')
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  c = module.get_config(str(npy))
+  c = load_config_file(f'{ROOT}/configs/teacher_toy2d.py:{npy}')
   c.train.compilation_cache = False
   c.train.num_steps = 4
   c.train.batch_size = 16

@@ -1,6 +1,5 @@
 """Teachers for distillation: analytic, bundled and exported; their settings, identities and the
 checks made before a distillation run trains."""
-import importlib.util
 import pathlib
 import shutil
 
@@ -10,6 +9,7 @@ import numpy as np
 import pytest
 
 from onestep_jax.data import get_dataset
+from onestep_jax.experiment.overrides import load_config_file
 from onestep_jax.experiment.runner import resolve_config
 from onestep_jax.methods import build_method
 from onestep_jax.methods.networks import build_network, init_network
@@ -20,10 +20,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _config(name, variant):
-  spec = importlib.util.spec_from_file_location(name, ROOT / 'configs' / f'{name}.py')
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(variant)
+  return load_config_file(f'{ROOT}/configs/{name}.py:{variant}')
 
 
 def _mlp_export(path, *, objective, data_dim=2, sigma_data=0.5):
@@ -54,7 +51,7 @@ def test_analytic_teacher_identity_and_errors():
   t = load_teacher('analytic', ring)
   assert t.identity == load_teacher('analytic', get_dataset('ring8')).identity
   assert t.identity != load_teacher('analytic', get_dataset('grid25')).identity
-  with pytest.raises(ValueError, match='Gaussian-mixture'):
+  with pytest.raises(ValueError, match='Gaussian-mixture.*teacher_toy2d.py'):
     load_teacher('analytic', get_dataset('moons'))
   with pytest.raises(ValueError, match='bundled'):
     load_teacher('bundled:nope', ring)
@@ -66,8 +63,9 @@ def test_identity_is_the_content_so_a_moved_export_is_the_same_teacher(tmp_path)
   _mlp_export(tmp_path / 'a', objective='edm')
   shutil.copytree(tmp_path / 'a', tmp_path / 'moved')
   _mlp_export(tmp_path / 'other', objective='edm', sigma_data=0.5, data_dim=3)
-  ids = [load_teacher(str(tmp_path / d)).identity for d in ('a', 'moved', 'other')]
-  assert ids[0] == ids[1] != ids[2]
+  shutil.copytree(tmp_path / 'a', tmp_path / 'run' / 'export')  # a teacher run's workdir
+  ids = [load_teacher(str(tmp_path / d)).identity for d in ('a', 'moved', 'run', 'other')]
+  assert ids[0] == ids[1] == ids[2] != ids[3]
 
 
 def test_student_exports_and_unknown_objectives_are_refused_by_name(tmp_path):
@@ -93,6 +91,9 @@ def test_distillation_takes_the_teachers_settings_and_refuses_data_that_do_not_f
   resolved = resolve_config(c, get_dataset('ring8'))
   assert resolved.net.kwargs.hidden_dim == 16 and resolved.net.kwargs.num_layers == 1
   assert resolved.method.sigma_data == 0.9 and resolved.method.teacher_objective == 'flow'
+  assert resolved.method.init_from_teacher is True  # unset: a network teacher starts the student
+  analytic = resolve_config(_config('distill_toy2d', 'diff_instruct'), get_dataset('ring8'))
+  assert analytic.method.init_from_teacher is False
 
 
 def test_init_from_a_flow_teacher_reads_the_generator_as_the_teacher_does(tmp_path):
@@ -121,3 +122,17 @@ def test_init_from_the_bundled_unet_teacher_uses_its_sigma_data():
   params = build_method(resolved, data).init_params(jax.random.PRNGKey(0))
   for name in ('generator', 'fake_score'):
     assert jax.tree.all(jax.tree.map(np.array_equal, params[name], params['teacher']))
+
+
+def test_official_edm_checkpoint_teacher_reproduces_the_official_denoiser(fixtures_dir):
+  """'edm:<file.npz>' reads an official EDM checkpoint (here a tiny DDPM++ one with random
+  weights) and denoises exactly as the official network does."""
+  with np.load(fixtures_dir / 'edm_ddpmpp_tiny.npz') as f:
+    x = np.transpose(f['inputs/x'], (0, 2, 3, 1))
+    sigma, labels = f['inputs/sigma'], f['inputs/class_labels']
+    expected = np.transpose(f['outputs/D_without_augment_labels'], (0, 2, 3, 1))
+  teacher = load_teacher(f'edm:{fixtures_dir / "edm_ddpmpp_tiny.npz"}')
+  assert teacher.example_shape == (8, 8, 3) and teacher.num_classes == 10
+  assert teacher.net.objective == 'edm' and teacher.network == 'song_unet'
+  got = teacher.denoise(teacher.params, jnp.asarray(x), jnp.asarray(sigma), jnp.asarray(labels))
+  np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())

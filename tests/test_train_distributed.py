@@ -2,7 +2,6 @@
 import os
 import pathlib
 import socket
-import subprocess
 import sys
 
 import jax
@@ -12,6 +11,7 @@ import pytest
 from onestep_jax.train.checkpoint import Checkpointer
 from onestep_jax.train.export import load_exported
 from train_helpers import toy
+from train_helpers.processes import run_concurrently
 
 SCRIPT = pathlib.Path(__file__).parent / 'train_helpers' / 'run_toy.py'
 STEPS = 4  # crosses the stage switch at step 2.
@@ -20,16 +20,7 @@ STEPS = 4  # crosses the stage switch at step 2.
 def _run(args, timeout=150):
   """Starts run_toy.py processes (one per args list) and waits for all, bounded in time."""
   env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
-  procs = [subprocess.Popen([sys.executable, str(SCRIPT), *a], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True) for a in args]
-  try:
-    outs = [p.communicate(timeout=timeout)[0] for p in procs]
-  finally:
-    for p in procs:
-      if p.poll() is None:
-        p.kill()
-  for p, out in zip(procs, outs):
-    assert p.returncode == 0, out[-3000:]
+  run_concurrently([[sys.executable, str(SCRIPT), *a] for a in args], env=env, timeout=timeout)
 
 
 @pytest.fixture(scope='module')

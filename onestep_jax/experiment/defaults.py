@@ -134,7 +134,7 @@ def one_step_method_fields(m: ml_collections.ConfigDict, name: str) -> None:
   sigma_dist, index_range, extra = ONE_STEP_METHODS[name]
   m.name = name
   m.teacher = 'analytic'  # 'analytic', 'bundled:<name>', 'edm:<file.npz>' or an export dir
-  m.init_from_teacher = False  # start generator and fake score from the teacher's weights
+  m.init_from_teacher = config_dict.placeholder(bool)  # start from the teacher (None: if a network)
   edm_method_fields(m)  # p_mean / p_std: noise levels of the fake score's denoising loss
   m.beta1 = 0.0  # Adam beta1 = 0 as in Diff-Instruct / SiD
   m.sigma_init = 2.5  # generator G(z) = D(sigma_init z, sigma_init)

@@ -1,4 +1,4 @@
-"""Diff-Instruct's generator loss (Luo et al. 2023, arXiv 2305.18455, Eq. 3.4; METHODS.md §2)."""
+"""Diff-Instruct's generator loss (Luo et al. 2023, arXiv 2305.18455, Eq. 3.4)."""
 from __future__ import annotations
 
 from typing import Callable, Optional

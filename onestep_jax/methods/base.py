@@ -1,4 +1,4 @@
-"""What a method hands to the trainer and to evaluation (DESIGN.md §2, "Methods")."""
+"""What a method hands to the trainer and to evaluation: groups, phases, stages, samplers, export."""
 from __future__ import annotations
 
 import dataclasses

@@ -68,7 +68,7 @@ class NetworkDenoiser:
 
   def features(self, params, x, sigma, labels: Optional[jnp.ndarray] = None) -> jnp.ndarray:
     """The network's feature map at (x, sigma): the MLP's last hidden layer or the U-Net
-    bottleneck (what discriminator heads read, as in DMD2, arXiv 2405.14867, Sec. 4.3)."""
+    bottleneck (what discriminator heads read, as in DMD2, arXiv 2405.14867)."""
     x_in, noise_cond, _ = self._inputs(x, sigma)
     return network_fn(self.module, params, return_features=True)(x_in, noise_cond, labels)[1]
 

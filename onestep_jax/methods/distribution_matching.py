@@ -37,7 +37,7 @@ PAIRS = 'regression_pairs'  # frozen group of DMD's (latent, teacher sample) pai
 
 def regression_pairs(ctx: OneStep, params, key) -> dict:
   """DMD's regression set: latents z and the teacher's ODE samples from sigma_max z (arXiv
-  2311.18828, Sec. 3.3), drawn once at start-up (deterministic in the seed, so not saved)."""
+  2311.18828), drawn once at start-up (deterministic in the seed, so not saved)."""
   m = ctx.m
   k_z, k_c = jax.random.split(key)
   z = jax.random.normal(k_z, (m.regression_pairs,) + ctx.shape)

@@ -1,12 +1,12 @@
 """What every one-step distribution-matching method shares (Diff-Instruct, DMD, DMD2, SiD, SIM).
 
 - the generator G(z) = D_theta(sigma_init z, sigma_init): a denoiser read at one fixed noise
-  level, started from the teacher's weights or at random (SiD, arXiv 2404.04057, Sec. 4);
+  level, started from the teacher's weights or at random (SiD, arXiv 2404.04057);
 - an online fake score D_psi, trained by EDM denoising on stop-gradient generator samples
-  (Diff-Instruct, arXiv 2305.18455, Alg. 1);
+  (Diff-Instruct, arXiv 2305.18455);
 - optionally a discriminator head on the fake score's features, trained on noised real vs
   generated samples with the fake score, and a GAN term for the generator (DMD2, arXiv
-  2405.14867, Sec. 4.3);
+  2405.14867);
 - the alternation stages (fake-score warm-up, then k fake-score updates per generator update,
   DMD2's two time-scale rule) and the generator's EMA with EDM's ramp-up.
 
@@ -24,6 +24,7 @@ import ml_collections
 import optax
 
 from onestep_jax.diffusion import noise_levels, samplers
+from onestep_jax.losses.common import noised
 from onestep_jax.losses.denoising import edm_denoising_loss
 from onestep_jax.losses.gan import gan_discriminator_loss, gan_generator_loss
 from onestep_jax.methods.base import Generator, MethodSetup
@@ -135,21 +136,15 @@ class OneStep:
       k_s, k_nf, k_nr = jax.random.split(k_real, 3)
       s = self.sample_sigma(k_s, n)
       x_real = batch['x'].astype(x_g.dtype)
-      noised = lambda x, k: x + s.reshape((-1,) + (1,) * (x.ndim - 1)) * jax.random.normal(
-          k, x.shape)
-      real_logits = self.logits(params, noised(x_real, k_nr), s, d.labels)
-      fake_logits = self.logits(params, noised(x_g, k_nf), s, d.labels)
+      real_logits = self.logits(params, noised(x_real, s, jax.random.normal(k_nr, x_g.shape)), s,
+                                d.labels)
+      fake_logits = self.logits(params, noised(x_g, s, jax.random.normal(k_nf, x_g.shape)), s,
+                                d.labels)
       disc = jnp.mean(gan_discriminator_loss(real_logits=real_logits, fake_logits=fake_logits))
       loss = loss + m.gan_weight_discriminator * disc
       metrics.update(discriminator=disc, real_logit=jnp.mean(real_logits),
                      fake_logit=jnp.mean(fake_logits))
     return loss, {'loss': loss, **metrics}
-
-  def gan_term(self, params, batch, d: Draw, x_g):
-    """Non-saturating GAN loss of noised generator samples (gradient through x_g only)."""
-    noised = x_g + d.sigma.reshape((-1,) + (1,) * (x_g.ndim - 1)) * d.noise
-    per_example = gan_generator_loss(fake_logits=self.logits(params, noised, d.sigma, d.labels))
-    return self.m.gan_weight_generator * per_example, {'gan': jnp.mean(per_example)}
 
   def generator_phase_loss(self, terms: Sequence[GeneratorTerm]):
     def loss_fn(params, batch, key):
@@ -208,8 +203,7 @@ class OneStep:
     (e.g. DMD's regression pairs) named in `frozen_groups`."""
     m = self.m
     if self.use_gan:
-      terms = tuple(terms) + (lambda ctx, params, batch, d, x_g: ctx.gan_term(params, batch, d,
-                                                                              x_g),)
+      terms = tuple(terms) + (gan_term,)
     groups = [
         Group('generator', trainable=True, optimizer=_adam(m.lr_generator, m),
               ema_halflife_nimg=m.ema_halflife_nimg, ema_rampup_ratio=m.ema_rampup_ratio,
@@ -257,6 +251,15 @@ class OneStep:
         export_kwargs=export_kwargs,
         teacher_identity=self.teacher.identity,
     )
+
+
+def gan_term(ctx: OneStep, params, batch, d: Draw, x_g):
+  """Non-saturating GAN loss of noised generator samples, read by the discriminator head on the
+  fake score's features (DMD2, arXiv 2405.14867); gradient through x_g only."""
+  del batch
+  per_example = gan_generator_loss(
+      fake_logits=ctx.logits(params, noised(x_g, d.sigma, d.noise), d.sigma, d.labels))
+  return ctx.m.gan_weight_generator * per_example, {'gan': jnp.mean(per_example)}
 
 
 def distribution_term(loss_fn: Callable, **hyper) -> GeneratorTerm:

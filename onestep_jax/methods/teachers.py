@@ -50,7 +50,8 @@ def analytic_teacher(dataset) -> Teacher:
   mixture = getattr(dataset, 'mixture', None)
   if mixture is None:
     raise ValueError(f'teacher="analytic" needs a Gaussian-mixture dataset; {dataset.name!r} is '
-                     'not one. Pass the directory of an exported teacher instead.')
+                     'not one. Train a teacher on it first (e.g. configs/teacher_toy2d.py:<file>) '
+                     'and pass --config.method.teacher=<its workdir>')
   return Teacher(
       denoise=lambda params, x, sigma, labels=None: mixture.denoise(x, sigma),
       params=None, example_shape=tuple(dataset.example_shape),
@@ -104,8 +105,8 @@ def edm_checkpoint_teacher(path: str) -> Teacher:
 
 
 def load_teacher(spec: str, dataset=None) -> Teacher:
-  """'analytic' (the dataset's exact mixture), 'bundled:<name>', 'edm:<file.npz>', or an exported
-  teacher's directory."""
+  """'analytic' (the dataset's exact mixture), 'bundled:<name>', 'edm:<file.npz>', a teacher
+  run's workdir or its export directory."""
   if spec == 'analytic':
     return analytic_teacher(dataset)
   if spec.startswith(EDM_PREFIX):
@@ -115,9 +116,11 @@ def load_teacher(spec: str, dataset=None) -> Teacher:
     if name not in BUNDLED:
       raise ValueError(f'unknown bundled teacher {name!r}; bundled: {sorted(BUNDLED)}')
     spec = BUNDLED[name]
+  if os.path.isfile(os.path.join(spec, 'export', 'export.json')):
+    spec = os.path.join(spec, 'export')  # a teacher run's workdir
   if not os.path.exists(spec):
     raise FileNotFoundError(f'teacher {spec!r} is neither "analytic", "bundled:<name>", '
-                            '"edm:<file.npz>" nor an existing export directory')
+                            '"edm:<file.npz>", a teacher run\'s workdir nor an export directory')
   return exported_teacher(spec)
 
 
@@ -135,9 +138,12 @@ def check_data(teacher: Teacher, dataset, *, conditional: bool) -> None:
 
 def resolve_config(config: ml_collections.ConfigDict, dataset) -> ml_collections.ConfigDict:
   """Copies a network teacher's settings into `config` (net, sigma_data, objective) after
-  checking that the data fit it; analytic teachers leave `config` as it is."""
+  checking that the data fit it, and decides an unset `init_from_teacher` (True for network
+  teachers); analytic teachers leave the network settings as they are."""
   teacher = load_teacher(config.method.teacher, dataset)
   check_data(teacher, dataset, conditional=config.data.conditional)
+  if config.method.get('init_from_teacher', False) is None:
+    config.method.init_from_teacher = teacher.net is not None
   if teacher.net is None:
     return config
   config.net.name = teacher.network
