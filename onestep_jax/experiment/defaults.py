@@ -160,7 +160,7 @@ def one_step_method_fields(m: ml_collections.ConfigDict, name: str) -> None:
 
 # Bundled image teachers to distil: (teacher spec, batch size, steps).
 IMAGE_DISTILLATION = {
-    'digits': ('bundled:digits', 64, 2000),
+    'digits': ('bundled:digits', 64, 1000),
 }
 
 
