@@ -58,7 +58,8 @@ def draw(workdirs: dict, path: pathlib.Path) -> None:
       for name, w in workdirs.items()]
   fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.4))
   for ax, (title, png) in zip(axes, panels):
-    ax.imshow(Image.open(png))
+    image = Image.open(png)
+    ax.imshow(image, cmap='gray' if image.mode == 'L' else None)
     ax.set_title(title, fontsize=10)
     ax.axis('off')
   fig.tight_layout()
