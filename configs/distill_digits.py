@@ -1,8 +1,9 @@
 """One-step distillation of the bundled digits EDM teacher (bundled:digits, 8x8 SongUNet).
 
 python experiments/main.py --config=configs/distill_digits.py:sid --workdir=runs/sid_digits
-Variants: diff_instruct, dmd, dmd2, sid, sim. Generator and fake score start from the teacher;
-FID/KID are measured on the features of a classifier trained on the digits.
+Variants: diff_instruct, dmd, dmd2, sid, sim, fdistill, uni_instruct, diffratio (the last three take
+--config.method.divergence=<name>). Generator and fake score (DiffRatio: its classifier's network)
+start from the teacher; FID/KID are measured on the features of a classifier trained on the digits.
 """
 from onestep_jax.experiment.defaults import image_distill_config
 

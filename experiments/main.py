@@ -3,25 +3,24 @@
   python experiments/main.py --config=configs/teacher_toy2d.py:ring8 --workdir=runs/ring8 \
       [--mode=train|sample|evaluate] [--config.train.num_steps=2000 ...]
 
-Running the same command again resumes from the last checkpoint in the workdir.
+Running the same command again resumes from the last checkpoint in the workdir. On image data,
+--config.eval.feature_extractor=<pt_inception weights .npz> makes the evaluation the
+paper-comparable FID/IS/precision/recall of eval.inception.num_samples samples per model (it too
+resumes); reference statistics come from experiments/fid_reference.py or the training data.
 """
 import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from onestep_jax.experiment.cli import define_distributed_flags, initialize_distributed
+
 config_flags.DEFINE_config_file('config', None, 'configs/<file>.py[:<variant>]', lock_config=True)
 flags.DEFINE_string('workdir', None, 'directory for checkpoints, metrics and samples')
 flags.DEFINE_enum('mode', 'train', ['train', 'sample', 'evaluate'],
                   'train (then evaluate), sample from, or evaluate the latest checkpoint')
 flags.DEFINE_bool('progress', True, 'show a progress bar')
-flags.DEFINE_bool('distributed', False, 'multi-process: call jax.distributed.initialize() first '
-                  '(TPU pods and SLURM are detected; elsewhere give the three flags below)')
-flags.DEFINE_string('coordinator_address', None, 'with --distributed: host:port of process 0 '
-                    '(default: $JAX_COORDINATOR_ADDRESS, or detected)')
-flags.DEFINE_integer('num_processes', None, 'with --distributed: number of processes')
-flags.DEFINE_integer('process_id', None, 'with --distributed: this process, 0..num_processes-1')
-DISTRIBUTED_FLAGS = ('coordinator_address', 'num_processes', 'process_id')
+define_distributed_flags()
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -44,18 +43,10 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint step at INFO
-  given = [f'--{name}' for name in DISTRIBUTED_FLAGS if flags.FLAGS[name].present]
-  if given and not flags.FLAGS.distributed:
-    raise app.UsageError(f'{", ".join(given)} needs --distributed')
-  if flags.FLAGS.distributed:
-    import jax
-    jax.config.update('jax_cpu_collectives_implementation', 'gloo')  # CPU devices across processes
-    try:
-      jax.distributed.initialize(**{name: flags.FLAGS[name].value for name in DISTRIBUTED_FLAGS})
-    except (ValueError, TypeError) as e:
-      print(f'error: --distributed: {e} (outside SLURM and TPU pods, give --coordinator_address, '
-            '--num_processes and --process_id)', file=sys.stderr)
-      return 2
+  error = initialize_distributed()
+  if error:
+    print(error, file=sys.stderr)
+    return 2
   from onestep_jax.experiment.runner import run
   from onestep_jax.train.trainer import Preempted
   try:

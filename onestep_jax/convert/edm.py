@@ -12,14 +12,11 @@ everything afterwards needs neither torch nor pickles. That path is untested her
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import os
 import pathlib
 import pickle
-import tempfile
 import warnings
-from typing import Any, Callable, Mapping, NamedTuple, Optional, Union
+from typing import Any, Callable, Mapping, NamedTuple, Optional
 
 import flax.linen as nn
 import jax
@@ -27,18 +24,17 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from onestep_jax.convert.torch_layout import name_list, to_flax, to_torch, torch_shape
+from onestep_jax.convert.torch_layout import (PathLike, check_keys, read_state_dict_npz, to_flax,
+                                              to_torch, torch_shape, write_state_dict_npz)
 from onestep_jax.diffusion.preconditioning import EDMCoefficients, edm_coefficients, expand_to
 from onestep_jax.nets.dhariwal_unet import DhariwalUNet
 from onestep_jax.nets.edm_layers import BUFFERS, resample_kernel
 from onestep_jax.nets.song_unet import SongUNet
 
 MODEL_TYPES: dict[str, type[nn.Module]] = {'SongUNet': SongUNet, 'DhariwalUNet': DhariwalUNet}
-_STATE_PREFIX = 'state_dict/'
 _MODEL_PREFIX = 'model.'
 _SHARED_KWARGS = ('img_resolution', 'img_channels', 'label_dim')
 _NET_SHARED = ('img_resolution', 'in_channels', 'out_channels', 'label_dim')
-PathLike = Union[str, os.PathLike]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -147,14 +143,6 @@ def _torch_layout(module: nn.Module):
   return params, buffers
 
 
-def _check_keys(found, expected, what: str) -> None:
-  missing, unexpected = set(expected) - set(found), set(found) - set(expected)
-  if missing:
-    raise ValueError(f'{what} is missing {len(missing)} key(s): {name_list(missing)}')
-  if unexpected:
-    raise ValueError(f'{what} has {len(unexpected)} unexpected key(s): {name_list(unexpected)}')
-
-
 # ----------------------------------------------------------------------------------------------
 # The teacher.
 
@@ -242,7 +230,7 @@ def from_state_dict(state_dict: Mapping[str, np.ndarray], *, precond_class: str,
   """An EDMTeacher from a PyTorch-layout state_dict of the preconditioned network."""
   full, module = _resolve(precond_class, precond_kwargs)
   params_spec, buffers = _torch_layout(module)
-  _check_keys(state_dict, {**params_spec, **buffers}, f'the {module.__class__.__name__} state_dict')
+  check_keys(state_dict, {**params_spec, **buffers}, f'the {module.__class__.__name__} state_dict')
   flat = {}
   for name, (path, shape) in params_spec.items():
     value = np.asarray(state_dict[name], np.float32)
@@ -268,7 +256,7 @@ def to_state_dict(source) -> dict[str, np.ndarray]:
   params_spec, buffers = _torch_layout(module)
   flat = traverse_util.flatten_dict(params)
   by_path = {path: name for name, (path, _) in params_spec.items()}
-  _check_keys({_torch_name(p) for p in flat}, params_spec, f'the {type(module).__name__} params')
+  check_keys({_torch_name(p) for p in flat}, params_spec, f'the {type(module).__name__} params')
   out = {}
   for path, value in flat.items():
     value = np.asarray(value, np.float32)
@@ -283,24 +271,6 @@ def to_state_dict(source) -> dict[str, np.ndarray]:
 
 # ----------------------------------------------------------------------------------------------
 # Files.
-
-
-def _write_npz(path: PathLike, state_dict: Mapping[str, np.ndarray],
-               meta: Mapping[str, Any]) -> None:
-  """Writes the npz next to `path` under a temporary name, then renames it (all or nothing)."""
-  path = pathlib.Path(path)
-  if not path.parent.is_dir():
-    raise FileNotFoundError(f'directory {path.parent} does not exist')
-  arrays = {_STATE_PREFIX + k: np.asarray(v) for k, v in state_dict.items()}
-  arrays['meta_json'] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + '.', suffix='.tmp')
-  try:
-    with os.fdopen(fd, 'wb') as f:
-      np.savez(f, **arrays)
-    os.replace(tmp, path)
-  except BaseException:
-    os.unlink(tmp)
-    raise
 
 
 def save_npz(path: PathLike, source, *, precond_class: Optional[str] = None,
@@ -331,16 +301,11 @@ def save_npz(path: PathLike, source, *, precond_class: Optional[str] = None,
   full = {k: list(v) if isinstance(v, tuple) else v for k, v in full.items()}
   meta = {'precond_class': precond_class, 'precond_kwargs': full,
           'layout': 'NCHW; torch Conv2d weights OIHW; Linear weights [out,in]'}
-  _write_npz(path, to_state_dict(source), meta)
+  write_state_dict_npz(path, to_state_dict(source), meta)
 
 
 def _read_npz(path: pathlib.Path):
-  with np.load(path, allow_pickle=False) as data:
-    if 'meta_json' not in data.files:
-      raise ValueError(f'{path} has no meta_json entry (precond_class and precond_kwargs)')
-    meta = json.loads(bytes(data['meta_json']).decode())
-    state_dict = {k[len(_STATE_PREFIX):]: data[k] for k in data.files
-                  if k.startswith(_STATE_PREFIX)}
+  state_dict, meta = read_state_dict_npz(path)
   missing = [k for k in ('precond_class', 'precond_kwargs') if k not in meta]
   if missing:
     raise ValueError(f'meta_json of {path} lacks {missing}')

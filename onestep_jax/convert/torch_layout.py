@@ -1,9 +1,18 @@
-"""PyTorch <-> Flax weight layouts and readable lists of state_dict names."""
+"""PyTorch <-> Flax weight layouts, readable lists of state_dict names, and the npz exchange
+format of PyTorch state_dicts (`state_dict/<name>` arrays and `meta_json`; see
+tests/fixtures/README.md)."""
 from __future__ import annotations
 
-from typing import Iterable
+import json
+import os
+import pathlib
+import tempfile
+from typing import Any, Iterable, Mapping, Union
 
 import numpy as np
+
+STATE_PREFIX = 'state_dict/'
+PathLike = Union[str, os.PathLike]
 
 
 def to_flax(a: np.ndarray) -> np.ndarray:
@@ -28,3 +37,41 @@ def name_list(names: Iterable[str], limit: int = 8) -> str:
   names = sorted(names)
   shown = ', '.join(names[:limit])
   return f'{shown}, ... ({len(names)} in all)' if len(names) > limit else shown
+
+
+def check_keys(found, expected, what: str) -> None:
+  """Raises ValueError naming the keys of `expected` missing from `found`, or the extra ones."""
+  missing, unexpected = set(expected) - set(found), set(found) - set(expected)
+  if missing:
+    raise ValueError(f'{what} is missing {len(missing)} key(s): {name_list(missing)}')
+  if unexpected:
+    raise ValueError(f'{what} has {len(unexpected)} unexpected key(s): {name_list(unexpected)}')
+
+
+def write_state_dict_npz(path: PathLike, state_dict: Mapping[str, np.ndarray],
+                         meta: Mapping[str, Any]) -> None:
+  """Writes the npz next to `path` under a temporary name, then renames it (all or nothing)."""
+  path = pathlib.Path(path)
+  if not path.parent.is_dir():
+    raise FileNotFoundError(f'directory {path.parent} does not exist')
+  arrays = {STATE_PREFIX + k: np.asarray(v) for k, v in state_dict.items()}
+  arrays['meta_json'] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + '.', suffix='.tmp')
+  try:
+    with os.fdopen(fd, 'wb') as f:
+      np.savez(f, **arrays)
+    os.replace(tmp, path)
+  except BaseException:
+    os.unlink(tmp)
+    raise
+
+
+def read_state_dict_npz(path: PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+  """(state_dict, meta) of an npz in the exchange format; ValueError if it has no meta_json."""
+  with np.load(path, allow_pickle=False) as data:
+    if 'meta_json' not in data.files:
+      raise ValueError(f'{path} has no meta_json entry')
+    meta = json.loads(bytes(data['meta_json']).decode())
+    state_dict = {k[len(STATE_PREFIX):]: data[k] for k in data.files
+                  if k.startswith(STATE_PREFIX)}
+  return state_dict, meta

@@ -10,7 +10,8 @@ import functools
 import inspect
 from typing import Any, Callable, Optional
 
-from onestep_jax.data import arrays, digits, fashion_mnist, image_folder, tfds_images, toy2d
+from onestep_jax.data import (arrays, digits, fashion_mnist, image_folder, markov, tfds_images,
+                              toy2d)
 from onestep_jax.data.base import Dataset
 
 TFDS_PREFIX = 'tfds:'
@@ -23,7 +24,10 @@ DATASETS: dict[str, Callable[..., Dataset]] = {
     'image_folder': image_folder.ImageFolderDataset,
     'digits': digits.load_digits_dataset,
     'fashion_mnist': fashion_mnist.load_fashion_mnist,
+    'markov': markov.MarkovChainDataset,
 }
+# Analytic token sources: like the toys, their own held-out data.
+ANALYTIC_TOKEN_SOURCES = ('markov',)
 
 
 def available() -> list[str]:
@@ -54,7 +58,7 @@ def get_held_out(name: str, **kwargs: Any) -> Optional[Dataset]:
   training batch uses. The sources of TEST_SPLIT_SOURCES trained on split 'train' (their
   default) hold out split 'test'. Image folders, TFDS sets and other splits have none.
   """
-  if name in toy2d.TOYS:
+  if name in toy2d.TOYS or name in ANALYTIC_TOKEN_SOURCES:
     return get_dataset(name, **kwargs)
   if name in TEST_SPLIT_SOURCES and kwargs.get('split', 'train') == 'train':
     return get_dataset(name, **{**kwargs, 'split': 'test'})

@@ -42,39 +42,72 @@ class FeatureStatistics:
 
   Batches are merged with the pairwise update of Chan, Golub & LeVeque (1979): each batch's
   centred sum of outer products is added to the running one with a correction for the shift of
-  the mean, which avoids the cancellation of E[xx^T] - mu mu^T when |mu| >> std.
+  the mean, which avoids the cancellation of E[xx^T] - mu mu^T when |mu| >> std. Statistics of
+  disjoint sets (other batches, other processes) merge the same way (`merge`), and `state` /
+  `from_state` carry them through files or collectives bit for bit.
   """
 
-  def __init__(self):
+  def __init__(self, dim: Optional[int] = None):
+    """`dim` (the feature width) fixes the shapes of `state` before any feature is added."""
     self.count = 0
-    self._mean: Optional[np.ndarray] = None
-    self._m2: Optional[np.ndarray] = None  # sum of (x - mean)(x - mean)^T
+    self._mean: Optional[np.ndarray] = None if dim is None else np.zeros(dim)
+    # Sum of (x - mean)(x - mean)^T.
+    self._m2: Optional[np.ndarray] = None if dim is None else np.zeros((dim, dim))
 
   def update(self, features) -> 'FeatureStatistics':
-    """Adds a batch [B, F] (any B >= 1); returns self."""
+    """Adds a batch [B, F] (any B >= 0); returns self."""
     f = _as_features(features, 'features')
-    if self._mean is not None and f.shape[1] != self._mean.shape[0]:
-      raise ValueError(f'features have width {f.shape[1]}, earlier batches had '
-                       f'{self._mean.shape[0]}')
-    b = f.shape[0]
-    if b == 0:
+    if f.shape[0] == 0:
+      self._check_width(f.shape[1])
       return self
     mean_b = f.mean(axis=0)
     centred = f - mean_b
-    m2_b = centred.T @ centred
-    if self._mean is None:
-      self.count, self._mean, self._m2 = b, mean_b, m2_b
+    return self._combine(f.shape[0], mean_b, centred.T @ centred)
+
+  def merge(self, other: 'FeatureStatistics') -> 'FeatureStatistics':
+    """Adds the statistics of a disjoint set of features; returns self."""
+    if other.count == 0:
+      if other._mean is not None:
+        self._check_width(other._mean.shape[0])
       return self
+    return self._combine(other.count, other._mean, other._m2)
+
+  def _check_width(self, width: int) -> None:
+    if self._mean is not None and width != self._mean.shape[0]:
+      raise ValueError(f'features have width {width}, earlier batches had '
+                       f'{self._mean.shape[0]}')
+
+  def _combine(self, b: int, mean_b: np.ndarray, m2_b: np.ndarray) -> 'FeatureStatistics':
+    """Chan et al.'s pairwise update with a set of b > 0 features of mean mean_b and m2 m2_b."""
+    self._check_width(mean_b.shape[0])
     n = self.count
+    if n == 0:
+      self.count, self._mean, self._m2 = b, mean_b.copy(), m2_b.copy()
+      return self
     delta = mean_b - self._mean
     self._mean = self._mean + delta * (b / (n + b))
     self._m2 = self._m2 + m2_b + np.outer(delta, delta) * (n * b / (n + b))
     self.count = n + b
     return self
 
+  def state(self) -> dict[str, np.ndarray]:
+    """{'count', 'mean', 'm2'} as float64 arrays (exact; needs `dim` or one update first)."""
+    if self._mean is None:
+      raise ValueError('the state of empty statistics needs FeatureStatistics(dim=...)')
+    return {'count': np.float64(self.count), 'mean': self._mean, 'm2': self._m2}
+
+  @classmethod
+  def from_state(cls, state) -> 'FeatureStatistics':
+    """The inverse of `state`."""
+    stats = cls(dim=int(np.shape(state['mean'])[0]))
+    stats.count = int(state['count'])
+    stats._mean = np.asarray(state['mean'], np.float64).copy()
+    stats._m2 = np.asarray(state['m2'], np.float64).copy()
+    return stats
+
   @property
   def mean(self) -> np.ndarray:
-    if self._mean is None:
+    if self.count == 0:
       raise ValueError('no features were added')
     return self._mean
 
@@ -85,22 +118,42 @@ class FeatureStatistics:
       raise ValueError(f'the covariance needs at least 2 samples, got {self.count}')
     return self._m2 / (self.count - 1)
 
-  def save(self, path: str) -> None:
-    """Writes mu, sigma (pytorch-fid's key names) and count to an .npz file, atomically."""
+  def save(self, path: str, **extra) -> None:
+    """Writes mu, sigma (the key names of pytorch-fid and EDM), count and any `extra` arrays to
+    an .npz file, atomically."""
     with atomic_path(path) as tmp:
       with open(tmp, 'wb') as f:
-        np.savez(f, mu=self.mean, sigma=self.covariance, count=self.count)
+        np.savez(f, mu=self.mean, sigma=self.covariance, count=self.count, **extra)
 
 
-def load_statistics(path: str) -> Tuple[np.ndarray, np.ndarray]:
-  """(mu, sigma) from an .npz with those keys (from `FeatureStatistics.save` or pytorch-fid)."""
+def load_statistics(path: str, *, dim: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
+  """(mu, sigma) from an .npz with those keys (ours, pytorch-fid's or EDM's reference files).
+
+  Raises:
+    FileNotFoundError: no such file.
+    ValueError: keys missing, mu not a vector (of length `dim` if given), sigma not a symmetric
+      square matrix of mu's length, or non-finite values.
+  """
   if not os.path.exists(path):
     raise FileNotFoundError(f'no feature statistics file at {path}')
-  with np.load(path) as data:
+  with np.load(path, allow_pickle=False) as data:
     missing = {'mu', 'sigma'} - set(data.files)
     if missing:
-      raise ValueError(f'{path} lacks keys {sorted(missing)}; found {sorted(data.files)}')
-    return data['mu'].astype(np.float64), data['sigma'].astype(np.float64)
+      raise ValueError(f'{path} lacks keys {sorted(missing)}; found {sorted(data.files)} '
+                       "(expected the 'mu'/'sigma' layout of EDM and pytorch-fid)")
+    mu, sigma = data['mu'].astype(np.float64), data['sigma'].astype(np.float64)
+  f = mu.shape[0] if mu.ndim == 1 else None
+  if f is None or (dim is not None and f != dim):
+    want = f'[{dim}]' if dim is not None else 'a vector'
+    raise ValueError(f'{path}: mu has shape {mu.shape}, expected {want}; these statistics '
+                     'belong to another feature network')
+  if sigma.shape != (f, f):
+    raise ValueError(f'{path}: sigma has shape {sigma.shape}, expected ({f}, {f}) to match mu')
+  if not (np.isfinite(mu).all() and np.isfinite(sigma).all()):
+    raise ValueError(f'{path}: mu or sigma contains non-finite values')
+  if not np.allclose(sigma, sigma.T, rtol=1e-5, atol=1e-8 * np.abs(sigma).max()):
+    raise ValueError(f'{path}: sigma is not symmetric, so it is not a covariance')
+  return mu, sigma
 
 
 def _trace_sqrt_product_sqrtm(sigma1, sigma2, eps):

@@ -37,6 +37,13 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.batch_size = 1000  # samples generated per call
   c.eval.seed = 1234  # seeds evaluation sampling
   c.eval.feature_extractor = ''  # image data: '' trains the library's classifier features
+  # A pytorch-fid Inception-v3 weights file (.npz/.pth) instead: paper-comparable FID/IS below.
+  c.eval.inception = ml_collections.ConfigDict()  # used when feature_extractor is set
+  c.eval.inception.num_samples = 50_000  # samples per model (the papers' 50,000)
+  c.eval.inception.batch_size = 512  # global samples per batch (a multiple of the devices)
+  c.eval.inception.reference = ''  # mu/sigma .npz (EDM layout); '' = from the training data
+  c.eval.inception.pr_num_samples = 10_000  # samples (and references) for precision/recall
+  c.eval.inception.save_every = 10  # batches between saves of partial sums (resume points)
   return c
 
 
@@ -107,6 +114,17 @@ def image_teacher_config(name: str, variant: str) -> ml_collections.ConfigDict:
   return c
 
 
+
+
+def _divergence_fields(default: str) -> tuple:
+  """The f-divergence fields of fdistill, uni_instruct and diffratio."""
+  return (
+      ('divergence', default, 'f of D_f(teacher || student): a row of '
+       'onestep_jax.losses.divergences.DIVERGENCES (reverse_kl, forward_kl, jensen_shannon, ...)'),
+      ('ratio_range', (0.1, 20.0), 'clip the density ratio exp(logit) to this range (f-distill)'),
+      ('ratio_bins', 10, 'noise-level bins normalising the ratio by its batch mean (0: off)'))
+
+
 # Per-method generator settings of the one-step family: (noise levels of the generator loss,
 # Karras index range of 1000 levels, extra fields as (name, value, comment)).
 ONE_STEP_METHODS = {
@@ -124,11 +142,25 @@ ONE_STEP_METHODS = {
     'sim': ('karras', (0, 800), (
         ('distance', 'pseudo_huber', "'l2' or 'pseudo_huber' on denoiser differences"),
         ('huber_c', None, 'pseudo-Huber constant c (None: 0.00054 sqrt(data dimension))'))),
+    'fdistill': ('karras', (20, 981), _divergence_fields('jensen_shannon') + (
+        ('normalize', True, 'divide the gradient by mean|x_g - D_teacher| (DMD Eq. 8)'),)),
+    'uni_instruct': ('karras', (0, 800), _divergence_fields('forward_kl') + (
+        ('normalize', True, 'divide by mean|x_g - D_teacher| (SiD normaliser)'),
+        ('sampling_path', True, 'keep the gradient of ||D_fake - D_teacher||^2 through the '
+         'samples (exact; False: the official code)'))),
+    # DiffRatio: EDM's log-normal levels (on the ring, Karras levels up to sigma = 70 made the
+    # sigma^2-weighted classifier gradient too noisy: MMD 99x the teacher's against 6x).
+    'diffratio': ('log_normal', (0, 1000), _divergence_fields('reverse_kl') + (
+        ('lr_ratio', 1e-3, 'density-ratio classifier learning rate'),
+        ('ratio_steps', 1, 'classifier updates per generator update'),
+        ('ratio_warmup_steps', 300, 'steps training only the classifier at the start'),
+        ('ratio_width', 256, 'hidden width of the classifier head'))),
 }
 
 
 def one_step_method_fields(m: ml_collections.ConfigDict, name: str) -> None:
-  """Fields of a one-step distillation method (onestep_jax.methods.distribution_matching)."""
+  """Fields of a one-step distillation method (onestep_jax.methods.distribution_matching, or
+  onestep_jax.methods.diffratio, which has a density-ratio classifier instead of a fake score)."""
   if name not in ONE_STEP_METHODS:
     raise ValueError(f'unknown variant {name!r}; valid: {sorted(ONE_STEP_METHODS)}')
   sigma_dist, index_range, extra = ONE_STEP_METHODS[name]
@@ -139,22 +171,30 @@ def one_step_method_fields(m: ml_collections.ConfigDict, name: str) -> None:
   m.beta1 = 0.0  # Adam beta1 = 0 as in Diff-Instruct / SiD
   m.sigma_init = 2.5  # generator G(z) = D(sigma_init z, sigma_init)
   m.lr_generator = 1e-4  # generator learning rate
-  m.lr_fake_score = 1e-3  # fake-score (and discriminator) learning rate
-  m.fake_score_steps = 1  # fake-score updates per generator update (two time-scale rule)
-  m.fake_score_warmup_steps = 300  # steps training only the fake score at the start
   m.ema_halflife_nimg = 20_000.0  # EMA half-life of the generator in samples
   m.ema_rampup_ratio = 0.05  # EMA half-life at most this fraction of the samples seen
   m.teacher_sample_steps = 18  # Heun steps for the teacher's samples and ODE pairs (NFE 35)
   m.sigma_dist = sigma_dist  # generator-loss noise levels: 'log_normal' or 'karras'
   m.karras_index_range = index_range  # 'karras': index range [lo, hi) of 1000 ascending levels
-  m.gan_weight_generator = 0.0  # weight of the generator's GAN term (0: no discriminator)
-  m.gan_weight_discriminator = 0.0  # weight of the discriminator loss in the fake-score phase
-  m.discriminator_width = 256  # hidden width of the discriminator head
+  if name != 'diffratio':
+    m.lr_fake_score = 1e-3  # fake-score (and discriminator) learning rate
+    m.fake_score_steps = 1  # fake-score updates per generator update (two time-scale rule)
+    m.fake_score_warmup_steps = 300  # steps training only the fake score at the start
+    m.gan_weight_generator = 0.0  # weight of the generator's GAN term (0: no discriminator)
+    m.gan_weight_discriminator = 0.0  # weight of the discriminator loss in the fake-score phase
+    m.discriminator_width = 256  # hidden width of the discriminator head
   for field, value, _ in extra:
     m[field] = config_dict.placeholder(float) if value is None else value
   if name == 'dmd2':  # DMD2's two time-scale rule and GAN head (arXiv 2405.14867, Sec. 4)
     m.fake_score_steps = 5
     m.gan_weight_generator = 3e-3
+    m.gan_weight_discriminator = 1e-2
+  if name == 'fdistill':  # DMD2's recipe, whose discriminator also gives the ratio (Table 5)
+    m.fake_score_steps = 5
+    m.gan_weight_generator = 1e-3
+    m.gan_weight_discriminator = 1e-2
+  if name == 'uni_instruct':  # a discriminator for the ratio and a GAN term (official code)
+    m.gan_weight_generator = 1e-2
     m.gan_weight_discriminator = 1e-2
 
 
@@ -176,8 +216,12 @@ def image_distill_config(name: str, method: str) -> ml_collections.ConfigDict:
   m.teacher = teacher
   m.init_from_teacher = True  # generator and fake score start as the teacher (SiD, DMD2)
   m.lr_generator = 2e-5  # generator learning rate
-  m.lr_fake_score = 2e-5  # fake-score (and discriminator) learning rate
-  m.fake_score_warmup_steps = 0  # the fake score starts as the teacher: no warm-up needed
+  if method == 'diffratio':
+    m.lr_ratio = 1e-4  # classifier learning rate
+    m.ratio_warmup_steps = 100  # the classifier's head starts at random: a short warm-up
+  else:
+    m.lr_fake_score = 2e-5  # fake-score (and discriminator) learning rate
+    m.fake_score_warmup_steps = 0  # the fake score starts as the teacher: no warm-up needed
   m.ema_halflife_nimg = 10_000.0  # EMA half-life of the generator in samples
   if 'regression_pairs' in m:
     m.regression_pairs = 512  # DMD: teacher samples at 35 network evaluations each

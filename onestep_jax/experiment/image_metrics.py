@@ -1,5 +1,6 @@
-"""FID / KID / precision-recall of image samples on the features of an offline extractor:
-the library's small classifier trained on the run's data, or a user's Inception-v3 weights."""
+"""FID / KID / precision-recall of image samples on the features of the library's small
+classifier trained on the run's data (a user's Inception-v3 weights take the streaming path of
+`inception_evaluation`)."""
 from __future__ import annotations
 
 import os
@@ -35,13 +36,6 @@ def classifier_features(dataset: Dataset, *, held_out: Optional[Dataset], workdi
     rows = held_out.get_batch(0, held_out.num_examples, seed=0)
     info['classifier/test_accuracy'] = extractor.accuracy(rows['x'], rows['label'])
   return extractor.features, info
-
-
-def inception_features(path: str) -> Callable[[np.ndarray], np.ndarray]:
-  """Inception-v3 pool3 features (pytorch-fid weights from a file) of images in [-1, 1]."""
-  from onestep_jax.eval.inception import load_inception
-  net = load_inception(path)
-  return lambda x: net.features((np.asarray(x) + 1.0) / 2.0)
 
 
 def feature_metric_fn(features: Callable[[np.ndarray], np.ndarray]

@@ -13,16 +13,20 @@ import numpy as np
 
 from onestep_jax.data import get_dataset
 from onestep_jax.atomic import atomic_path
+from onestep_jax.experiment import discrete_evaluation
 from onestep_jax.experiment import image_metrics as image_metrics_lib
+from onestep_jax.experiment import inception_evaluation
 from onestep_jax.experiment.evaluation import (
     evaluate, plan_evaluation, previous_training_timings, reference_pair, sample_generators,
     save_sample_pictures, save_training_curves, write_json)
 from onestep_jax.methods import build_method, resolve_method_config
+from onestep_jax.methods.mdlm import DiscreteSetup
 from onestep_jax.train.checkpoint import Checkpointer
 from onestep_jax.train.compilation_cache import enable_compilation_cache
 from onestep_jax.train.export import export_params
 from onestep_jax.train.mesh import make_mesh
 from onestep_jax.train.metrics import MetricWriter, read_metrics
+from onestep_jax.train.state import host_value
 from onestep_jax.train.trainer import Trainer
 
 MODES = ('train', 'sample', 'evaluate')
@@ -30,7 +34,8 @@ CACHE_DIR = os.path.join(os.path.expanduser('~'), '.cache', 'onestep_jax', 'xla'
 # Besides every eval.* field, a rerun of a workdir may change only these: they do not change
 # what is trained (README, "Running experiments").
 RERUN_FIELDS = ('train.num_steps', 'train.log_every', 'train.save_every',
-                'train.keep_checkpoints', 'train.compilation_cache')
+                'train.keep_checkpoints', 'train.compilation_cache',
+                'method.sample_steps')  # sampling only: e.g. a teacher at another NFE
 
 
 def resolve_config(config: ml_collections.ConfigDict, dataset) -> ml_collections.ConfigDict:
@@ -174,17 +179,25 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mode: str = 'train',
       for path in written:
         print(f'wrote {path}')
     return {f'{g.model}/samples_per_s@{g.nfe}': len(x) / t for g, x, t in samples.values()}
-  image_metrics = None
-  if len(dataset.example_shape) == 3:
-    if config.eval.feature_extractor:
-      features = image_metrics_lib.inception_features(config.eval.feature_extractor)
-    else:
-      features, info = image_metrics_lib.classifier_features(dataset, held_out=held_out,
-                                                             workdir=workdir)
-      timings.update(info)
+  image_metrics, inception_metrics = None, {}
+  if len(dataset.example_shape) == 3 and config.eval.feature_extractor:  # paper-comparable FID
+    inception_metrics = inception_evaluation.evaluate(
+        config=config, dataset=dataset, generators=setup.generators, params=sampling_params,
+        workdir=workdir, progress=progress,
+        run_identity=f'step {int(host_value(state.step))}, teacher {setup.teacher_identity}')
+  elif len(dataset.example_shape) == 3:
+    features, info = image_metrics_lib.classifier_features(dataset, held_out=held_out,
+                                                           workdir=workdir)
+    timings.update(info)
     image_metrics = image_metrics_lib.feature_metric_fn(features)
-  metrics = evaluate(samples=samples, reference=reference, seed=config.eval.seed,
-                     mixture=dataset.mixture, image_metrics=image_metrics)
+  if isinstance(setup, DiscreteSetup):  # token models
+    metrics = discrete_evaluation.evaluate(
+        samples=samples, reference=reference, dataset=dataset, nelbo_fns=setup.nelbo_fns,
+        params=sampling_params, batch_size=config.eval.batch_size, seed=config.eval.seed)
+  else:
+    metrics = evaluate(samples=samples, reference=reference, seed=config.eval.seed,
+                       mixture=dataset.mixture, image_metrics=image_metrics)
+  metrics.update(inception_metrics)
   metrics_path = os.path.join(workdir, 'metrics.json')
   if 'train_time_s' not in timings:  # nothing trained now: keep the timings of the training run
     timings.update(previous_training_timings(metrics_path))

@@ -54,6 +54,23 @@ def pseudo_huber_of_sq_norm(sq_norm: jnp.ndarray, c: float) -> jnp.ndarray:
   return jnp.sqrt(sq_norm + c**2) - c
 
 
+DISTANCES = ('l2', 'pseudo_huber')
+
+
+def distance_per_example(x: jnp.ndarray, target: jnp.ndarray, *, distance: str = 'l2',
+                         c: Optional[float] = None) -> jnp.ndarray:
+  """'l2': ||x - target||^2, or 'pseudo_huber': sqrt(||x - target||^2 + c^2) - c with
+  c = `default_pseudo_huber_c(x)` when None; per example [B]. No stop-gradient is applied."""
+  chex.assert_rank(x, {2, 3, 4, 5})
+  chex.assert_equal_shape([x, target])
+  sq = sum_per_example((x - target)**2)
+  if distance == 'l2':
+    return sq
+  if distance == 'pseudo_huber':
+    return pseudo_huber_of_sq_norm(sq, default_pseudo_huber_c(x) if c is None else c)
+  raise ValueError(f'unknown distance {distance!r}; choose one of {DISTANCES}')
+
+
 def check_generator_inputs(x_g: jnp.ndarray, sigma: jnp.ndarray, noise: jnp.ndarray) -> None:
   """x_g is a batch [B, ...] (rank >= 2), noise has its shape and sigma has shape [B]."""
   chex.assert_rank(x_g, {2, 3, 4, 5})

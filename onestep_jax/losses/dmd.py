@@ -7,16 +7,12 @@ from __future__ import annotations
 
 from typing import Callable, Optional
 
-import chex
 import jax
 import jax.numpy as jnp
 
 from onestep_jax.losses.common import (MIN_NORMALIZER, check_generator_inputs,
-                                       default_pseudo_huber_c, inject_gradient, mean_per_example,
-                                       noised, noisy_denoisings, pseudo_huber_of_sq_norm,
-                                       sum_per_example)
-
-_DISTANCES = ('l2', 'pseudo_huber')
+                                       distance_per_example, inject_gradient, mean_per_example,
+                                       noised, noisy_denoisings)
 
 
 def dmd_generator_loss(*, x_g: jnp.ndarray, sigma: jnp.ndarray, noise: jnp.ndarray,
@@ -62,11 +58,4 @@ def regression_loss(*, x_g: jnp.ndarray, target: jnp.ndarray, distance: str = 'l
   with c = 0.00054 sqrt(d) for d data dimensions by default (the rule of arXiv 2310.14189).
   `target` is used as given (no stop-gradient is applied to it).
   """
-  chex.assert_rank(x_g, {2, 3, 4, 5})
-  chex.assert_equal_shape([x_g, target])
-  sq = sum_per_example((x_g - target)**2)
-  if distance == 'l2':
-    return sq
-  if distance == 'pseudo_huber':
-    return pseudo_huber_of_sq_norm(sq, default_pseudo_huber_c(x_g) if c is None else c)
-  raise ValueError(f'unknown distance {distance!r}; choose one of {_DISTANCES}')
+  return distance_per_example(x_g, target, distance=distance, c=c)

@@ -4,15 +4,26 @@ from __future__ import annotations
 import importlib
 
 _DISTRIBUTION_MATCHING = 'onestep_jax.methods.distribution_matching'
+_FLOW_MAP = 'onestep_jax.methods.flow_map_distillation'
 # config.method.name -> module whose `build(config, dataset)` returns a MethodSetup (and whose
 # optional `resolve_config(config, dataset)` fills settings taken from the teacher).
 METHODS = {
     'teacher': 'onestep_jax.methods.teacher',
+    'mdlm': 'onestep_jax.methods.mdlm',
+    'sdtt': 'onestep_jax.methods.sdtt',
     'diff_instruct': _DISTRIBUTION_MATCHING,
     'dmd': _DISTRIBUTION_MATCHING,
     'dmd2': _DISTRIBUTION_MATCHING,
     'sid': _DISTRIBUTION_MATCHING,
     'sim': _DISTRIBUTION_MATCHING,
+    'fdistill': _DISTRIBUTION_MATCHING,
+    'uni_instruct': _DISTRIBUTION_MATCHING,
+    'diffratio': 'onestep_jax.methods.diffratio',
+    'ayf_emd': _FLOW_MAP,
+    'ayf_lmd': _FLOW_MAP,
+    'scd': _FLOW_MAP,
+    'cd': _FLOW_MAP,
+    'pd': _FLOW_MAP,
 }
 
 

@@ -61,10 +61,12 @@ class NetworkDenoiser:
     return edm_input(c, x), c.c_noise, lambda f: edm_output(c, x, f)
 
   def denoise(self, params, x, sigma, labels: Optional[jnp.ndarray] = None, *,
-              train: bool = False, rng: Optional[jax.Array] = None) -> jnp.ndarray:
-    """x0 estimate D(x, sigma, labels); `sigma` is a scalar or [B]."""
+              train: bool = False, rng: Optional[jax.Array] = None, **inputs) -> jnp.ndarray:
+    """x0 estimate D(x, sigma, labels); `sigma` is a scalar or [B]; `inputs` are extra keyword
+    inputs of the network (e.g. the flow maps' `second_time_labels`)."""
     x_in, noise_cond, to_x0 = self._inputs(x, sigma)
-    return to_x0(network_fn(self.module, params, train=train, rng=rng)(x_in, noise_cond, labels))
+    return to_x0(network_fn(self.module, params, train=train, rng=rng)(x_in, noise_cond, labels,
+                                                                      **inputs))
 
   def features(self, params, x, sigma, labels: Optional[jnp.ndarray] = None) -> jnp.ndarray:
     """The network's feature map at (x, sigma): the MLP's last hidden layer or the U-Net

@@ -1,6 +1,7 @@
-"""One-step distribution-matching distillation: Diff-Instruct, DMD, DMD2, SiD and SIM.
+"""One-step distribution-matching distillation: Diff-Instruct, DMD, DMD2, SiD, SIM, f-distill and
+Uni-Instruct.
 
-All five share `onestep_jax.methods.one_step` (generator at sigma_init, online fake score, GAN
+All seven share `onestep_jax.methods.one_step` (generator at sigma_init, online fake score, GAN
 head, alternation, EMA); they differ only in the generator's loss, which is data below:
   diff_instruct  Luo et al. 2023, arXiv 2305.18455 (Integral KL)
   dmd            Yin et al. 2024, arXiv 2311.18828 (normalised KL gradient + regression on the
@@ -9,17 +10,26 @@ head, alternation, EMA); they differ only in the generator's loss, which is data
                  updates, GAN head on the fake score; the differences are config defaults)
   sid            Zhou et al. 2024, arXiv 2404.04057 (score identity, alpha)
   sim            Luo et al. 2024, arXiv 2410.16794 (score implicit matching, L2 / pseudo-Huber)
+  fdistill       Xu et al. 2025, arXiv 2502.15681 (DMD2's gradient weighted by h(r) of an
+                 f-divergence, r from the discriminator; method.divergence)
+  uni_instruct   Wang et al. 2025, arXiv 2505.20755 (the expanded f-divergence: Diff-Instruct-
+                 and SIM-type terms weighted by r; method.divergence)
 """
 from __future__ import annotations
+
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 
 from onestep_jax.losses.diff_instruct import diff_instruct_generator_loss
+from onestep_jax.losses.divergences import get_divergence
 from onestep_jax.losses.dmd import dmd_generator_loss, regression_loss
+from onestep_jax.losses.f_distill import f_distill_generator_loss
 from onestep_jax.losses.sid import sid_generator_loss
 from onestep_jax.losses.sim import sim_generator_loss
+from onestep_jax.losses.uni_instruct import uni_instruct_generator_loss
 from onestep_jax.methods.base import MethodSetup
 from onestep_jax.methods.networks import random_labels
 from onestep_jax.methods.one_step import OneStep, distribution_term
@@ -31,6 +41,10 @@ LOSSES = {
     'dmd2': (dmd_generator_loss, {'normalize': 'normalize'}),
     'sid': (sid_generator_loss, {'alpha': 'alpha', 'normalize': 'normalize'}),
     'sim': (sim_generator_loss, {'distance': 'distance', 'c': 'huber_c'}),
+    'fdistill': (f_distill_generator_loss, {'divergence': 'divergence', 'normalize': 'normalize'}),
+    'uni_instruct': (uni_instruct_generator_loss, {'divergence': 'divergence',
+                                                   'normalize': 'normalize',
+                                                   'sampling_path': 'sampling_path'}),
 }
 PAIRS = 'regression_pairs'  # frozen group of DMD's (latent, teacher sample) pairs
 
@@ -60,13 +74,28 @@ def regression_term(ctx: OneStep, params, batch, d, x_g):
   return ctx.m.regression_weight * per_example, {'regression': jnp.mean(per_example)}
 
 
+def ratio_settings(ctx: OneStep) -> Optional[dict]:
+  """Arguments of onestep_jax.losses.f_distill.density_ratio for a method weighted by an
+  f-divergence whose h is not constant; None when no density ratio is needed."""
+  m = ctx.m
+  if 'divergence' not in m or not get_divergence(m.divergence).uses_ratio:
+    return None
+  if not m.gan_weight_discriminator:
+    raise ValueError(f'method.divergence={m.divergence!r} reads the density ratio from the '
+                     'discriminator: set method.gan_weight_discriminator > 0 (or use '
+                     "divergence='reverse_kl')")
+  return {'ratio_range': None if m.ratio_range is None else tuple(m.ratio_range),
+          'num_bins': m.ratio_bins}
+
+
 def build(config: ml_collections.ConfigDict, dataset) -> MethodSetup:
   """Groups 'generator' (EMA), 'fake_score' (and 'discriminator' with a GAN weight); phases
   'fake_score' and 'generator'."""
   m = config.method
   loss_fn, fields = LOSSES[m.name]
   ctx = OneStep(config, dataset)
-  terms = [distribution_term(loss_fn, **{k: m[f] for k, f in fields.items()})]
+  terms = [distribution_term(loss_fn, ratio=ratio_settings(ctx),
+                             **{k: m[f] for k, f in fields.items()})]
   if m.get('regression_weight'):
     terms.append(regression_term)
     return ctx.setup(terms, extra_frozen=regression_pairs, frozen_groups=(PAIRS,))

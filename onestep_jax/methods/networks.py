@@ -37,23 +37,27 @@ def build_network(name: str, kwargs: Mapping[str, Any]) -> nn.Module:
     raise ValueError(f'bad settings for network {name!r}: {e}') from None
 
 
-def init_network(module: nn.Module, key: jax.Array, *, example_shape, num_classes: int) -> Any:
+def init_network(module: nn.Module, key: jax.Array, *, example_shape, num_classes: int,
+                 second_time: bool = False) -> Any:
   """Fresh parameters of `module`, initialised in one compiled call (eager init compiles every
-  random draw separately, which takes tens of seconds for a U-Net)."""
+  random draw separately, which takes tens of seconds for a U-Net). `second_time=True` also
+  creates the (zero-initialised) embedding of the flow maps' second time."""
   x = jnp.zeros((1,) + tuple(example_shape), jnp.float32)
   labels = jnp.zeros((1, num_classes), jnp.float32) if num_classes else None
+  inputs = {'second_time_labels': jnp.zeros((1,), jnp.float32)} if second_time else {}
 
   def init(k):
     k_params, k_drop = jax.random.split(k)
     rngs = {'params': k_params, 'dropout': k_drop, 'label_dropout': k_drop}
-    return module.init(rngs, x, jnp.zeros((1,), jnp.float32), labels)['params']
+    return module.init(rngs, x, jnp.zeros((1,), jnp.float32), labels, **inputs)['params']
 
   return jax.jit(init)(key)
 
 
 def network_fn(module: nn.Module, params: Any, *, train: bool = False,
                rng: Optional[jax.Array] = None, return_features: bool = False) -> Callable:
-  """F(x, noise_labels, labels): the module applied to `params`.
+  """F(x, noise_labels, labels, **inputs): the module applied to `params`; `inputs` are extra
+  keyword inputs of the module (e.g. the flow maps' `second_time_labels`).
 
   With `train=True`, `rng` feeds dropout and label dropout; with `return_features=True` the
   module returns (output, features) (see the networks' docstrings for which features).
@@ -64,9 +68,9 @@ def network_fn(module: nn.Module, params: Any, *, train: bool = False,
     rngs = {'dropout': r1, 'label_dropout': r2}
   extra = {'return_features': True} if return_features else {}
 
-  def apply(x, noise_labels, labels=None):
+  def apply(x, noise_labels, labels=None, **inputs):
     return module.apply({'params': params}, x, noise_labels, labels, train=train, rngs=rngs,
-                        **extra)
+                        **extra, **inputs)
 
   return apply
 

@@ -11,7 +11,9 @@
   DMD2's two time-scale rule) and the generator's EMA with EDM's ramp-up.
 
 A method supplies only its generator terms: functions (ctx, params, batch, draw, x_g) ->
-(per-example loss [B], metrics) that are summed.
+(per-example loss [B], metrics) that are summed. Methods with another auxiliary network (DiffRatio's
+density-ratio classifier) build their MethodSetup from the same pieces: `init_student`,
+`make_head` / `init_head` / `head_logits`, `generator_group`, `alternation` and `method_setup`.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ import optax
 from onestep_jax.diffusion import noise_levels, samplers
 from onestep_jax.losses.common import noised
 from onestep_jax.losses.denoising import edm_denoising_loss
+from onestep_jax.losses.f_distill import density_ratio
 from onestep_jax.losses.gan import gan_discriminator_loss, gan_generator_loss
 from onestep_jax.methods.base import Generator, MethodSetup
 from onestep_jax.methods.denoisers import NetworkDenoiser
@@ -72,12 +75,8 @@ class OneStep:
     self.net = self.teacher.net or NetworkDenoiser(
         build_network(config.net.name, config.net.kwargs), objective='edm',
         sigma_data=m.sigma_data)
-    self.use_gan = bool(m.gan_weight_generator or m.gan_weight_discriminator)
-    self.head = None
-    if self.use_gan:
-      from onestep_jax.nets.discriminator import DiscriminatorHead
-      self.head = DiscriminatorHead(hidden_dim=m.discriminator_width,
-                                    num_classes=self.num_classes)
+    self.use_gan = bool(m.get('gan_weight_generator') or m.get('gan_weight_discriminator'))
+    self.head = self.make_head(m.discriminator_width) if self.use_gan else None
 
   # Networks as callables ------------------------------------------------------------------
 
@@ -93,11 +92,22 @@ class OneStep:
   def fake_denoiser(self, params) -> Callable:
     return self.net.bind(params['fake_score'])
 
+  def make_head(self, width: int):
+    """A DiscriminatorHead of this run's classes over the network's features."""
+    from onestep_jax.nets.discriminator import DiscriminatorHead
+    return DiscriminatorHead(hidden_dim=width, num_classes=self.num_classes)
+
+  def head_logits(self, head, backbone, head_params, x, sigma, labels):
+    """Logits [B] of `head` on the features of the network with parameters `backbone` at noised
+    samples x (noise level sigma [B])."""
+    feats = self.net.features(backbone, x, sigma, labels)
+    return head.apply({'params': head_params}, feats, labels)
+
   def logits(self, params, x, sigma, labels):
     """Discriminator logits [B] of noised samples x (noise level sigma [B]), read from the fake
     score's features (DMD2's head on the fake-score bottleneck)."""
-    feats = self.net.features(params['fake_score'], x, sigma, labels)
-    return self.head.apply({'params': params['discriminator']}, feats, labels)
+    return self.head_logits(self.head, params['fake_score'], params['discriminator'], x, sigma,
+                            labels)
 
   # Randomness ------------------------------------------------------------------------------
 
@@ -162,28 +172,34 @@ class OneStep:
 
   # Setup -----------------------------------------------------------------------------------
 
-  def init_params(self, key, extra_frozen: Optional[Callable] = None):
-    m = self.m
-    k_g, k_f, k_d, k_x = jax.random.split(key, 4)
-    params = {}
-    if self.teacher.params is not None:
-      params['teacher'] = self.teacher.params
-    if m.init_from_teacher:
+  def init_student(self, key):
+    """Parameters of a network trained by the method: the teacher's with
+    `method.init_from_teacher`, else a fresh initialisation."""
+    if self.m.init_from_teacher:
       if self.teacher.params is None:
         raise ValueError('method.init_from_teacher needs a network teacher; the analytic teacher '
                          'has no weights')
-      params['generator'] = params['fake_score'] = self.teacher.params
-    else:
-      init = lambda k: init_network(self.net.module, k, example_shape=self.shape,
-                                    num_classes=self.num_classes)
-      params['generator'], params['fake_score'] = init(k_g), init(k_f)
+      return self.teacher.params
+    return init_network(self.net.module, key, example_shape=self.shape,
+                        num_classes=self.num_classes)
+
+  def init_head(self, head, backbone, key):
+    """Fresh parameters of `head` over the features of the network `backbone`."""
+    x = jnp.zeros((1,) + self.shape, jnp.float32)
+    labels = jnp.zeros((1, self.num_classes), jnp.float32) if self.num_classes else None
+    feats = jax.eval_shape(lambda p: self.net.features(p, x, jnp.ones((1,)), labels), backbone)
+    return jax.jit(head.init)(key, jnp.zeros(feats.shape, feats.dtype), labels)['params']
+
+  def teacher_params(self) -> dict:
+    """{'teacher': params} for a network teacher (a frozen group), else {}."""
+    return {} if self.teacher.params is None else {'teacher': self.teacher.params}
+
+  def init_params(self, key, extra_frozen: Optional[Callable] = None):
+    k_g, k_f, k_d, k_x = jax.random.split(key, 4)
+    params = {**self.teacher_params(), 'generator': self.init_student(k_g),
+              'fake_score': self.init_student(k_f)}
     if self.use_gan:
-      x = jnp.zeros((1,) + self.shape, jnp.float32)
-      labels = jnp.zeros((1, self.num_classes), jnp.float32) if self.num_classes else None
-      feats = jax.eval_shape(lambda p: self.net.features(p, x, jnp.ones((1,)), labels),
-                             params['fake_score'])
-      params['discriminator'] = jax.jit(self.head.init)(
-          k_d, jnp.zeros(feats.shape, feats.dtype), labels)['params']
+      params['discriminator'] = self.init_head(self.head, params['fake_score'], k_d)
     if extra_frozen is not None:
       params.update(extra_frozen(self, params, k_x))
     return params
@@ -195,6 +211,30 @@ class OneStep:
     return samplers.heun_sampler(self.teacher_denoiser(params), sigmas[0] * z, sigmas=sigmas,
                                  labels=labels)
 
+  def generator_group(self) -> Group:
+    """The trainable generator, with its EMA."""
+    m = self.m
+    return Group('generator', trainable=True, optimizer=_adam(m.lr_generator, m),
+                 ema_halflife_nimg=m.ema_halflife_nimg, ema_rampup_ratio=m.ema_rampup_ratio,
+                 clip_norm=m.clip_norm)
+
+  def trainable_group(self, name: str, lr: float) -> Group:
+    """A trainable group without EMA, under the method's Adam settings."""
+    return Group(name, trainable=True, optimizer=_adam(lr, self.m), clip_norm=self.m.clip_norm)
+
+  def frozen_groups(self, names: Sequence[str] = ()) -> list:
+    """The frozen teacher (for a network teacher) and the frozen groups `names`."""
+    teacher = [Group('teacher', trainable=False)] if self.teacher.params is not None else []
+    return teacher + [Group(name, trainable=False) for name in names]
+
+  @staticmethod
+  def alternation(phase: str, steps: int, warmup_steps: int) -> tuple:
+    """`warmup_steps` trainer steps of `phase` alone, then `steps` of it per generator update."""
+    stages = [Stage(((phase, steps), ('generator', 1)))]
+    if warmup_steps:
+      stages.insert(0, Stage(((phase, 1),), until_step=warmup_steps))
+    return tuple(stages)
+
   def setup(self, terms: Sequence[GeneratorTerm], *,
             extra_frozen: Optional[Callable] = None,
             frozen_groups: Sequence[str] = ()) -> MethodSetup:
@@ -204,24 +244,23 @@ class OneStep:
     m = self.m
     if self.use_gan:
       terms = tuple(terms) + (gan_term,)
-    groups = [
-        Group('generator', trainable=True, optimizer=_adam(m.lr_generator, m),
-              ema_halflife_nimg=m.ema_halflife_nimg, ema_rampup_ratio=m.ema_rampup_ratio,
-              clip_norm=m.clip_norm),
-        Group('fake_score', trainable=True, optimizer=_adam(m.lr_fake_score, m),
-              clip_norm=m.clip_norm),
-    ]
+    groups = [self.generator_group(), self.trainable_group('fake_score', m.lr_fake_score)]
     fake_updates = ('fake_score',)
     if self.use_gan:
-      groups.append(Group('discriminator', trainable=True, optimizer=_adam(m.lr_fake_score, m),
-                          clip_norm=m.clip_norm))
+      groups.append(self.trainable_group('discriminator', m.lr_fake_score))
       fake_updates += ('discriminator',)
-    if self.teacher.params is not None:
-      groups.append(Group('teacher', trainable=False))
-    groups += [Group(name, trainable=False) for name in frozen_groups]
-    stages = [Stage((('fake_score', m.fake_score_steps), ('generator', 1)))]
-    if m.fake_score_warmup_steps:
-      stages.insert(0, Stage((('fake_score', 1),), until_step=m.fake_score_warmup_steps))
+    groups += self.frozen_groups(frozen_groups)
+    return self.method_setup(
+        groups=groups,
+        phases=(Phase('fake_score', self.fake_score_loss, fake_updates),
+                Phase('generator', self.generator_phase_loss(terms), ('generator',))),
+        stages=self.alternation('fake_score', m.fake_score_steps, m.fake_score_warmup_steps),
+        init_params=lambda key: self.init_params(key, extra_frozen))
+
+  def method_setup(self, *, groups, phases, stages, init_params) -> MethodSetup:
+    """A MethodSetup of these groups, phases and stages, sampling the one-step student and the
+    teacher (Heun) and exporting the generator."""
+    m = self.m
 
     def student_sample(params, key, num, labels):
       return self.generate(params['generator'], jax.random.normal(key, (num,) + self.shape),
@@ -240,10 +279,9 @@ class OneStep:
       export_kwargs['precond_kwargs'] = dict(self.net.precond_kwargs)
     return MethodSetup(
         groups=tuple(groups),
-        phases=(Phase('fake_score', self.fake_score_loss, fake_updates),
-                Phase('generator', self.generator_phase_loss(terms), ('generator',))),
+        phases=tuple(phases),
         stages=tuple(stages),
-        init_params=lambda key: self.init_params(key, extra_frozen),
+        init_params=init_params,
         generators=(Generator('teacher', samplers.nfe('heun', m.teacher_sample_steps),
                               teacher_sample),
                     Generator('student', 1, student_sample)),
@@ -262,15 +300,30 @@ def gan_term(ctx: OneStep, params, batch, d: Draw, x_g):
   return ctx.m.gan_weight_generator * per_example, {'gan': jnp.mean(per_example)}
 
 
-def distribution_term(loss_fn: Callable, **hyper) -> GeneratorTerm:
+def distribution_term(loss_fn: Callable, *, ratio: Optional[Mapping[str, Any]] = None,
+                      **hyper) -> GeneratorTerm:
   """A generator term from a pure loss of (x_g, sigma, noise, teacher_denoiser, fake_denoiser,
-  labels), e.g. `onestep_jax.losses.sid.sid_generator_loss` with its hyperparameters."""
+  labels), e.g. `onestep_jax.losses.sid.sid_generator_loss` with its hyperparameters.
+
+  With `ratio` (keyword arguments of onestep_jax.losses.f_distill.density_ratio) the loss also
+  gets `ratio=`, the density ratio teacher / student read from the discriminator's logits at
+  x_t = sg(x_g) + sigma n (f-distill, Uni-Instruct).
+  """
 
   def term(ctx: OneStep, params, batch, d: Draw, x_g):
     del batch
+    extra = {}
+    if ratio is not None:
+      x_t = noised(jax.lax.stop_gradient(x_g), d.sigma, d.noise)
+      extra['ratio'] = density_ratio(logits=ctx.logits(params, x_t, d.sigma, d.labels),
+                                     sigma=d.sigma, **ratio)
     per_example = loss_fn(x_g=x_g, sigma=d.sigma, noise=d.noise,
                           teacher_denoiser=ctx.teacher_denoiser(params),
-                          fake_denoiser=ctx.fake_denoiser(params), labels=d.labels, **hyper)
-    return per_example, {'distribution': jnp.mean(per_example)}
+                          fake_denoiser=ctx.fake_denoiser(params), labels=d.labels, **hyper,
+                          **extra)
+    metrics = {'distribution': jnp.mean(per_example)}
+    if ratio is not None:
+      metrics['ratio_std'] = jnp.std(extra['ratio'])
+    return per_example, metrics
 
   return term

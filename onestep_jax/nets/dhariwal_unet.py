@@ -14,8 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from onestep_jax.nets.edm_layers import (Conv2d, GroupNorm, InitSpec, Linear, PositionalEmbedding,
-                                         UNetBlock, augment_input, check_unet_inputs,
-                                         conditioning_labels)
+                                         UNetBlock, add_second_time, augment_input,
+                                         check_unet_inputs, conditioning_labels)
 
 
 class DhariwalUNet(nn.Module):
@@ -45,7 +45,8 @@ class DhariwalUNet(nn.Module):
   @nn.compact
   def __call__(self, x, noise_labels, class_labels: Optional[jnp.ndarray] = None,
                augment_labels: Optional[jnp.ndarray] = None, *, train: bool = False,
-               return_features: bool = False):
+               return_features: bool = False,
+               second_time_labels: Optional[jnp.ndarray] = None):
     check_unet_inputs('DhariwalUNet', x, noise_labels, self.in_channels)
     batch = x.shape[0]
     emb_channels = self.model_channels * self.channel_mult_emb
@@ -61,6 +62,7 @@ class DhariwalUNet(nn.Module):
       augment = augment_input(augment_labels, batch=batch, dim=self.augment_dim)
       emb = emb + Linear(self.model_channels, use_bias=False, init_spec=init_zero,
                          name='map_augment')(augment)
+    emb = add_second_time(emb, second_time_labels, num_channels=self.model_channels)
     emb = nn.silu(Linear(emb_channels, init_spec=init, name='map_layer0')(emb))
     emb = Linear(emb_channels, init_spec=init, name='map_layer1')(emb)
     if self.label_dim:

@@ -310,6 +310,21 @@ class UNetBlock(nn.Module):
     return x
 
 
+def add_second_time(emb, second_time_labels, *, num_channels: int):
+  """emb + a zero-initialised Linear of the positional embedding of a second time [B] (the
+  flow-map students of onestep_jax.methods.flow_map); `emb` itself when the labels are None.
+
+  Zero weights and bias make the sum exactly `emb` at init, so a U-Net given a teacher's
+  parameters plus this new layer starts as the teacher.
+  """
+  if second_time_labels is None:
+    return emb
+  pos = PositionalEmbedding(num_channels, endpoint=True, name='map_second_time_noise')(
+      jnp.reshape(second_time_labels, (-1,)))
+  return emb + Linear(emb.shape[-1], init_spec=InitSpec(weight=0.0, bias=0.0),
+                      name='map_second_time')(pos)
+
+
 def check_unet_inputs(name: str, x, noise_labels, in_channels: int) -> None:
   """Raises ValueError unless x is [B, H, W, in_channels] and noise_labels is [B]."""
   if x.ndim != 4 or x.shape[-1] != in_channels:

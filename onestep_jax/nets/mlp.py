@@ -2,6 +2,10 @@
 
 Same calling convention as the EDM U-Nets: `F(x, noise_labels, class_labels, augment_labels)`,
 so `onestep_jax.diffusion.preconditioning.edm_denoiser` wraps either into D(x, sigma, labels).
+All three networks take an optional second time, `second_time_labels` [B] (the flow maps of
+onestep_jax.methods.flow_map condition on it); its embedding is added to the noise embedding
+through a zero-initialised layer, so a network given teacher weights plus that fresh layer
+computes exactly what the teacher computes.
 """
 from __future__ import annotations
 
@@ -42,7 +46,8 @@ class MLP(nn.Module):
   @nn.compact
   def __call__(self, x, noise_labels, class_labels: Optional[jnp.ndarray] = None,
                augment_labels: Optional[jnp.ndarray] = None, *, train: bool = False,
-               return_features: bool = False):
+               return_features: bool = False,
+               second_time_labels: Optional[jnp.ndarray] = None):
     del augment_labels  # low-dimensional data is not augmented
     if x.ndim != 2 or x.shape[-1] != self.data_dim:
       raise ValueError(f'MLP expects x of shape [B, {self.data_dim}], got {x.shape}')
@@ -57,6 +62,11 @@ class MLP(nn.Module):
                                     (x.shape[0], 1))
         class_labels = class_labels * keep
       emb = emb + nn.Dense(self.hidden_dim, use_bias=False)(class_labels.astype(x.dtype))
+    if second_time_labels is not None:
+      second = sinusoidal_embedding(jnp.reshape(second_time_labels, (-1,)) * self.noise_scale,
+                                    self.embedding_dim)
+      emb = emb + nn.Dense(self.hidden_dim, kernel_init=nn.initializers.zeros,
+                           name='second_time')(second)
     emb = nn.silu(emb)
     h = nn.Dense(self.hidden_dim)(x)
     for _ in range(self.num_layers):

@@ -15,8 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from onestep_jax.nets.edm_layers import (Conv2d, FourierEmbedding, GroupNorm, InitSpec, Linear,
-                                         PositionalEmbedding, UNetBlock, augment_input,
-                                         check_unet_inputs, conditioning_labels)
+                                         PositionalEmbedding, UNetBlock, add_second_time,
+                                         augment_input, check_unet_inputs, conditioning_labels)
 
 EMBEDDINGS = {
     'positional': functools.partial(PositionalEmbedding, endpoint=True),
@@ -61,7 +61,8 @@ class SongUNet(nn.Module):
   @nn.compact
   def __call__(self, x, noise_labels, class_labels: Optional[jnp.ndarray] = None,
                augment_labels: Optional[jnp.ndarray] = None, *, train: bool = False,
-               return_features: bool = False):
+               return_features: bool = False,
+               second_time_labels: Optional[jnp.ndarray] = None):
     _check_choice('embedding_type', self.embedding_type, EMBEDDINGS)
     _check_choice('encoder_type', self.encoder_type, ENCODER_TYPES)
     _check_choice('decoder_type', self.decoder_type, DECODER_TYPES)
@@ -90,6 +91,7 @@ class SongUNet(nn.Module):
       augment = augment_input(augment_labels, batch=batch, dim=self.augment_dim)
       map_augment = Linear(noise_channels, use_bias=False, init_spec=init, name='map_augment')
       emb = emb + map_augment(augment)
+    emb = add_second_time(emb, second_time_labels, num_channels=noise_channels)
     emb = nn.silu(Linear(emb_channels, init_spec=init, name='map_layer0')(emb))
     emb = nn.silu(Linear(emb_channels, init_spec=init, name='map_layer1')(emb))
 

@@ -1,0 +1,32 @@
+"""Distil a masked diffusion LM trained on the Markov source (configs/mdlm_markov.py) with SDTT:
+rounds halve the sampling steps from base_steps down to min_steps.
+
+python experiments/main.py --config=configs/sdtt_markov.py:runs/mdlm_markov --workdir=runs/sdtt
+The variant is the teacher: an mdlm run's workdir or export directory, or
+mdlm:<checkpoint.npz|.safetensors>. metrics.json: teacher/* and student/* sample_nll, entropy at
+every step count of method.sample_steps, and their nelbo.
+"""
+from onestep_jax.experiment.discrete_defaults import mdlm_method_fields, token_model_config
+
+
+def get_config(arg: str = 'runs/mdlm_markov'):
+  c = token_model_config(vocab_size=8, length=32)  # the network comes from the teacher
+  m = c.method
+  m.name = 'sdtt'
+  m.teacher = arg  # workdir / export directory of an mdlm run, or mdlm:<checkpoint>
+  mdlm_method_fields(m)  # schedule and conditioning are then taken from the teacher
+  m.divergence = 'kl_reverse'  # 'kl_reverse' (SDTT default), 'kl_forward', 'mse' or 'tv'
+  m.num_teacher_steps = 2  # teacher steps matched by one student step
+  m.base_steps = 256  # sampling steps of the first round's teacher (SDTT: 1024)
+  m.min_steps = 8  # the last round's student samples with at least this many steps
+  m.round_steps = 300  # training steps per round (SDTT: 10k)
+  m.lr = 3e-4  # constant learning rate after warm-up
+  m.ema_halflife_nimg = 10_000.0  # EMA half-life of the student in training sequences
+
+  c.train.batch_size = 128
+  c.train.num_steps = 5 * 300  # rounds (256 -> 8: 5) x round_steps; more lengthen the last round
+  c.train.log_every = 100
+  c.train.save_every = 300
+  c.eval.num_samples = 500  # samples per model and step count
+  c.eval.batch_size = 500
+  return c

@@ -1,0 +1,46 @@
+"""Config sections of token models (masked diffusion and its distillation); configs/mdlm_*.py and
+configs/sdtt_*.py fill in the rest."""
+from __future__ import annotations
+
+import ml_collections
+from ml_collections import config_dict
+
+from onestep_jax.experiment.defaults import base_config
+
+
+def token_model_config(*, vocab_size: int, length: int) -> ml_collections.ConfigDict:
+  """base_config with the Markov token source and a small DiT."""
+  c = base_config()
+  c.data.name = 'markov'
+  d = c.data.kwargs
+  d.vocab_size = vocab_size  # tokens of the source (the mask token is added on top)
+  d.length = length  # tokens per sequence
+  d.concentration = 0.3  # Dirichlet concentration of the chain's rows (small: peaked)
+  d.chain_seed = 0  # which chain
+
+  c.net.name = 'dit'
+  k = c.net.kwargs
+  k.vocab_size = config_dict.placeholder(int)  # set at start-up: data vocabulary + mask token
+  k.hidden_size = 64  # model width (MDLM small: 768)
+  k.cond_dim = 32  # width of the noise conditioning (MDLM small: 128)
+  k.n_heads = 4  # attention heads
+  k.n_blocks = 2  # transformer blocks (MDLM small: 12)
+  k.mlp_ratio = 4  # MLP width / model width
+  k.dropout = 0.0  # dropout in training (MDLM: 0.1)
+  return c
+
+
+def mdlm_method_fields(m: ml_collections.ConfigDict) -> None:
+  """The masked-diffusion settings shared by teacher training (mdlm) and distillation."""
+  m.mask_index = config_dict.placeholder(int)  # set at start-up: the last token id
+  m.schedule_eps = 1e-3  # log-linear schedule: alpha_1 = eps
+  m.t_min = 1e-3  # training times t ~ U[t_min, 1), antithetic (MDLM's sampling_eps)
+  m.time_conditioning = False  # feed sigma(t) to the DiT (MDLM's default: no, sigma = 0)
+  m.cache = True  # sampler skips the network after steps that change no token (needs False above)
+  m.beta1 = 0.9  # AdamW beta1
+  m.beta2 = 0.999  # AdamW beta2
+  m.eps = 1e-8  # AdamW epsilon
+  m.weight_decay = 0.0  # AdamW weight decay (MDLM: 0)
+  m.clip_norm = 1.0  # global gradient-norm clip
+  m.lr_warmup_steps = 200  # linear warm-up to the constant learning rate
+  m.sample_steps = (256, 128, 64, 32, 16, 8)  # ancestral steps at which samples are evaluated

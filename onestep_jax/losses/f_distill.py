@@ -1,0 +1,96 @@
+"""f-distill: distribution matching under an f-divergence (Xu, Nie & Vahdat 2025, arXiv 2502.15681).
+
+The density ratio r = p_teacher / q_student of noised samples comes from a discriminator trained
+with real = 1 (its optimal logit is log r), and weighs the Diff-Instruct / DMD gradient per example
+by h(r) (see onestep_jax.losses.divergences). Variance control follows the paper (Sec. 4.2) and the
+official implementation (NVlabs/FastGen, f_distill.py): the ratio is clipped, normalised by its
+mean among samples of similar noise level, and h is normalised by its batch mean.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Optional, Sequence
+
+import chex
+import jax
+import jax.numpy as jnp
+
+from onestep_jax.losses.divergences import get_divergence
+from onestep_jax.losses.dmd import dmd_generator_loss
+
+# Noise levels spanned by the ratio's bins, in EDM's rho = 7 time (Karras et al. 2022, Eq. 5).
+_SIGMA_MIN, _SIGMA_MAX, _RHO = 0.002, 80.0, 7.0
+MIN_WEIGHT_MEAN = 1e-6  # smallest batch mean of h used as a divisor
+
+
+def density_ratio(*, logits: jnp.ndarray, sigma: jnp.ndarray,
+                  ratio_range: Optional[Sequence[float]] = (0.1, 20.0),
+                  num_bins: int = 10) -> jnp.ndarray:
+  """The density ratio r = exp(logit) per example [B], stop-gradient, as f-distill uses it.
+
+  r is clipped to `ratio_range` (FastGen: [0.1, 20], after clamping logits to +-10; None: no
+  clipping) and then, with `num_bins` > 0, divided by its mean over the batch's samples whose noise
+  level falls in the same bin. The bins split EDM's rho = 7 time sigma^(1/7) on [0.002, 80] evenly
+  (FastGen splits its time variable evenly and keeps an EMA of the bin means, whose default rate 0
+  makes it this batch mean; E_q[r] = 1 for the exact ratio at every noise level).
+  """
+  chex.assert_rank(logits, 1)
+  chex.assert_equal_shape([logits, sigma])
+  logits = jax.lax.stop_gradient(logits).astype(jnp.float32)
+  if ratio_range is not None:
+    lo, hi = ratio_range
+    logits = jnp.clip(logits, math.log(lo), math.log(hi))
+  ratio = jnp.exp(logits)
+  if num_bins:
+    lo, hi = _SIGMA_MIN**(1 / _RHO), _SIGMA_MAX**(1 / _RHO)
+    u = (jnp.asarray(sigma, jnp.float32)**(1 / _RHO) - lo) / (hi - lo)
+    onehot = jax.nn.one_hot(jnp.clip(jnp.floor(u * num_bins), 0, num_bins - 1).astype(jnp.int32),
+                            num_bins)
+    bin_mean = (onehot.T @ ratio) / jnp.maximum(onehot.sum(0), 1.0)
+    ratio = ratio / (onehot @ bin_mean)
+  return jax.lax.stop_gradient(ratio)
+
+
+def divergence_weights(*, ratio: Optional[jnp.ndarray], divergence: str, batch: int,
+                       normalize: bool = True) -> jnp.ndarray:
+  """h(r) per example [B], stop-gradient; divided by its batch mean when `normalize` (f-distill's
+  second normalisation). `ratio` may be None only for divergences with a constant h."""
+  row = get_divergence(divergence)
+  if ratio is None:
+    if row.uses_ratio:
+      raise ValueError(f'divergence {divergence!r} needs the density ratio')
+    ratio = jnp.ones((batch,), jnp.float32)
+  chex.assert_shape(ratio, (batch,))
+  h = row.h(ratio)
+  if normalize:
+    h = h / jnp.maximum(jnp.mean(h), MIN_WEIGHT_MEAN)
+  return jax.lax.stop_gradient(h)
+
+
+def f_distill_generator_loss(*, x_g: jnp.ndarray, sigma: jnp.ndarray, noise: jnp.ndarray,
+                             teacher_denoiser: Callable, fake_denoiser: Callable,
+                             ratio: Optional[jnp.ndarray] = None,
+                             divergence: str = 'jensen_shannon',
+                             labels: Optional[jnp.ndarray] = None, normalize: bool = True,
+                             normalize_weights: bool = True) -> jnp.ndarray:
+  """f-distill's generator surrogate, per example [B].
+
+  With x_t = sg(x_g) + sigma n, injects d loss / d x_g = h(r) (D_fake - D_teacher)(x_t) / w, the
+  f-divergence gradient of arXiv 2502.15681 (Thm. 1) in denoiser units (D_fake - D_teacher =
+  sigma^2 (s_q - s_p): weight sigma^2 as in Diff-Instruct). w is DMD's normaliser
+  mean|x_g - D_teacher(x_t)| when `normalize` (as in the paper), else 1. h is stop-gradient and
+  nothing flows into either denoiser. With h = 1 (reverse KL) and no normalisation this is the
+  Diff-Instruct gradient exactly; with the exact ratio and no normalisation its expectation is
+  sigma^2 grad_theta D_f(p_sigma || q_theta,sigma) (both tested).
+
+  Args:
+    ratio: r = p / q at x_t per example [B] (see `density_ratio`); None for reverse KL.
+    divergence: a row of onestep_jax.losses.divergences.DIVERGENCES.
+    normalize_weights: divide h by its batch mean (f-distill, Sec. 4.2).
+  """
+  h = divergence_weights(ratio=ratio, divergence=divergence, batch=x_g.shape[0],
+                         normalize=normalize_weights)
+  # Scaling the surrogate 0.5 ||x_g - sg(x_g - g)||^2 by a constant h scales its gradient g by h.
+  return h * dmd_generator_loss(x_g=x_g, sigma=sigma, noise=noise,
+                                teacher_denoiser=teacher_denoiser, fake_denoiser=fake_denoiser,
+                                labels=labels, normalize=normalize)

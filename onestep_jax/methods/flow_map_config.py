@@ -1,0 +1,63 @@
+"""Config fields of the few-step flow-map methods (onestep_jax.methods.flow_map_distillation)."""
+from __future__ import annotations
+
+import ml_collections
+from ml_collections import config_dict
+
+# method -> (gamma of the few-step sampler, extra fields as (name, value, comment)).
+_TANGENT = (
+    ('tangent', 'jvp', "'jvp' (one forward-mode pass) or 'finite_difference'"),
+    ('fd_step', 1e-3, "step of the 'finite_difference' tangent"),
+    ('tangent_c', 0.1, 'tangent normalisation g / (||g|| + c)'),
+)
+_AYF = _TANGENT + (
+    ('time_mean', -0.8, '(t, s): two sorted times t_max sigmoid(N(time_mean, time_std^2))'),
+    ('time_std', 1.0, 'std of the logit-normal times'),
+    ('r_max', 0.99, 'regularised tangent warm-up: r ramps linearly to r_max (AYF Sec. 3.4)'),
+    ('warmup_steps', 1000, 'steps of the r ramp'),
+)
+# w(t, s) of the AYF losses: 'uniform' (the map-space surrogate) or 'inverse_gap' (1 / (t - s)).
+# On ring8 EMD needs 'inverse_gap' and LMD does better with 'uniform' (README results).
+FLOW_MAP_METHODS = {
+    'ayf_emd': (0.0, _AYF + (('gap_weighting', 'inverse_gap', 'per-example weight w(t, s)'),
+                             ('lr', 3e-4, 'Adam learning rate of the student'))),
+    'ayf_lmd': (0.0, _AYF + (('gap_weighting', 'uniform', 'per-example weight w(t, s)'),)),
+    'scd': (1.0, _TANGENT + (
+        ('p_mean', -1.0, 'TrigFlow times tan t = exp(tau) / sigma_data, tau ~ N(p_mean, p_std^2)'),
+        ('p_std', 1.6, 'std of tau'),
+        ('warmup_steps', 1000, 'tangent warm-up r = min(1, step / warmup_steps) (sCM: 10k)'),
+        ('prior_weighting', True, 'weight 1 / (sigma_data tan t) before the adaptive weight'),
+        ('weighting_width', 128, 'hidden width of the adaptive weighting network'))),
+    'cd': (1.0, (
+        ('num_levels', 18, 'Karras noise levels of the discrete consistency grid (CD uses 18)'),
+        ('target_decay', 0.95, 'EMA decay mu of the target network (CD on ImageNet: 0.95)'),
+        ('distance', 'l2', "'l2' or 'pseudo_huber'"),
+        ('huber_c', None, 'pseudo-Huber constant (None: 0.00054 sqrt(data dimension))'))),
+    'pd': (0.0, (
+        ('teacher_steps', 64, 'teacher DDIM steps of the first round; each round halves them'),
+        ('round_steps', 500, 'training steps per round (the last round continues to the end)'))),
+}
+
+
+def flow_map_method_fields(m: ml_collections.ConfigDict, name: str) -> None:
+  """Fields of the flow-map method `name`; unknown names list the valid ones."""
+  if name not in FLOW_MAP_METHODS:
+    raise ValueError(f'unknown flow-map method {name!r}; valid: {sorted(FLOW_MAP_METHODS)}')
+  gamma, extra = FLOW_MAP_METHODS[name]
+  m.name = name
+  m.teacher = 'analytic'  # 'analytic', 'bundled:<name>', 'edm:<file.npz>' or an export dir
+  m.init_from_teacher = config_dict.placeholder(bool)  # start from the teacher (None: if a network)
+  m.sigma_data = config_dict.placeholder(float)  # data std for preconditioning; None: measured
+  m.sigma_max = 80.0  # sampling starts at flow time t_max = sigma_max / (1 + sigma_max)
+  m.lr = 1e-3  # Adam learning rate of the student
+  m.beta1 = 0.9  # Adam beta1
+  m.beta2 = 0.99  # Adam beta2 (sCM: 0.99)
+  m.eps = 1e-8  # Adam epsilon
+  m.clip_norm = config_dict.placeholder(float)  # global gradient-norm clip (None: off)
+  m.ema_halflife_nimg = 20_000.0  # EMA half-life of the student in samples (for sampling)
+  m.ema_rampup_ratio = 0.05  # EMA half-life at most this fraction of the samples seen
+  m.teacher_sample_steps = 18  # Heun steps of the teacher's samples (NFE 35)
+  m.sample_steps = (1, 2, 4, 8)  # student evaluations: metrics student/<metric>@<steps>
+  m.gamma = gamma  # few-step sampler: 0 deterministic, 1 re-noise as consistency models do
+  for field, value, _ in extra:
+    m[field] = config_dict.placeholder(float) if value is None else value
