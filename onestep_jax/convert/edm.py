@@ -24,8 +24,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from onestep_jax.convert.torch_layout import (PathLike, check_keys, read_state_dict_npz, to_flax,
-                                              to_torch, torch_shape, write_state_dict_npz)
+from onestep_jax.convert.torch_layout import (PathLike, check_keys, read_checkpoint,
+                                              read_state_dict_npz, to_flax, to_torch, torch_shape,
+                                              write_state_dict_npz)
 from onestep_jax.diffusion.preconditioning import EDMCoefficients, edm_coefficients, expand_to
 from onestep_jax.nets.dhariwal_unet import DhariwalUNet
 from onestep_jax.nets.edm_layers import BUFFERS, resample_kernel
@@ -348,11 +349,5 @@ _READERS = {'.npz': _read_npz, '.pkl': _read_pkl}
 
 def load(path: PathLike) -> EDMTeacher:
   """An EDMTeacher from an npz in the layout above or (with torch and the EDM source) a `.pkl`."""
-  path = pathlib.Path(path)
-  if not path.is_file():
-    raise FileNotFoundError(f'EDM checkpoint not found: {path}')
-  if path.suffix not in _READERS:
-    raise ValueError(f'unsupported EDM checkpoint suffix {path.suffix!r} of {path}; '
-                     f'valid: {sorted(_READERS)}')
-  state_dict, precond_class, precond_kwargs = _READERS[path.suffix](path)
+  state_dict, precond_class, precond_kwargs = read_checkpoint(path, _READERS, 'EDM')
   return from_state_dict(state_dict, precond_class=precond_class, precond_kwargs=precond_kwargs)

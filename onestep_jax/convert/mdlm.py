@@ -26,8 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from onestep_jax.convert.torch_layout import (PathLike, check_keys, read_state_dict_npz,
-                                              write_state_dict_npz)
+from onestep_jax.convert.torch_layout import (PathLike, check_keys, read_checkpoint,
+                                              read_state_dict_npz, write_state_dict_npz)
 from onestep_jax.discrete.process import subs_log_probs
 from onestep_jax.nets.dit import DiT, rotary_inv_freq
 
@@ -196,12 +196,6 @@ _READERS = {'.npz': read_state_dict_npz, '.safetensors': _read_safetensors}
 
 def load(path: PathLike) -> MDLMModel:
   """An MDLMModel from an `.npz` or `.safetensors` checkpoint in the layout above."""
-  path = pathlib.Path(path)
-  if not path.is_file():
-    raise FileNotFoundError(f'MDLM checkpoint not found: {path}')
-  if path.suffix not in _READERS:
-    raise ValueError(f'unsupported MDLM checkpoint suffix {path.suffix!r} of {path}; valid: '
-                     f'{sorted(_READERS)}')
-  state_dict, meta = _READERS[path.suffix](path)
+  state_dict, meta = read_checkpoint(path, _READERS, 'MDLM')
   model, vocab_size, mask_index = _settings(meta, str(path))
   return from_state_dict(state_dict, model=model, vocab_size=vocab_size, mask_index=mask_index)

@@ -75,3 +75,15 @@ def read_state_dict_npz(path: PathLike) -> tuple[dict[str, np.ndarray], dict[str
     state_dict = {k[len(STATE_PREFIX):]: data[k] for k in data.files
                   if k.startswith(STATE_PREFIX)}
   return state_dict, meta
+
+
+def read_checkpoint(path: PathLike, readers: Mapping[str, Any], kind: str):
+  """`readers[suffix](path)` for an existing file whose suffix has a reader; clear errors
+  naming the `kind` of checkpoint (e.g. 'EDM') otherwise."""
+  path = pathlib.Path(path)
+  if not path.is_file():
+    raise FileNotFoundError(f'{kind} checkpoint not found: {path}')
+  if path.suffix not in readers:
+    raise ValueError(f'unsupported {kind} checkpoint suffix {path.suffix!r} of {path}; '
+                     f'valid: {sorted(readers)}')
+  return readers[path.suffix](path)
