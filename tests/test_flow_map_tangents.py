@@ -8,7 +8,6 @@ import sys
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from onestep_jax.losses.flow_map import directional_derivative
 from onestep_jax.methods.denoisers import NetworkDenoiser
@@ -64,10 +63,13 @@ assert jax.device_count() == 8
 kwargs = dict(img_resolution=8, in_channels=1, out_channels=1, model_channels=8,
               channel_mult=(1, 2), num_blocks=1, attn_resolutions=(4,), dropout=0.0)
 student = FlowMapNet(NetworkDenoiser(build_network('song_unet', kwargs)))
-params = student.init(jax.random.PRNGKey(0), example_shape=(8, 8, 1), num_classes=0)
-wave = lambda l, a: l + a * jnp.sin(jnp.arange(l.size).reshape(l.shape))
-params = {k: jax.tree.map(lambda l: wave(l, 0.5 if k == 'map_second_time' else 0.05), p)
-          for k, p in params.items()}  # a second-time layer as if trained
+# Parameters as if trained, from the shapes alone (a U-Net's initialisation costs more).
+shapes = jax.eval_shape(lambda k: student.init(k, example_shape=(8, 8, 1), num_classes=0),
+                        jax.random.PRNGKey(0))
+leaves, tree = jax.tree.flatten(shapes)
+draw = lambda key: jax.tree.unflatten(tree, [
+    0.2 * jax.random.normal(k, l.shape) for l, k in zip(leaves, jax.random.split(key, len(leaves)))])
+params = jax.jit(draw)(jax.random.PRNGKey(2))
 k1, k2 = jax.random.split(jax.random.PRNGKey(1))
 x_t, v = jax.random.normal(k1, (8, 8, 8, 1)), jax.random.normal(k2, (8, 8, 8, 1))
 t = jnp.linspace(0.1, 0.9, 8)
