@@ -12,8 +12,9 @@ and are immaterial where h is normalised by its batch mean.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from typing import Callable, Optional
 
+import chex
 import jax
 import jax.numpy as jnp
 
@@ -45,6 +46,17 @@ def get_divergence(name: str) -> FDivergence:
   if name not in DIVERGENCES:
     raise ValueError(f'unknown divergence {name!r}; valid: {sorted(DIVERGENCES)}')
   return DIVERGENCES[name]
+
+
+def checked_ratio(ratio: Optional[jnp.ndarray], divergence: str, batch: int) -> jnp.ndarray:
+  """The density ratio [B] a loss weighted by `divergence` uses: `ratio` itself (shape checked), or
+  ones when it is None and the row's h is constant; a row that needs the ratio refuses None."""
+  if ratio is None:
+    if get_divergence(divergence).uses_ratio:
+      raise ValueError(f'divergence {divergence!r} needs the density ratio')
+    ratio = jnp.ones((batch,), jnp.float32)
+  chex.assert_shape(ratio, (batch,))
+  return ratio
 
 
 def h_and_derivatives(name: str, ratio: jnp.ndarray):

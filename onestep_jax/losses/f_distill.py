@@ -15,7 +15,7 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from onestep_jax.losses.divergences import get_divergence
+from onestep_jax.losses.divergences import checked_ratio, get_divergence
 from onestep_jax.losses.dmd import dmd_generator_loss
 
 # Noise levels spanned by the ratio's bins, in EDM's rho = 7 time (Karras et al. 2022, Eq. 5).
@@ -55,13 +55,7 @@ def divergence_weights(*, ratio: Optional[jnp.ndarray], divergence: str, batch: 
                        normalize: bool = True) -> jnp.ndarray:
   """h(r) per example [B], stop-gradient; divided by its batch mean when `normalize` (f-distill's
   second normalisation). `ratio` may be None only for divergences with a constant h."""
-  row = get_divergence(divergence)
-  if ratio is None:
-    if row.uses_ratio:
-      raise ValueError(f'divergence {divergence!r} needs the density ratio')
-    ratio = jnp.ones((batch,), jnp.float32)
-  chex.assert_shape(ratio, (batch,))
-  h = row.h(ratio)
+  h = get_divergence(divergence).h(checked_ratio(ratio, divergence, batch))
   if normalize:
     h = h / jnp.maximum(jnp.mean(h), MIN_WEIGHT_MEAN)
   return jax.lax.stop_gradient(h)

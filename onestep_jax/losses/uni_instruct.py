@@ -17,13 +17,12 @@ from __future__ import annotations
 
 from typing import Callable, Optional
 
-import chex
 import jax
 import jax.numpy as jnp
 
 from onestep_jax.losses.common import (MIN_NORMALIZER, check_generator_inputs, mean_per_example,
                                        noised, noisy_denoisings, sum_per_example)
-from onestep_jax.losses.divergences import get_divergence, h_and_derivatives
+from onestep_jax.losses.divergences import checked_ratio, h_and_derivatives
 
 
 def uni_instruct_generator_loss(*, x_g: jnp.ndarray, sigma: jnp.ndarray, noise: jnp.ndarray,
@@ -54,13 +53,7 @@ def uni_instruct_generator_loss(*, x_g: jnp.ndarray, sigma: jnp.ndarray, noise: 
     sampling_path: keep the sg(h - r h') ||u||^2 term (False: the official code's choice).
   """
   check_generator_inputs(x_g, sigma, noise)
-  batch = x_g.shape[0]
-  if ratio is None:
-    if get_divergence(divergence).uses_ratio:
-      raise ValueError(f'divergence {divergence!r} needs the density ratio')
-    ratio = jnp.ones((batch,), jnp.float32)
-  chex.assert_shape(ratio, (batch,))
-  ratio = jax.lax.stop_gradient(ratio)
+  ratio = jax.lax.stop_gradient(checked_ratio(ratio, divergence, x_g.shape[0]))
   h, dh, d2h = h_and_derivatives(divergence, ratio)
   x_t = noised(x_g, sigma, noise)
   y_real, y_fake = noisy_denoisings(x_t=x_t, sigma=sigma, teacher_denoiser=teacher_denoiser,
