@@ -7,7 +7,7 @@ dmd, dmd2, sid, sim, fdistill, uni_instruct, diffratio (the last three take
 ayf_lmd, scd, cd, pd. Mixture toys use their exact teacher; other data need a trained teacher:
 --config.method.teacher=<export dir of teacher_toy2d.py> (its network settings are used).
 """
-from onestep_jax.experiment.defaults import base_config, one_step_method_fields
+from onestep_jax.experiment.defaults import ONE_STEP_METHODS, base_config, one_step_method_fields
 from onestep_jax.methods.flow_map_config import FLOW_MAP_METHODS, flow_map_method_fields
 
 # Settings of the one-step methods for low-dimensional data, chosen on ring8 (the student's MMD
@@ -29,6 +29,9 @@ LOW_DIMENSIONAL = {
 
 def get_config(arg: str = 'diff_instruct'):
   method, _, data = arg.partition(',')
+  if method not in ONE_STEP_METHODS and method not in FLOW_MAP_METHODS:
+    raise ValueError(f'unknown method {method!r}; valid: '
+                     f'{sorted(ONE_STEP_METHODS) + sorted(FLOW_MAP_METHODS)}')
   c = base_config()
   if data.endswith('.npy') or data.endswith('.npz'):
     c.data.name = 'arrays'
