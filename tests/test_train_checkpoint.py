@@ -114,3 +114,26 @@ def test_sigterm_saves_and_exits_cleanly(tmp_path, trainer):
     steps = ckpt.all_steps()
     assert len(steps) == 1 and 3 <= steps[0] < 1000000
     assert int(ckpt.restore(template).step) == steps[0]
+
+
+def test_leftover_reports_of_a_failed_restore_are_dropped_and_others_kept(monkeypatch):
+  """After a restore found a step unreadable, the errors of orbax's abandoned reads (naming the
+  step, or 'Event loop is closed' when its loop shuts down at exit) are not printed; other
+  reports still are."""
+  import logging
+  from onestep_jax.train import checkpoint
+  printed = []
+  monkeypatch.setattr(sys, 'unraisablehook', printed.append)
+  monkeypatch.setattr(checkpoint, '_UNREADABLE', set())
+  report = lambda error: sys.unraisablehook(type('U', (), {'exc_value': error})())  # noqa: E731
+  report(RuntimeError('Event loop is closed'))
+  assert len(printed) == 1  # no restore failed yet: nothing is dropped
+  checkpoint._silence_reports_about('/run/checkpoints/20/')
+  report(RuntimeError('Event loop is closed'))
+  report(ValueError('OUT_OF_RANGE reading /run/checkpoints/20/state/x'))
+  report(ValueError('an unrelated error'))
+  assert [str(u.exc_value) for u in printed[1:]] == ['an unrelated error']
+  log = lambda error: logging.LogRecord('asyncio', logging.ERROR, '', 0, 'Task exception was '  # noqa: E731
+                                        'never retrieved', None, (type(error), error, None))
+  assert not checkpoint._asyncio_filter(log(RuntimeError('Event loop is closed')))
+  assert checkpoint._asyncio_filter(log(ValueError('an unrelated error')))

@@ -39,12 +39,17 @@ def _reason(error: BaseException) -> str:
 _UNREADABLE: set[str] = set()
 
 
-def _mentions_unreadable(text: str) -> bool:
-  return any(path in text for path in _UNREADABLE)
+def _is_leftover_report(text: str) -> bool:
+  """True for a report about a read left pending by a failed restore: it names an unreadable
+  step directory, or (once one was found) is the 'Event loop is closed' error that such a read
+  raises when orbax's background loop is shut down at exit."""
+  return bool(_UNREADABLE) and (any(path in text for path in _UNREADABLE)
+                                or 'Event loop is closed' in text)
 
 
 def _asyncio_filter(record: logging.LogRecord) -> bool:
-  return not _mentions_unreadable(record.getMessage())
+  error = record.exc_info[1] if record.exc_info else None
+  return not _is_leftover_report(f'{record.getMessage()} {error!r}')
 
 
 def _silence_reports_about(path: str) -> None:
@@ -57,7 +62,7 @@ def _silence_reports_about(path: str) -> None:
     previous = sys.unraisablehook
 
     def hook(unraisable):
-      if not _mentions_unreadable(str(unraisable.exc_value)):
+      if not _is_leftover_report(repr(unraisable.exc_value)):
         previous(unraisable)
 
     hook.drops_unreadable_checkpoint_reports = True
