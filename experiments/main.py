@@ -48,12 +48,12 @@ def main(argv):
     print(error, file=sys.stderr)
     return 2
   from onestep_jax.experiment.runner import run
-  from onestep_jax.train.trainer import Preempted
+  from onestep_jax.train.preemption import Preempted
   try:
     metrics = run(flags.FLAGS.config, flags.FLAGS.workdir, mode=flags.FLAGS.mode,
                   progress=flags.FLAGS.progress)
   except Preempted as e:  # SIGTERM: exit 143 so that schedulers and `&&` see the stop
-    print(f'saved step {e.step}; rerun the same command to resume', file=sys.stderr)
+    print(f'saved {e.saved}; rerun the same command to resume', file=sys.stderr)
     return e.code
   except (ValueError, FileNotFoundError, NotADirectoryError, FloatingPointError) as e:
     print(f'error: {e}', file=sys.stderr)

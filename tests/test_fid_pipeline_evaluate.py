@@ -16,6 +16,7 @@ import pytest
 from onestep_jax.data import get_dataset
 from onestep_jax.eval import feature_metrics, fid_pipeline
 from onestep_jax.experiment import inception_evaluation
+from onestep_jax.train.preemption import Preempted
 from train_helpers import fid_evaluate, fid_stream
 from train_helpers.fid_evaluate import FAIL_AT, KEEP, NUM, SHAPE, Interrupted
 
@@ -37,10 +38,10 @@ def _scores(metrics, model='toy', nfe=1):
   return {k: metrics[f'{model}/{k}@{nfe}'] for k in KEYS if f'{model}/{k}@{nfe}' in metrics}
 
 
-def _evaluate(workdir, seen, *, fail_at=None, **inception):
+def _evaluate(workdir, seen, *, fail_at=None, sigterm_at=None, **inception):
   """evaluate() of the tiny generator; returns (metrics, batches drawn)."""
   seen['batches'].clear()
-  seen['fail_at'] = fail_at
+  seen['fail_at'], seen['sigterm_at'] = fail_at, sigterm_at
   metrics = inception_evaluation.evaluate(
       config=fid_evaluate.config(**inception), dataset=get_dataset('digits'),
       generators=(fid_stream.tiny_generator('toy', 1, shape=SHAPE),), params={'scale': 0.7},
@@ -72,6 +73,15 @@ def test_evaluate_resumes_reuses_and_writes_statistics(seen, tmp_path):
     assert int(data['count']) == get_dataset('digits').num_examples
   assert straight['toy/fid@1'] == feature_metrics.frechet_distance(
       stats.mu, stats.sigma, reference.mu, reference.sigma)
+
+
+def test_sigterm_saves_after_the_current_batch_and_the_rerun_goes_on(seen, tmp_path):
+  straight, _ = _evaluate(tmp_path / 'straight', seen)
+  with pytest.raises(Preempted) as stop:
+    _evaluate(tmp_path / 'cut', seen, sigterm_at=2)  # between the saves after batches 2 and 4
+  assert stop.value.code == 143 and stop.value.saved == 'toy NFE 1: 3 of 7 batches'
+  resumed, drawn = _evaluate(tmp_path / 'cut', seen)
+  assert drawn == [3, 4, 5, 6] and _scores(resumed) == _scores(straight)
 
 
 def test_a_given_reference_file_replaces_the_computed_one(seen, tmp_path):

@@ -29,6 +29,7 @@ from onestep_jax.eval.fid_pipeline import (FeatureNetwork, Reference, ScoreAccum
 from onestep_jax.methods.base import Generator
 from onestep_jax.methods.networks import random_labels
 from onestep_jax.train.mesh import batch_sharding, global_batch, make_mesh, replicated
+from onestep_jax.train.preemption import Preempted, StopOnSigterm
 
 SUMS_DIR = 'fid_sums'  # <workdir>/fid_sums/<model>_nfe<nfe>/: per-process partial sums
 REFERENCE_FILE = 'fid_reference.npz'  # reference statistics computed from the run's data
@@ -178,7 +179,7 @@ def accumulate(images: ImagesFn, network: FeatureNetwork, *, num_samples: int, b
                progress: bool = False, desc: str = 'features') -> ScoreAccumulator:
   """Features of samples 0..num_samples-1 (batches of `batch_size`, the last one cut), merged
   over processes. With `sums`, resumes from and saves to it (every `save_every` batches and at
-  the end).
+  the end), and on SIGTERM saves after the current batch and raises `Preempted`.
 
   Raises:
     FloatingPointError: a batch of images has non-finite values.
@@ -193,19 +194,26 @@ def accumulate(images: ImagesFn, network: FeatureNetwork, *, num_samples: int, b
   bar = tqdm.tqdm(total=num_batches, initial=start, desc=desc, dynamic_ncols=True,
                   disable=not progress or jax.process_index() != 0)
   try:
-    for i in range(start, num_batches):
-      x, bad = images(i)
-      bad = int(np.asarray(bad.addressable_data(0)))
-      if bad:
-        raise FloatingPointError(f'{desc}: batch {i} has {bad} non-finite values')
-      features, logits = features_fn(variables, x)
-      for row, f, l in _local_rows(features, logits):
-        index = i * batch_size + row + np.arange(f.shape[0])
-        valid = index < num_samples
-        acc.update(index[valid], f[valid], l[valid])
-      bar.update(1)
-      if sums is not None and (i + 1 == num_batches or (save_every and (i + 1) % save_every == 0)):
-        sums.save(acc, i + 1)
+    with StopOnSigterm() as sigterm:
+      for i in range(start, num_batches):
+        x, bad = images(i)
+        bad = int(np.asarray(bad.addressable_data(0)))
+        if bad:
+          raise FloatingPointError(f'{desc}: batch {i} has {bad} non-finite values')
+        features, logits = features_fn(variables, x)
+        for row, f, l in _local_rows(features, logits):
+          index = i * batch_size + row + np.arange(f.shape[0])
+          valid = index < num_samples
+          acc.update(index[valid], f[valid], l[valid])
+        bar.update(1)
+        if sums is None:
+          continue
+        at_save = i + 1 == num_batches or (save_every and (i + 1) % save_every == 0)
+        stop = i + 1 < num_batches and sigterm.should_stop(bool(at_save))
+        if at_save or stop:
+          sums.save(acc, i + 1)
+        if stop:
+          raise Preempted(f'{desc}: {i + 1} of {num_batches} batches')
   finally:
     bar.close()
   return merge_processes(acc)

@@ -7,19 +7,15 @@ every `log_every` steps and before saving.
 """
 from __future__ import annotations
 
-import contextlib
 import functools
-import signal
-import threading
 import time
-from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import tqdm
-from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
 from onestep_jax.train import mesh as mesh_lib
@@ -27,19 +23,12 @@ from onestep_jax.train import spec
 from onestep_jax.train.checkpoint import Checkpointer, NonFiniteError
 from onestep_jax.train.ema import ema_beta, ema_update
 from onestep_jax.train.metrics import MetricWriter
+from onestep_jax.train.preemption import Preempted, StopOnSigterm
 from onestep_jax.train.state import TrainState, all_finite, host_value
 
 NONFINITE_POLICIES = ('skip', 'stop')
 # get_batch(step, process_index, process_count) -> this process's rows of the global batch.
 GetBatch = Callable[[int, int, int], Any]
-
-
-class Preempted(SystemExit):
-  """Raised after SIGTERM once step `step` is checkpointed; exit status 143 (128 + SIGTERM)."""
-
-  def __init__(self, step: int):
-    super().__init__(128 + signal.SIGTERM)
-    self.step = step
 
 
 class Trainer:
@@ -76,7 +65,6 @@ class Trainer:
     self._tx = {g.name: g.transform() for g in groups if g.trainable}
     self._phase_index = {name: i for i, name in enumerate(self.phases)}
     self._compiled: dict[Optional[str], Callable] = {}
-    self._stop_requested = False
     # Multi-device CPU: at most three programs in flight (see `mesh.host_pool_collectives`).
     self._paced = mesh_lib.host_pool_collectives(self.mesh)
     self._in_flight: Any = None
@@ -251,7 +239,7 @@ class Trainer:
     last_log_time, last_log_step = time.time(), start
     step = start
     try:
-      with self._sigterm_flag():
+      with StopOnSigterm() as sigterm:
         while step < num_steps:
           local = get_batch(step, p_index, n_proc)
           self._check_local_batch(local, n_proc)
@@ -265,9 +253,9 @@ class Trainer:
                                metric_writer=metric_writer)
             bar.set_postfix({k: f'{v:.4g}' for k, v in values.items() if k.endswith('/loss')})
             last_log_time, last_log_step = time.time(), step
-          if self._should_stop(at_log):
+          if sigterm.should_stop(at_log):
             self._save(state, checkpointer)
-            raise Preempted(step)
+            raise Preempted(f'step {step}')
           if checkpointer is not None and save_every and step % save_every == 0:
             self._save(state, checkpointer)
         self._save(state, checkpointer)
@@ -303,29 +291,3 @@ class Trainer:
       self.check_finite(state)
       checkpointer.save(state)
 
-  @contextlib.contextmanager
-  def _sigterm_flag(self) -> Iterator[None]:
-    """Turns SIGTERM into a stop request while training (main thread only)."""
-    self._stop_requested = False
-    if threading.current_thread() is not threading.main_thread():
-      yield
-      return
-
-    def handler(signum, frame):
-      del signum, frame
-      self._stop_requested = True
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-      yield
-    finally:
-      signal.signal(signal.SIGTERM, previous)
-
-  def _should_stop(self, at_log: bool) -> bool:
-    """Single process: the local flag. Many: the processes agree at log points."""
-    if jax.process_count() == 1:
-      return self._stop_requested
-    if not at_log:
-      return False
-    flags = multihost_utils.process_allgather(np.int32(self._stop_requested))
-    return bool(np.any(flags))

@@ -6,7 +6,9 @@ compilation cache in a temporary directory, so that the second run reuses the fi
   fid_evaluate.py WORKDIR
 """
 import json
+import os
 import pathlib
+import signal
 import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
@@ -44,8 +46,9 @@ def config(**inception):
 
 
 def patch(seen):
-  """Tiny feature network; generator batches recorded in seen['batches'], and Interrupted
-  raised at batch seen['fail_at']."""
+  """Tiny feature network; generator batches recorded in seen['batches'], Interrupted raised
+  at batch seen['fail_at'], and SIGTERM sent to this process while drawing batch
+  seen['sigterm_at'] (if set)."""
   from onestep_jax.experiment import inception_evaluation
   from train_helpers import fid_stream
   real = inception_evaluation.generator_images
@@ -57,6 +60,8 @@ def patch(seen):
     def counted(i):
       if i == seen['fail_at']:
         raise Interrupted(i)
+      if i == seen.get('sigterm_at'):
+        os.kill(os.getpid(), signal.SIGTERM)
       seen['batches'].append(i)
       return images(i)
 
