@@ -4,8 +4,9 @@ python experiments/main.py --config=configs/distill_toy2d.py:sid --workdir=runs/
 Variants: `<method>` or `<method>,<toy or path.npy>` (default toy: ring8). Methods: diff_instruct,
 dmd, dmd2, sid, sim, fdistill, uni_instruct, diffratio (the last three take
 --config.method.divergence=<name>, e.g. forward_kl, jensen_shannon). Few-step flow maps: ayf_emd,
-ayf_lmd, scd, cd, pd. Mixture toys use their exact teacher; other data need a trained teacher:
---config.method.teacher=<export dir of teacher_toy2d.py> (its network settings are used).
+ayf_lmd, scd, rcm, cd, pd (teacher-free ones: configs/flowmap_toy2d.py). Mixture toys use their
+exact teacher; other data need a trained teacher: --config.method.teacher=<export dir of
+teacher_toy2d.py> (its network settings are used).
 """
 from onestep_jax.experiment.defaults import ONE_STEP_METHODS, base_config, one_step_method_fields
 from onestep_jax.methods.flow_map_config import FLOW_MAP_METHODS, flow_map_method_fields

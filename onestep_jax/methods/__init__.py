@@ -24,6 +24,9 @@ METHODS = {
     'scd': _FLOW_MAP,
     'cd': _FLOW_MAP,
     'pd': _FLOW_MAP,
+    'rcm': _FLOW_MAP,
+    'meanflow': 'onestep_jax.methods.flow_map_training',
+    'shortcut': 'onestep_jax.methods.flow_map_training',
 }
 
 

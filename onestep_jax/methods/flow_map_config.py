@@ -1,4 +1,6 @@
-"""Config fields of the few-step flow-map methods (onestep_jax.methods.flow_map_distillation)."""
+"""Config fields of the few-step flow-map methods: distillation
+(onestep_jax.methods.flow_map_distillation) and teacher-free training
+(onestep_jax.methods.flow_map_training)."""
 from __future__ import annotations
 
 import ml_collections
@@ -16,18 +18,25 @@ _AYF = _TANGENT + (
     ('r_max', 0.99, 'regularised tangent warm-up: r ramps linearly to r_max (AYF Sec. 3.4)'),
     ('warmup_steps', 1000, 'steps of the r ramp'),
 )
+_SCD = _TANGENT + (
+    ('p_mean', -1.0, 'TrigFlow times tan t = exp(tau) / sigma_data, tau ~ N(p_mean, p_std^2)'),
+    ('p_std', 1.6, 'std of tau'),
+    ('warmup_steps', 1000, 'tangent warm-up r = min(1, step / warmup_steps) (sCM: 10k)'),
+    ('prior_weighting', True, 'weight 1 / (sigma_data tan t) before the adaptive weight'),
+    ('weighting_width', 128, 'hidden width of the adaptive weighting network'),
+)
 # w(t, s) of the AYF losses: 'uniform' (the map-space surrogate) or 'inverse_gap' (1 / (t - s)).
 # On ring8 EMD needs 'inverse_gap' and LMD does better with 'uniform' (README results).
 FLOW_MAP_METHODS = {
     'ayf_emd': (0.0, _AYF + (('gap_weighting', 'inverse_gap', 'per-example weight w(t, s)'),
                              ('lr', 3e-4, 'Adam learning rate of the student'))),
     'ayf_lmd': (0.0, _AYF + (('gap_weighting', 'uniform', 'per-example weight w(t, s)'),)),
-    'scd': (1.0, _TANGENT + (
-        ('p_mean', -1.0, 'TrigFlow times tan t = exp(tau) / sigma_data, tau ~ N(p_mean, p_std^2)'),
-        ('p_std', 1.6, 'std of tau'),
-        ('warmup_steps', 1000, 'tangent warm-up r = min(1, step / warmup_steps) (sCM: 10k)'),
-        ('prior_weighting', True, 'weight 1 / (sigma_data tan t) before the adaptive weight'),
-        ('weighting_width', 128, 'hidden width of the adaptive weighting network'))),
+    'scd': (1.0, _SCD),
+    'rcm': (1.0, _SCD + (
+        ('dmd_weight', 0.1, 'weight of the DMD term on one-step samples (0: exactly sCD) '
+                            '[unverified: rCM\'s value]'),
+        ('dmd_normalize', False, "DMD's normaliser mean|x_g - D_teacher| (off: 2-D toys)"),
+        ('lr_fake_score', 1e-3, 'Adam learning rate of the fake score'))),
     'cd': (1.0, (
         ('num_levels', 18, 'Karras noise levels of the discrete consistency grid (CD uses 18)'),
         ('target_decay', 0.95, 'EMA decay mu of the target network (CD on ImageNet: 0.95)'),
@@ -39,14 +48,54 @@ FLOW_MAP_METHODS = {
 }
 
 
+# Teacher-free flow maps (onestep_jax.methods.flow_map_training), trained from data alone.
+TEACHER_FREE_METHODS = {
+    'meanflow': (0.0, _TANGENT[:2] + (
+        ('time_mean', -0.4, '(t, s): two sorted times t_max sigmoid(N(time_mean, time_std^2)) '
+                            '(MeanFlow: -0.4, 1.0)'),
+        ('time_std', 1.0, 'std of the logit-normal times'),
+        ('gap_fraction', 0.25, 'fraction of examples with s < t; the others have s = t (flow '
+                               'matching). MeanFlow: 25%'),
+        ('weight_p', 1.0, 'adaptive weight 1 / (||Delta||^2 + c)^p (0: plain L2)'),
+        ('weight_c', 1e-3, 'c of the adaptive weight'))),
+    'shortcut': (0.0, (
+        ('finest_steps', 128, 'M: the smallest shortcut step is t_max / M (a power of 2; '
+                              'shortcut models: 128)'),
+        ('self_consistency_fraction', 0.25, 'fraction of the batch trained by self-consistency '
+                                            '(shortcut models: 1/4); the rest flow matching'))),
+}
+GUIDANCE = ('none', 'autoguidance', 'classifier_free')
+
+
 def flow_map_method_fields(m: ml_collections.ConfigDict, name: str) -> None:
-  """Fields of the flow-map method `name`; unknown names list the valid ones."""
+  """Fields of the flow-map distillation method `name`; unknown names list the valid ones."""
   if name not in FLOW_MAP_METHODS:
     raise ValueError(f'unknown flow-map method {name!r}; valid: {sorted(FLOW_MAP_METHODS)}')
-  gamma, extra = FLOW_MAP_METHODS[name]
-  m.name = name
   m.teacher = 'analytic'  # 'analytic', 'bundled:<name>', 'edm:<file.npz>' or an export dir
   m.init_from_teacher = config_dict.placeholder(bool)  # start from the teacher (None: if a network)
+  # Guided teacher v_weak + guidance_scale (v - v_weak) in every loss and in the teacher's samples:
+  # 'autoguidance' (v_weak: weak_teacher, a smaller or less-trained model; arXiv 2406.02507) or
+  # 'classifier_free' (v_weak: the teacher without labels; arXiv 2207.12598).
+  m.guidance = 'none'  # 'none', 'autoguidance' or 'classifier_free'
+  m.guidance_scale = 1.0  # lambda; 1 is the main teacher
+  m.weak_teacher = config_dict.placeholder(str)  # autoguidance: a teacher spec like `teacher`
+  m.unconditional_labels = 'zeros'  # classifier-free: 'zeros' (label dropout) or 'none'
+  _student_fields(m, name, *FLOW_MAP_METHODS[name])
+
+
+def flow_map_training_fields(m: ml_collections.ConfigDict, name: str) -> None:
+  """Fields of the teacher-free flow-map method `name`; unknown names list the valid ones."""
+  if name not in TEACHER_FREE_METHODS:
+    raise ValueError(f'unknown teacher-free flow-map method {name!r}; valid: '
+                     f'{sorted(TEACHER_FREE_METHODS)}')
+  # A teacher spec sampled beside the student for comparison (metrics teacher/<metric>@35);
+  # never used in training. None: no reference.
+  m.reference = config_dict.placeholder(str)
+  _student_fields(m, name, *TEACHER_FREE_METHODS[name])
+
+
+def _student_fields(m: ml_collections.ConfigDict, name: str, gamma: float, extra) -> None:
+  m.name = name
   m.sigma_data = config_dict.placeholder(float)  # data std for preconditioning; None: measured
   m.sigma_max = 80.0  # sampling starts at flow time t_max = sigma_max / (1 + sigma_max)
   m.lr = 1e-3  # Adam learning rate of the student

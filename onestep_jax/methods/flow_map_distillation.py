@@ -1,9 +1,13 @@
 """Few-step distillation into a flow-map student F_theta(x_t, t, s) (onestep_jax.methods.flow_map):
   ayf_emd, ayf_lmd  Align Your Flow, Sabour et al., arXiv 2506.14603 (Eulerian / Lagrangian)
   scd               continuous-time consistency distillation in TrigFlow, arXiv 2410.11081
+  rcm               sCD plus DMD's reverse-divergence term on one-step samples, with DMD's
+                    fake score, arXiv 2510.08431 (the sum of the two existing losses)
   cd                discrete consistency distillation with an EMA target, arXiv 2303.01469
   pd                progressive distillation, rounds halving the steps, arXiv 2202.00512
 The consistency methods use the student at s = 0 only and sample consistency-style (gamma = 1).
+Every method can distil a guided teacher v_weak + lambda (v - v_weak): autoguidance with a weak
+teacher or classifier-free guidance (`method.guidance`; onestep_jax.diffusion.guidance).
 
 The trainer hands a loss only (params, batch, key). Three bookkeeping groups carry what these
 methods need beyond that, each updated by plain SGD with learning rate 1 on a surrogate term
@@ -21,18 +25,22 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from onestep_jax.diffusion import flow_maps, noise_levels, samplers
+from onestep_jax.diffusion import flow_maps, guidance, noise_levels, samplers
 from onestep_jax.diffusion.preconditioning import expand_to
 from onestep_jax.losses import consistency, flow_map as flow_map_losses, progressive
+from onestep_jax.losses.denoising import edm_denoising_loss
+from onestep_jax.losses.dmd import dmd_generator_loss
 from onestep_jax.methods.base import Generator, MethodSetup
 from onestep_jax.methods.denoisers import NetworkDenoiser
 from onestep_jax.methods.flow_map import FlowMapNet
-from onestep_jax.methods.networks import build_network, one_hot_labels
+from onestep_jax.methods.flow_map_config import GUIDANCE
+from onestep_jax.methods.networks import build_network, init_network, one_hot_labels
 from onestep_jax.methods.teachers import load_teacher
 from onestep_jax.nets.adaptive_weight import AdaptiveWeight
 from onestep_jax.train.spec import Group, Phase, Stage
 
 CLOCK, TARGET, PREVIOUS, WEIGHTING = 'clock', 'target', 'previous', 'weighting'
+FAKE_SCORE, WEAK_TEACHER = 'fake_score', 'weak_teacher'
 # AYF per-example weights w(t, s) of the map-space surrogate, whose gradient with respect to F is
 # (s - t) g_hat: 'uniform' keeps it; 'inverse_gap' divides by t - s, so that every gap pulls F by
 # g_hat (as MeanFlow's average-velocity loss does).
@@ -62,22 +70,48 @@ class FlowMapDistillation:
   def __init__(self, config: ml_collections.ConfigDict, dataset):
     m = config.method
     self.config, self.m = config, m
-    self.teacher = load_teacher(m.teacher, dataset)
+    self.teacher = self.load_teacher(dataset)  # None: no teacher (teacher-free training)
+    self.weak_teacher = None
+    if m.get('guidance', 'none') not in GUIDANCE:
+      raise ValueError(f'unknown method.guidance {m.guidance!r}; valid: {list(GUIDANCE)}')
+    if m.get('guidance') == 'autoguidance':
+      if not m.weak_teacher:
+        raise ValueError("method.guidance='autoguidance' needs method.weak_teacher (a teacher "
+                         "spec like method.teacher)")
+      self.weak_teacher = load_teacher(m.weak_teacher, dataset)
     self.num_classes = dataset.num_classes if config.data.conditional else 0
     self.shape = tuple(dataset.example_shape)
-    # Students are read the way the teacher was trained (resolve_config copied its settings).
-    net = self.teacher.net or NetworkDenoiser(
-        build_network(config.net.name, config.net.kwargs), objective='edm',
-        sigma_data=m.sigma_data)
-    self.student = FlowMapNet(net)
+    self.student = FlowMapNet(self.student_network())
     self.t_max = float(flow_maps.time_from_edm_sigma(m.sigma_max))
-    self.weighting = AdaptiveWeight(hidden_dim=m.weighting_width) if m.name == 'scd' else None
+    self.weighting = (AdaptiveWeight(hidden_dim=m.weighting_width)
+                      if m.name in ('scd', 'rcm') else None)
+
+  def load_teacher(self, dataset):
+    return load_teacher(self.m.teacher, dataset)
+
+  def student_network(self) -> NetworkDenoiser:
+    """Students are read the way the teacher was trained (resolve_config copied its settings)."""
+    return self.teacher.net or NetworkDenoiser(
+        build_network(self.config.net.name, self.config.net.kwargs), objective='edm',
+        sigma_data=self.m.sigma_data)
 
   # Networks as callables ------------------------------------------------------------------
 
   def teacher_denoiser(self, params) -> Callable:
-    return lambda x, sigma, labels=None: self.teacher.denoise(params.get('teacher'), x, sigma,
+    """The teacher the losses and the teacher's samples use: guided when method.guidance is
+    set, D_weak + lambda (D - D_weak) (velocities are affine in D at fixed (x_t, t), so this is
+    v_weak + lambda (v - v_weak))."""
+    main = lambda x, sigma, labels=None: self.teacher.denoise(params.get('teacher'), x, sigma,
                                                               labels)
+    kind = self.m.get('guidance', 'none')
+    if kind == 'autoguidance':
+      weak = lambda x, sigma, labels=None: self.weak_teacher.denoise(params.get(WEAK_TEACHER), x,
+                                                                     sigma, labels)
+      return guidance.autoguidance(main, weak, scale=self.m.guidance_scale)
+    if kind == 'classifier_free':
+      return guidance.classifier_free_guidance(main, scale=self.m.guidance_scale,
+                                               unconditional=self.m.unconditional_labels)
+    return main
 
   def teacher_velocity(self, params) -> Callable:
     return flow_maps.teacher_velocity(self.teacher_denoiser(params))
@@ -135,6 +169,35 @@ class FlowMapDistillation:
         x_t=x_t, t=t, sigma_data=sd, labels=labels, r=r, c=m.tangent_c, log_weight=log_weight,
         prior_weighting=m.prior_weighting, tangent=m.tangent, fd_step=m.fd_step)
     return per_example, {'r': r, 'log_weight': jnp.mean(log_weight)}
+
+  def rcm_loss(self, params, batch, key):
+    """sCD plus dmd_weight times DMD's generator loss on one-step samples of the student (rCM,
+    arXiv 2510.08431, Sec. 4), plus the fake score's EDM denoising loss on those samples under
+    stop-gradient (as DMD trains it, arXiv 2311.18828, Eq. 6). The three terms touch disjoint
+    parameters: sCD and DMD the student, denoising the fake score (DMD reads it under
+    stop-gradient), so one update trains both, as DMD's Algorithm 1 does."""
+    m = self.m
+    scd, metrics = self.scd_loss(params, batch, key)  # the same randomness as sCD
+    k_z, k_sigma, k_noise, k_fake_sigma, k_fake_noise = jax.random.split(
+        jax.random.fold_in(key, 1), 5)
+    n = batch['x'].shape[0]
+    labels = one_hot_labels(batch, self.num_classes)
+    z = jax.random.normal(k_z, (n,) + self.shape)
+    t_max = jnp.full((n,), self.t_max)
+    x_g = self.consistency_fn(params['student'])(self.t_max * z, t_max, labels)
+    fake = self.student.net.bind(params[FAKE_SCORE])
+    dmd = dmd_generator_loss(
+        x_g=x_g, sigma=noise_levels.sample_log_normal_sigma(k_sigma, n),
+        noise=jax.random.normal(k_noise, x_g.shape),
+        teacher_denoiser=self.teacher_denoiser(params), fake_denoiser=fake, labels=labels,
+        normalize=m.dmd_normalize)
+    denoising = edm_denoising_loss(
+        denoiser=fake, x0=jax.lax.stop_gradient(x_g),
+        sigma=noise_levels.sample_log_normal_sigma(k_fake_sigma, n),
+        noise=jax.random.normal(k_fake_noise, x_g.shape), labels=labels,
+        sigma_data=self.student.net.sigma_data)
+    return scd + m.dmd_weight * dmd + denoising, {
+        **metrics, 'scd': jnp.mean(scd), 'dmd': jnp.mean(dmd), 'denoising': jnp.mean(denoising)}
 
   def cd_loss(self, params, batch, key):
     m = self.m
@@ -204,30 +267,48 @@ class FlowMapDistillation:
       return loss + self.bookkeeping(params), {'loss': loss, **metrics}
     return phase
 
+  def frozen_params(self) -> dict[str, Any]:
+    """The network teacher and weak teacher (frozen groups), if any."""
+    frozen = {}
+    if self.teacher is not None and self.teacher.params is not None:
+      frozen['teacher'] = self.teacher.params
+    if self.weak_teacher is not None and self.weak_teacher.params is not None:
+      frozen[WEAK_TEACHER] = self.weak_teacher.params
+    return frozen
+
   def init_params(self, key) -> dict[str, Any]:
     m = self.m
     k_student, k_weight = jax.random.split(key)
-    params = {}
-    if self.teacher.params is not None:
-      params['teacher'] = self.teacher.params
-    if m.init_from_teacher and self.teacher.params is None:
+    params = self.frozen_params()
+    from_teacher = m.get('init_from_teacher')
+    if from_teacher and self.teacher.params is None:
       raise ValueError('method.init_from_teacher needs a network teacher; the analytic teacher '
                        'has no weights')
     params['student'] = self.student.init(
         k_student, example_shape=self.shape, num_classes=self.num_classes,
-        teacher_params=self.teacher.params if m.init_from_teacher else None)
+        teacher_params=self.teacher.params if from_teacher else None)
     for name in self.extra_groups():
       if name == CLOCK:
         params[CLOCK] = jnp.zeros((), jnp.float32)
       elif name == WEIGHTING:
         params[WEIGHTING] = jax.jit(self.weighting.init)(k_weight, jnp.ones((1,)))['params']
+      elif name == FAKE_SCORE:  # DMD's fake score: the teacher's weights, else fresh
+        params[FAKE_SCORE] = self.teacher.params if from_teacher else init_network(
+            self.student.net.module, jax.random.fold_in(k_weight, 1), example_shape=self.shape,
+            num_classes=self.num_classes)
       else:  # TARGET, PREVIOUS start as the student
         params[name] = params['student']
     return params
 
   def extra_groups(self) -> tuple[str, ...]:
     return {'ayf_emd': (CLOCK,), 'ayf_lmd': (CLOCK,), 'scd': (CLOCK, WEIGHTING),
-            'cd': (TARGET,), 'pd': (CLOCK, PREVIOUS)}[self.m.name]
+            'rcm': (CLOCK, WEIGHTING, FAKE_SCORE), 'cd': (TARGET,),
+            'pd': (CLOCK, PREVIOUS)}[self.m.name]
+
+  def losses(self) -> dict[str, Callable]:
+    """method name -> loss (params, batch, key) -> (per-example loss [B], metrics)."""
+    return {'ayf_emd': self.ayf_loss, 'ayf_lmd': self.ayf_loss, 'scd': self.scd_loss,
+            'rcm': self.rcm_loss, 'cd': self.cd_loss, 'pd': self.pd_loss}
 
   def setup(self) -> MethodSetup:
     m = self.m
@@ -238,12 +319,14 @@ class FlowMapDistillation:
     for name in self.extra_groups():
       if name == WEIGHTING:
         groups.append(Group(name, trainable=True, optimizer=adam, clip_norm=m.clip_norm))
+      elif name == FAKE_SCORE:
+        groups.append(Group(name, trainable=True, clip_norm=m.clip_norm,
+                            optimizer=optax.adam(m.lr_fake_score, b1=m.beta1, b2=m.beta2,
+                                                 eps=m.eps)))
       else:
         groups.append(Group(name, trainable=True, optimizer=optax.sgd(1.0)))
-    if self.teacher.params is not None:
-      groups.append(Group('teacher', trainable=False))
-    loss_fn = {'ayf_emd': self.ayf_loss, 'ayf_lmd': self.ayf_loss, 'scd': self.scd_loss,
-               'cd': self.cd_loss, 'pd': self.pd_loss}[m.name]
+    groups += [Group(name, trainable=False) for name in self.frozen_params()]
+    loss_fn = self.losses()[m.name]
     updates = ('student',) + self.extra_groups()
 
     def teacher_sample(params, key, num, labels):
@@ -269,18 +352,22 @@ class FlowMapDistillation:
                      'num_classes': self.num_classes}
     if net.precond_kwargs:
       export_kwargs['precond_kwargs'] = dict(net.precond_kwargs)
+    teacher = (() if self.teacher is None else
+               (Generator('teacher', samplers.nfe('heun', m.teacher_sample_steps),
+                          teacher_sample),))
+    identity = None if self.teacher is None else self.teacher.identity
+    if self.weak_teacher is not None:
+      identity = f'{identity}; weak {self.weak_teacher.identity}'
     return MethodSetup(
         groups=tuple(groups),
         phases=(Phase('student', self.phase_loss(loss_fn), updates),),
         stages=(Stage((('student', 1),)),),
         init_params=self.init_params,
-        generators=(Generator('teacher', samplers.nfe('heun', m.teacher_sample_steps),
-                              teacher_sample),
-                    *(Generator('student', int(n), student_sampler(int(n)))
-                      for n in m.sample_steps)),
+        generators=(*teacher, *(Generator('student', int(n), student_sampler(int(n)))
+                                for n in m.sample_steps)),
         export_group='student',
         export_kwargs=export_kwargs,
-        teacher_identity=self.teacher.identity,
+        teacher_identity=identity,
     )
 
 
@@ -295,6 +382,10 @@ def build(config: ml_collections.ConfigDict, dataset) -> MethodSetup:
 
 
 def resolve_config(config: ml_collections.ConfigDict, dataset) -> ml_collections.ConfigDict:
-  """Takes a network teacher's settings (see onestep_jax.methods.teachers.resolve_config)."""
-  from onestep_jax.methods.teachers import resolve_config as from_teacher
+  """Takes a network teacher's settings (see onestep_jax.methods.teachers.resolve_config) and
+  checks that the data fit an autoguidance weak teacher."""
+  from onestep_jax.methods.teachers import check_data, resolve_config as from_teacher
+  if config.method.get('guidance') == 'autoguidance' and config.method.weak_teacher:
+    check_data(load_teacher(config.method.weak_teacher, dataset), dataset,
+               conditional=config.data.conditional)
   return from_teacher(config, dataset)
