@@ -205,26 +205,42 @@ IMAGE_DISTILLATION = {
 
 
 def image_distill_config(name: str, method: str) -> ml_collections.ConfigDict:
-  """One-step distillation of the bundled teacher of image set `name` with `method`; the
-  networks' settings and sigma_data come from the teacher at start-up."""
+  """One-step distillation, or a few-step flow map (onestep_jax.methods.flow_map_config), of the
+  bundled teacher of image set `name` with `method`; the networks' settings and sigma_data come
+  from the teacher at start-up, and every student starts as the teacher."""
+  from onestep_jax.methods.flow_map_config import FLOW_MAP_METHODS, flow_map_method_fields
+  if method not in ONE_STEP_METHODS and method not in FLOW_MAP_METHODS:
+    raise ValueError(f'unknown method {method!r}; valid: '
+                     f'{sorted(ONE_STEP_METHODS) + sorted(FLOW_MAP_METHODS)}')
   teacher, batch_size, steps = IMAGE_DISTILLATION[name]
   c = base_config()
   c.data.name = name
   c.net.name = 'song_unet'  # replaced by the teacher's network at start-up
   m = c.method
-  one_step_method_fields(m, method)
-  m.teacher = teacher
-  m.init_from_teacher = True  # generator and fake score start as the teacher (SiD, DMD2)
-  m.lr_generator = 2e-5  # generator learning rate
-  if method == 'diffratio':
-    m.lr_ratio = 1e-4  # classifier learning rate
-    m.ratio_warmup_steps = 100  # the classifier's head starts at random: a short warm-up
+  if method in FLOW_MAP_METHODS:  # student/<metric>@1, @2, @4, @8
+    flow_map_method_fields(m, method)
+    m.lr = 1e-4  # Adam learning rate of the student (sCM, AYF: 1e-4 at their scale; not tuned)
+    if 'warmup_steps' in m:
+      m.warmup_steps = steps // 2  # tangent warm-up over half the run
+    if method == 'pd':  # rounds of 8, 4, 2 and 1 student steps, a quarter of the run each
+      m.teacher_steps = 16
+      m.round_steps = steps // 4
   else:
-    m.lr_fake_score = 2e-5  # fake-score (and discriminator) learning rate
-    m.fake_score_warmup_steps = 0  # the fake score starts as the teacher: no warm-up needed
+    one_step_method_fields(m, method)
+    m.lr_generator = 2e-5  # generator learning rate
+    if method == 'diffratio':
+      m.lr_ratio = 1e-4  # classifier learning rate
+      m.ratio_warmup_steps = 100  # the classifier's head starts at random: a short warm-up
+    else:
+      m.lr_fake_score = 2e-5  # fake-score (and discriminator) learning rate
+      m.fake_score_warmup_steps = 0  # the fake score starts as the teacher: no warm-up needed
+    if 'regression_pairs' in m:
+      m.regression_pairs = 512  # DMD: teacher samples at 35 network evaluations each
+  m.teacher = teacher
+  # Generator and fake score start as the teacher (SiD, DMD2); a flow-map student as the teacher
+  # with its second time embedding at zero.
+  m.init_from_teacher = True
   m.ema_halflife_nimg = 10_000.0  # EMA half-life of the generator in samples
-  if 'regression_pairs' in m:
-    m.regression_pairs = 512  # DMD: teacher samples at 35 network evaluations each
   c.train.batch_size = batch_size
   c.train.num_steps = steps
   c.train.save_every = 250

@@ -1,0 +1,86 @@
+"""configs/distill_digits.py:<flow-map method>: every variant loads with the flow-map fields, PD's
+rounds end at a one-step student, and a 2-step run writes finite student/<metric>@<steps>."""
+import math
+import pathlib
+
+import jax
+import numpy as np
+import pytest
+
+from onestep_jax.data import get_dataset
+from onestep_jax.experiment import image_metrics
+from onestep_jax.experiment.overrides import load_config_file
+from onestep_jax.experiment.runner import resolve_config, run
+from onestep_jax.methods import build_method
+from onestep_jax.methods.flow_map_config import FLOW_MAP_METHODS
+from onestep_jax.methods.networks import build_network, init_network
+from onestep_jax.train.export import export_params
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _config(method):
+  return load_config_file(f'{ROOT}/configs/distill_digits.py:{method}')
+
+
+@pytest.mark.parametrize('method', sorted(FLOW_MAP_METHODS))
+def test_every_flow_map_variant_loads(method):
+  c = _config(method)
+  m = c.method
+  assert m.name == method and m.teacher == 'bundled:digits' and m.init_from_teacher is True
+  assert tuple(m.sample_steps) == (1, 2, 4, 8)
+  assert m.gamma == FLOW_MAP_METHODS[method][0]
+  assert 'lr_generator' not in m and 'fake_score_steps' not in m  # no one-step fields
+  if 'warmup_steps' in m:
+    assert 0 < m.warmup_steps < c.train.num_steps
+  if method == 'pd':  # halving rounds that fill the run and end at one student step
+    rounds = int(math.log2(m.teacher_steps))
+    assert rounds * m.round_steps == c.train.num_steps
+    assert m.teacher_steps // 2**rounds == 1
+
+
+def test_unknown_method_lists_both_families():
+  with pytest.raises(ValueError, match='ayf_emd.*|.*sid'):
+    _config('bogus')
+
+
+def test_student_starts_as_the_teacher_with_a_zero_second_time_embedding():
+  data = get_dataset('digits')
+  setup = build_method(resolve_config(_config('ayf_emd'), data), data)
+  params = jax.eval_shape(setup.init_params, jax.random.PRNGKey(0))
+  student, teacher = params['student'], params['teacher']
+  assert set(student) - set(teacher) == {'map_second_time'}
+  params = setup.init_params(jax.random.PRNGKey(0))
+  shared = {k: v for k, v in params['student'].items() if k in params['teacher']}
+  assert jax.tree.all(jax.tree.map(np.array_equal, shared, params['teacher']))
+  assert not any(np.any(l) for l in jax.tree.leaves(params['student']['map_second_time']))
+
+
+def test_two_step_ayf_emd_run_writes_finite_student_metrics(tmp_path, monkeypatch):
+  """Through the runner: the digits config with a tiny random U-Net teacher (with attention, so
+  the JVP goes through it), the trainer, and the evaluation of teacher and student (the feature
+  classifier trained for a few steps only). The bundled teacher is the same code path but takes
+  minutes to compile on 2 cores."""
+  kwargs = dict(img_resolution=8, in_channels=1, out_channels=1, model_channels=8,
+                channel_mult=(1,), num_blocks=1, attn_resolutions=(8,), dropout=0.0)
+  params = init_network(build_network('song_unet', kwargs), jax.random.PRNGKey(0),
+                        example_shape=(8, 8, 1), num_classes=0)
+  export_params(tmp_path / 'teacher', params, net_kwargs=kwargs,
+                metadata={'network': 'song_unet', 'objective': 'edm', 'sigma_data': 0.5,
+                          'num_classes': 0})
+  monkeypatch.setattr(image_metrics, 'CLASSIFIER_STEPS', 5)
+  c = _config('ayf_emd')
+  c.method.teacher = str(tmp_path / 'teacher')
+  c.method.teacher_sample_steps = 2
+  c.method.sample_steps = (1, 2)  # the samplers at 4 and 8 steps are the same code, compiled again
+  c.train.num_steps = 2
+  c.train.batch_size = 8
+  c.train.save_every = 2
+  c.train.compilation_cache = False
+  c.eval.num_samples = 32
+  c.eval.batch_size = 32
+  metrics = run(c, str(tmp_path / 'run'), progress=False)
+  for steps in (1, 2):
+    for name in ('fid', 'kid', 'precision', 'recall'):
+      assert np.isfinite(metrics[f'student/{name}@{steps}']), (name, steps)
+  assert np.isfinite(metrics['teacher/fid@3'])
