@@ -1,19 +1,36 @@
 """Distil a masked diffusion LM trained on the Markov source (configs/mdlm_markov.py) with SDTT:
 rounds halve the sampling steps from base_steps down to min_steps.
 
+One command trains the teacher (configs/mdlm_markov.py, in <workdir>/teacher) and then every
+round; rerunning it resumes whichever stage was interrupted:
+python experiments/main.py --config=configs/sdtt_markov.py --workdir=runs/sdtt_markov
+Or distil an existing teacher, given as the variant: an mdlm run's workdir or export directory,
+or mdlm:<checkpoint.npz|.safetensors>:
 python experiments/main.py --config=configs/sdtt_markov.py:runs/mdlm_markov --workdir=runs/sdtt
-The variant is the teacher: an mdlm run's workdir or export directory, or
-mdlm:<checkpoint.npz|.safetensors>. metrics.json: teacher/* and student/* sample_nll, entropy at
-every step count of method.sample_steps, and their nelbo.
+metrics.json: teacher/* and student/* sample_nll, entropy at every step count of
+method.sample_steps, and their nelbo. In the one-command form the teacher's settings are
+--config.teacher_run.<field>=... (its data should match --config.data.*).
 """
+import os
+
 from onestep_jax.experiment.discrete_defaults import mdlm_method_fields, token_model_config
+from onestep_jax.experiment.overrides import load_config_file
+
+TEACHER_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'mdlm_markov.py')
 
 
-def get_config(arg: str = 'runs/mdlm_markov'):
+def get_config(arg: str = ''):
   c = token_model_config(vocab_size=8, length=32)  # the network comes from the teacher
   m = c.method
   m.name = 'sdtt'
-  m.teacher = arg  # workdir / export directory of an mdlm run, or mdlm:<checkpoint>
+  # Workdir / export directory of an mdlm run, or mdlm:<checkpoint>; without a variant, set at
+  # start-up to <workdir>/teacher, which the teacher_run section trains first.
+  m.teacher = arg
+  if not arg:
+    c.teacher_run = load_config_file(TEACHER_CONFIG)  # the full config of the teacher's run
+    # Its own metrics at 256 steps only: this run's evaluation reports the teacher at every
+    # step count of method.sample_steps.
+    c.teacher_run.method.sample_steps = (256,)
   mdlm_method_fields(m)  # schedule and conditioning are then taken from the teacher
   m.divergence = 'kl_reverse'  # 'kl_reverse' (SDTT default), 'kl_forward', 'mse' or 'tv'
   m.num_teacher_steps = 2  # teacher steps matched by one student step

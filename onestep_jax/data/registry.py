@@ -2,7 +2,8 @@
 
 Fixed names map to factories (their keyword arguments are the accepted kwargs); any prepared TFDS
 image dataset is reached as 'tfds:<builder name>', e.g. 'tfds:cifar10' or
-'tfds:imagenet_resized/32x32' (kwargs of TfdsImageDataset).
+'tfds:imagenet_resized/32x32' (kwargs of TfdsImageDataset), and any prepared TFDS text dataset
+as 'tfds_text:<builder name>', e.g. 'tfds_text:lm1b' (kwargs of text.load_tfds_text).
 """
 from __future__ import annotations
 
@@ -10,13 +11,14 @@ import functools
 import inspect
 from typing import Any, Callable, Optional
 
-from onestep_jax.data import (arrays, digits, fashion_mnist, image_folder, markov, tfds_images,
-                              toy2d)
+from onestep_jax.data import (arrays, digits, fashion_mnist, image_folder, markov, text,
+                              tfds_images, toy2d)
 from onestep_jax.data.base import Dataset
 
 TFDS_PREFIX = 'tfds:'
+TFDS_TEXT_PREFIX = 'tfds_text:'
 # Sources whose 'test' split is held out from their default training split 'train'.
-TEST_SPLIT_SOURCES = ('arrays', 'digits', 'fashion_mnist')
+TEST_SPLIT_SOURCES = ('arrays', 'digits', 'fashion_mnist', 'pydoc_text')
 
 DATASETS: dict[str, Callable[..., Dataset]] = {
     **toy2d.TOYS,
@@ -25,20 +27,24 @@ DATASETS: dict[str, Callable[..., Dataset]] = {
     'digits': digits.load_digits_dataset,
     'fashion_mnist': fashion_mnist.load_fashion_mnist,
     'markov': markov.MarkovChainDataset,
+    'pydoc_text': text.load_pydoc_text,
 }
 # Analytic token sources: like the toys, their own held-out data.
 ANALYTIC_TOKEN_SOURCES = ('markov',)
 
 
 def available() -> list[str]:
-  """Valid names, with 'tfds:<name>' standing for any prepared TFDS image dataset."""
-  return sorted(DATASETS) + [TFDS_PREFIX + '<name>']
+  """Valid names, with 'tfds:<name>' ('tfds_text:<name>') standing for any prepared TFDS image
+  (text) dataset."""
+  return sorted(DATASETS) + [TFDS_PREFIX + '<name>', TFDS_TEXT_PREFIX + '<name>']
 
 
 def get_dataset(name: str, **kwargs: Any) -> Dataset:
   """The dataset called `name`, built with `kwargs` (checked against the factory's signature)."""
   if name.startswith(TFDS_PREFIX) and len(name) > len(TFDS_PREFIX):
     factory = functools.partial(tfds_images.TfdsImageDataset, name[len(TFDS_PREFIX):])
+  elif name.startswith(TFDS_TEXT_PREFIX) and len(name) > len(TFDS_TEXT_PREFIX):
+    factory = functools.partial(text.load_tfds_text, name[len(TFDS_TEXT_PREFIX):])
   elif name in DATASETS:
     factory = DATASETS[name]
   else:
@@ -56,10 +62,12 @@ def get_held_out(name: str, **kwargs: Any) -> Optional[Dataset]:
 
   Analytic toys are their own held-out data: evaluation samples come from a random stream no
   training batch uses. The sources of TEST_SPLIT_SOURCES trained on split 'train' (their
-  default) hold out split 'test'. Image folders, TFDS sets and other splits have none.
+  default) hold out split 'test', and so do TFDS text sets (lm1b, ...) trained on 'train'.
+  Image folders, TFDS image sets and other splits have none.
   """
   if name in toy2d.TOYS or name in ANALYTIC_TOKEN_SOURCES:
     return get_dataset(name, **kwargs)
-  if name in TEST_SPLIT_SOURCES and kwargs.get('split', 'train') == 'train':
+  held_out_split = name in TEST_SPLIT_SOURCES or name.startswith(TFDS_TEXT_PREFIX)
+  if held_out_split and kwargs.get('split', 'train') == 'train':
     return get_dataset(name, **{**kwargs, 'split': 'test'})
   return None

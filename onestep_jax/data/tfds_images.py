@@ -29,6 +29,26 @@ def _import_tfds():
   return tfds
 
 
+def open_prepared(name: str, *, split: str, data_dir: Optional[str]):
+  """(builder, random-access source of `split`) of a TFDS dataset already prepared as
+  array_record or parquet; raises naming the `tfds build` command otherwise (never downloads)."""
+  tfds = _import_tfds()
+  builder = tfds.builder(name, data_dir=data_dir)
+  if not builder.is_prepared():
+    raise FileNotFoundError(
+        f'TFDS dataset {name!r} is not prepared in {builder.data_dir}; onestep_jax never '
+        f'downloads: run `tfds build {name} --file_format=array_record` (with --data_dir) first')
+  if builder.info.file_format.value not in _RANDOM_ACCESS_FORMATS:
+    raise ValueError(f'TFDS dataset {name!r} in {builder.data_dir} is stored as '
+                     f'{builder.info.file_format.value}; random access needs one of '
+                     f'{_RANDOM_ACCESS_FORMATS}: '
+                     f'rebuild it with `tfds build {name} --file_format=array_record`')
+  source = builder.as_data_source(split=split)
+  if not len(source):
+    raise ValueError(f'TFDS dataset {name!r} split {split!r} is empty')
+  return builder, source
+
+
 class TfdsImageDataset(FiniteDataset):
   """One split of a prepared TFDS image dataset, float32 NHWC in [-1, 1].
 
@@ -46,16 +66,7 @@ class TfdsImageDataset(FiniteDataset):
                resolution: Optional[int] = None, image_key: str = 'image',
                label_key: Optional[str] = 'label'):
     tfds = _import_tfds()
-    builder = tfds.builder(name, data_dir=data_dir)
-    if not builder.is_prepared():
-      raise FileNotFoundError(
-          f'TFDS dataset {name!r} is not prepared in {builder.data_dir}; onestep_jax never '
-          f'downloads: run `tfds build {name} --file_format=array_record` (with --data_dir) first')
-    if builder.info.file_format.value not in _RANDOM_ACCESS_FORMATS:
-      raise ValueError(f'TFDS dataset {name!r} in {builder.data_dir} is stored as '
-                       f'{builder.info.file_format.value}; random access needs one of '
-                       f'{_RANDOM_ACCESS_FORMATS}: '
-                       f'rebuild it with `tfds build {name} --file_format=array_record`')
+    builder, self._source = open_prepared(name, split=split, data_dir=data_dir)
     features = builder.info.features
     if image_key not in features:
       raise ValueError(f'TFDS dataset {name!r} has no feature {image_key!r}; features: '
@@ -71,9 +82,6 @@ class TfdsImageDataset(FiniteDataset):
     if self._labelled and not isinstance(features[label_key], tfds.features.ClassLabel):
       raise ValueError(f'{name!r}: feature {label_key!r} is {features[label_key]}, not a '
                        'ClassLabel; pass label_key=None to ignore it')
-    self._source = builder.as_data_source(split=split)
-    if not len(self._source):
-      raise ValueError(f'TFDS dataset {name!r} split {split!r} is empty')
     self._image_key, self._label_key = image_key, label_key
     self._resolution = resolution
     self.name = name

@@ -17,7 +17,13 @@ def token_model_config(*, vocab_size: int, length: int) -> ml_collections.Config
   d.length = length  # tokens per sequence
   d.concentration = 0.3  # Dirichlet concentration of the chain's rows (small: peaked)
   d.chain_seed = 0  # which chain
+  c.eval.ar_evaluator = ''  # an 'ar' run (workdir or export) scoring samples: gen_ppl; '' = off
+  dit_section(c)
+  return c
 
+
+def dit_section(c: ml_collections.ConfigDict) -> None:
+  """A small masked-diffusion DiT (MDLM's backbone) as the network of `c`."""
   c.net.name = 'dit'
   k = c.net.kwargs
   k.vocab_size = config_dict.placeholder(int)  # set at start-up: data vocabulary + mask token
@@ -27,6 +33,18 @@ def token_model_config(*, vocab_size: int, length: int) -> ml_collections.Config
   k.n_blocks = 2  # transformer blocks (MDLM small: 12)
   k.mlp_ratio = 4  # MLP width / model width
   k.dropout = 0.0  # dropout in training (MDLM: 0.1)
+
+
+def text_model_config(*, length: int) -> ml_collections.ConfigDict:
+  """base_config with the pydoc character corpus (data/text.py) and a larger DiT."""
+  c = base_config()
+  c.data.name = 'pydoc_text'
+  d = c.data.kwargs
+  d.length = length  # characters per sequence
+  d.min_count = 1  # characters rarer than this in the corpus become the unknown token
+  c.eval.ar_evaluator = ''  # an 'ar' run (workdir or export) scoring samples: gen_ppl; '' = off
+  dit_section(c)
+  c.net.kwargs.update(hidden_size=128, cond_dim=64, n_blocks=4)
   return c
 
 
@@ -37,10 +55,34 @@ def mdlm_method_fields(m: ml_collections.ConfigDict) -> None:
   m.t_min = 1e-3  # training times t ~ U[t_min, 1), antithetic (MDLM's sampling_eps)
   m.time_conditioning = False  # feed sigma(t) to the DiT (MDLM's default: no, sigma = 0)
   m.cache = True  # sampler skips the network after steps that change no token (needs False above)
+  optimizer_fields(m)
+  m.sample_steps = (256, 128, 64, 32, 16, 8)  # ancestral steps at which samples are evaluated
+
+
+def optimizer_fields(m: ml_collections.ConfigDict) -> None:
+  """AdamW and gradient clipping of every token model (methods/mdlm.py: make_optimizer)."""
   m.beta1 = 0.9  # AdamW beta1
   m.beta2 = 0.999  # AdamW beta2
   m.eps = 1e-8  # AdamW epsilon
   m.weight_decay = 0.0  # AdamW weight decay (MDLM: 0)
   m.clip_norm = 1.0  # global gradient-norm clip
   m.lr_warmup_steps = 200  # linear warm-up to the constant learning rate
-  m.sample_steps = (256, 128, 64, 32, 16, 8)  # ancestral steps at which samples are evaluated
+
+
+def ar_section(c: ml_collections.ConfigDict) -> None:
+  """Turns a token-model config into the autoregressive baseline's: the causal transformer
+  (nets/causal_transformer.py) of the DiT section's width, heads and depth, method 'ar'."""
+  dit = c.net.kwargs
+  c.net.name = 'causal_transformer'
+  c.net.kwargs = ml_collections.ConfigDict()
+  k = c.net.kwargs
+  k.vocab_size = config_dict.placeholder(int)  # set at start-up: data vocabulary + start token
+  k.hidden_size = dit.hidden_size  # model width
+  k.n_heads = dit.n_heads  # attention heads
+  k.n_blocks = dit.n_blocks  # transformer blocks
+  k.mlp_ratio = dit.mlp_ratio  # MLP width / model width
+  k.dropout = dit.dropout  # dropout in training
+  m = c.method
+  m.name = 'ar'
+  m.bos_index = config_dict.placeholder(int)  # set at start-up: the start token's id (last id)
+  optimizer_fields(m)

@@ -30,6 +30,7 @@ from onestep_jax.train.state import host_value
 from onestep_jax.train.trainer import Trainer
 
 MODES = ('train', 'sample', 'evaluate')
+TEACHER_RUN_DIR = 'teacher'  # <workdir>/teacher: the teacher run of a config's `teacher_run`
 CACHE_DIR = os.path.join(os.path.expanduser('~'), '.cache', 'onestep_jax', 'xla')
 # Besides every eval.* field, a rerun of a workdir may change only these: they do not change
 # what is trained (README, "Running experiments").
@@ -80,7 +81,8 @@ def _rerun_changes(path: str, config: ml_collections.ConfigDict) -> Optional[lis
   show = lambda tree, k: json.dumps(tree[k]) if k in tree else 'unset'
   changed = [k for k in sorted(old.keys() | new.keys()) if show(old, k) != show(new, k)]
   changes = [f'{k} {show(old, k)} -> {show(new, k)}' for k in changed]
-  if any(k not in RERUN_FIELDS and not k.startswith('eval.') for k in changed):
+  own = [k.removeprefix('teacher_run.') for k in changed]  # teacher_run.*: the same rules
+  if any(k not in RERUN_FIELDS and not k.startswith('eval.') for k in own):
     raise ValueError(f'{os.path.dirname(path)} holds a run with another config '
                      f'({", ".join(changes)}); a rerun may change only eval.* and '
                      f'{", ".join(RERUN_FIELDS)}; use a new workdir')
@@ -93,6 +95,22 @@ def _trim_history(path: str, last_step: int) -> None:
     keep = [r for r in read_metrics(path) if r['step'] <= last_step]
     with atomic_path(path) as tmp, open(tmp, 'w') as f:
       f.writelines(json.dumps(r) + '\n' for r in keep)
+
+
+def with_teacher_run(config: ml_collections.ConfigDict, workdir: str, *, mode: str,
+                     progress: bool) -> ml_collections.ConfigDict:
+  """`config` distilling the teacher that its `teacher_run` section (the full config of the
+  teacher's own run, if present) trains in <workdir>/teacher: one command trains the teacher and
+  then distils it. In mode 'train' that run comes first, resumed from its checkpoints if it was
+  interrupted, and is skipped once it has written its metrics.json."""
+  if config.get('teacher_run') is None:
+    return config
+  teacher_dir = os.path.join(workdir, TEACHER_RUN_DIR)
+  if mode == 'train' and not os.path.exists(os.path.join(teacher_dir, 'metrics.json')):
+    run(config.teacher_run, teacher_dir, mode='train', progress=progress)
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.method.teacher = teacher_dir
+  return config
 
 
 def run(config: ml_collections.ConfigDict, workdir: str, *, mode: str = 'train',
@@ -113,6 +131,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mode: str = 'train',
                             'checkpoint; run with --mode=train first')
   if config.train.compilation_cache:
     enable_compilation_cache(CACHE_DIR)
+  config = with_teacher_run(config, workdir, mode=mode, progress=progress)
   dataset = get_dataset(config.data.name, **config.data.kwargs.to_dict())
   config = resolve_config(config, dataset)
   held_out, config.eval.num_samples = plan_evaluation(config.data, dataset,
@@ -193,7 +212,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mode: str = 'train',
   if isinstance(setup, DiscreteSetup):  # token models
     metrics = discrete_evaluation.evaluate(
         samples=samples, reference=reference, dataset=dataset, nelbo_fns=setup.nelbo_fns,
-        params=sampling_params, batch_size=config.eval.batch_size, seed=config.eval.seed)
+        params=sampling_params, batch_size=config.eval.batch_size, seed=config.eval.seed,
+        ar_evaluator=config.eval.get('ar_evaluator', ''))
   else:
     metrics = evaluate(samples=samples, reference=reference, seed=config.eval.seed,
                        mixture=dataset.mixture, image_metrics=image_metrics)

@@ -37,7 +37,8 @@ def check_token_data(config: ml_collections.ConfigDict, dataset) -> None:
   """Token models need token data and the DiT; raises ValueError naming the problem."""
   if not hasattr(dataset, 'vocab_size'):
     raise ValueError(f'method {config.method.name!r} models token sequences; dataset '
-                     f'{dataset.name!r} is not a token source (valid: markov)')
+                     f'{dataset.name!r} is not a token source (valid: markov, pydoc_text, '
+                     'tfds_text:<name>)')
   if config.net.name != NETWORK:
     raise ValueError(f'method {config.method.name!r} needs net.name={NETWORK!r}, got '
                      f'{config.net.name!r}')
