@@ -6,17 +6,20 @@
 - `entropy`: unigram entropy of each sample's tokens (nats), averaged over samples; it falls when
   a sampler collapses to low temperature, which lowers sample NLL and perplexity for the wrong
   reason (Zheng et al. 2024, arXiv 2409.02908), so it stands beside them.
+- `gen_ppl`: generative perplexity, exp of the mean NLL per token of the samples under an
+  autoregressive evaluator (an 'ar' run, `eval.ar_evaluator`), when one is given.
 - `nelbo`: the model's NELBO per token on held-out data (an upper bound on its NLL).
 Data floors `data/<metric>_floor` measure held-out data the same way; `data/sample_nll_exact` is
 the source's exact entropy per token when it is known.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 import jax
 import numpy as np
 
+from onestep_jax.discrete.autoregressive import Evaluator, generative_perplexity
 from onestep_jax.methods.base import Generator
 
 
@@ -28,12 +31,28 @@ def unigram_entropy(tokens: np.ndarray) -> float:
   return float(np.mean(-np.sum(np.where(p > 0, p * np.log(np.maximum(p, 1e-300)), 0.0), -1)))
 
 
-def sample_metrics(tokens: np.ndarray, dataset) -> dict[str, float]:
-  """entropy, and sample_nll (per token) when the data's likelihood is known."""
+def sample_metrics(tokens: np.ndarray, dataset,
+                   evaluator: Optional[Evaluator] = None) -> dict[str, float]:
+  """entropy, sample_nll (per token) when the data's likelihood is known, and gen_ppl when an
+  evaluator is given."""
   out = {'entropy': unigram_entropy(tokens)}
   if hasattr(dataset, 'log_likelihood'):
     out['sample_nll'] = float(-np.mean(dataset.log_likelihood(tokens)) / tokens.shape[1])
+  if evaluator is not None:
+    out['gen_ppl'] = generative_perplexity(evaluator, tokens)
   return out
+
+
+def load_ar_evaluator(path: str, dataset) -> Optional[Evaluator]:
+  """The evaluator of an 'ar' run at `path` ('' = none), checked against the data's vocabulary."""
+  if not path:
+    return None
+  from onestep_jax.methods.autoregressive import load_evaluator
+  evaluator = load_evaluator(path)
+  if evaluator.bos_index != dataset.vocab_size:
+    raise ValueError(f'AR evaluator {path!r} models {evaluator.bos_index} token ids but dataset '
+                     f'{dataset.name!r} has {dataset.vocab_size}')
+  return evaluator
 
 
 def held_out_nelbo(nelbo_fn, params: Mapping[str, Any], tokens: np.ndarray, *, batch_size: int,
@@ -54,14 +73,17 @@ def held_out_nelbo(nelbo_fn, params: Mapping[str, Any], tokens: np.ndarray, *, b
 def evaluate(*, samples: Mapping[str, tuple[Generator, np.ndarray, float]],
              reference: tuple[np.ndarray, np.ndarray], dataset, nelbo_fns: Mapping[str, Any],
              params: Mapping[str, Any], batch_size: int, seed: int,
-             nelbo_repeats: int = 4) -> dict[str, float]:
-  """Every metric above for every generator, its speed, the NELBOs and the data floors."""
+             nelbo_repeats: int = 4, ar_evaluator: str = '') -> dict[str, float]:
+  """Every metric above for every generator, its speed, the NELBOs and the data floors;
+  `ar_evaluator` is an 'ar' run's workdir or export directory ('' = no gen_ppl)."""
   ref, ref2 = reference
-  metrics = {f'data/{k}_floor': v for k, v in sample_metrics(ref2, dataset).items()}
+  evaluator = load_ar_evaluator(ar_evaluator, dataset)
+  metrics = {f'data/{k}_floor': v for k, v in sample_metrics(ref2, dataset, evaluator).items()}
   if hasattr(dataset, 'expected_nll'):
     metrics['data/sample_nll_exact'] = dataset.expected_nll()
   for g, x, seconds in samples.values():
-    metrics.update({f'{g.model}/{k}@{g.nfe}': v for k, v in sample_metrics(x, dataset).items()})
+    metrics.update({f'{g.model}/{k}@{g.nfe}': v
+                    for k, v in sample_metrics(x, dataset, evaluator).items()})
     metrics[f'{g.model}/samples_per_s@{g.nfe}'] = len(x) / seconds
     metrics[f'{g.model}/tokens_per_s@{g.nfe}'] = x.size / seconds
   for model, fn in nelbo_fns.items():

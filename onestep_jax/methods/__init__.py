@@ -11,6 +11,7 @@ METHODS = {
     'teacher': 'onestep_jax.methods.teacher',
     'mdlm': 'onestep_jax.methods.mdlm',
     'sdtt': 'onestep_jax.methods.sdtt',
+    'ar': 'onestep_jax.methods.autoregressive',
     'diff_instruct': _DISTRIBUTION_MATCHING,
     'dmd': _DISTRIBUTION_MATCHING,
     'dmd2': _DISTRIBUTION_MATCHING,

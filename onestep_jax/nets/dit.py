@@ -31,17 +31,52 @@ def rotary_inv_freq(head_dim: int, base: float = ROTARY_BASE) -> jnp.ndarray:
   return 1.0 / base**(jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim)
 
 
-def apply_rotary(x: jnp.ndarray, inv_freq: jnp.ndarray) -> jnp.ndarray:
+def apply_rotary(x: jnp.ndarray, inv_freq: jnp.ndarray,
+                 positions: Optional[jnp.ndarray] = None) -> jnp.ndarray:
   """Rotary position embedding of x [B, L, heads, head_dim], rotate-half convention: the first
-  and second halves of each head are the two coordinates of each rotated pair."""
-  angles = jnp.arange(x.shape[1], dtype=jnp.float32)[:, None] * inv_freq[None]  # [L, D/2]
+  and second halves of each head are the two coordinates of each rotated pair. `positions` [L]
+  (default 0 .. L-1) are the positions of the L rows, e.g. offset by a KV cache."""
+  if positions is None:
+    positions = jnp.arange(x.shape[1])
+  angles = positions.astype(jnp.float32)[:, None] * inv_freq[None]  # [L, D/2]
   cos, sin = jnp.cos(angles)[None, :, None], jnp.sin(angles)[None, :, None]
   x1, x2 = jnp.split(x, 2, axis=-1)
   return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
 
 
-def _layer_norm(name: str) -> nn.LayerNorm:
+def check_heads(hidden_size: int, n_heads: int) -> None:
+  """Rotary attention needs hidden_size to split into heads of even size."""
+  if hidden_size % n_heads or (hidden_size // n_heads) % 2:
+    raise ValueError(f'hidden_size {hidden_size} must split into {n_heads} heads of even size')
+
+
+def layer_norm(name: str) -> nn.LayerNorm:
+  """MDLM's LayerNorm: a weight, no bias, PyTorch's epsilon."""
   return nn.LayerNorm(epsilon=LAYER_NORM_EPS, use_bias=False, use_fast_variance=False, name=name)
+
+
+# The two helpers below create their layers inside the calling module (call them from a compact
+# method), so blocks that share them keep MDLM's flat parameter names.
+
+
+def rotary_qkv(h: jnp.ndarray, n_heads: int, positions: Optional[jnp.ndarray] = None):
+  """Queries, keys (both rotary-embedded at `positions`) and values [B, L, heads, head_dim] of
+  h [B, L, dim], from one fused bias-free projection 'attn_qkv' laid out (three, heads,
+  head_dim)."""
+  dim = h.shape[-1]
+  head_dim = dim // n_heads
+  qkv = nn.Dense(3 * dim, use_bias=False, name='attn_qkv')(h)
+  qkv = qkv.reshape(h.shape[:2] + (3, n_heads, head_dim))
+  inv_freq = rotary_inv_freq(head_dim)
+  return (apply_rotary(qkv[:, :, 0], inv_freq, positions),
+          apply_rotary(qkv[:, :, 1], inv_freq, positions), qkv[:, :, 2])
+
+
+def feed_forward(h: jnp.ndarray, mlp_ratio: int) -> jnp.ndarray:
+  """The block's MLP: 'mlp_0', tanh-GELU, 'mlp_2'."""
+  dim = h.shape[-1]
+  h = nn.Dense(mlp_ratio * dim, name='mlp_0')(h)
+  return nn.Dense(dim, name='mlp_2')(nn.gelu(h, approximate=True))
 
 
 def _modulate(x, shift, scale):
@@ -57,22 +92,15 @@ class DiTBlock(nn.Module):
   @nn.compact
   def __call__(self, x, c, *, train: bool = False):
     dim = x.shape[-1]
-    head_dim = dim // self.n_heads
     mods = nn.Dense(6 * dim, kernel_init=nn.initializers.zeros, name='adaLN_modulation')(c)
     shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = jnp.split(mods, 6, axis=-1)
 
-    h = _modulate(_layer_norm('norm1')(x), shift_msa, scale_msa)
-    qkv = nn.Dense(3 * dim, use_bias=False, name='attn_qkv')(h)
-    qkv = qkv.reshape(x.shape[:2] + (3, self.n_heads, head_dim))
-    inv_freq = rotary_inv_freq(head_dim)
-    q, k = apply_rotary(qkv[:, :, 0], inv_freq), apply_rotary(qkv[:, :, 1], inv_freq)
-    h = jax.nn.dot_product_attention(q, k, qkv[:, :, 2]).reshape(x.shape)
+    h = _modulate(layer_norm('norm1')(x), shift_msa, scale_msa)
+    h = jax.nn.dot_product_attention(*rotary_qkv(h, self.n_heads)).reshape(x.shape)
     h = nn.Dense(dim, use_bias=False, name='attn_out')(h)
     x = x + gate_msa[:, None] * nn.Dropout(self.dropout)(h, deterministic=not train)
 
-    h = _modulate(_layer_norm('norm2')(x), shift_mlp, scale_mlp)
-    h = nn.Dense(self.mlp_ratio * dim, name='mlp_0')(h)
-    h = nn.Dense(dim, name='mlp_2')(nn.gelu(h, approximate=True))
+    h = feed_forward(_modulate(layer_norm('norm2')(x), shift_mlp, scale_mlp), self.mlp_ratio)
     return x + gate_mlp[:, None] * nn.Dropout(self.dropout)(h, deterministic=not train)
 
 
@@ -95,7 +123,7 @@ class FinalLayer(nn.Module):
     mods = nn.Dense(2 * x.shape[-1], kernel_init=nn.initializers.zeros,
                     name='adaLN_modulation')(c)
     shift, scale = jnp.split(mods, 2, axis=-1)
-    x = _modulate(_layer_norm('norm_final')(x), shift, scale)
+    x = _modulate(layer_norm('norm_final')(x), shift, scale)
     return nn.Dense(self.vocab_size, kernel_init=nn.initializers.zeros, name='linear')(x)
 
 
@@ -116,9 +144,7 @@ class DiT(nn.Module):
   def __call__(self, tokens, sigma: Optional[jnp.ndarray] = None, *, train: bool = False):
     if tokens.ndim != 2:
       raise ValueError(f'DiT expects tokens of shape [B, L], got {tokens.shape}')
-    if self.hidden_size % self.n_heads or (self.hidden_size // self.n_heads) % 2:
-      raise ValueError(f'hidden_size {self.hidden_size} must split into {self.n_heads} heads of '
-                       'even size')
+    check_heads(self.hidden_size, self.n_heads)
     if sigma is None:
       sigma = jnp.zeros((tokens.shape[0],), jnp.float32)
     x = nn.Embed(self.vocab_size, self.hidden_size, name='vocab_embed')(tokens)
