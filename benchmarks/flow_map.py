@@ -1,0 +1,91 @@
+"""Few-step flow-map methods on a distillation config: quality at 1, 2, 4 and 8 sampling steps.
+
+  python benchmarks/flow_map.py [--config=distill_toy2d] [--data=ring8] \
+      [--methods=ayf_emd,ayf_lmd,cd,pd,scd] [--workroot=<dir>] [--config.x=y ...]
+
+Each method runs `configs/<config>.py:<method>[,<data>]` in a fresh process (benchmarks/distill.py's
+`run_method`); the script prints one line per method and step count, writes
+benchmarks/results/flow_map_<config>[_<data>].json (every metric of every run, the teacher's at 35
+NFE included) and docs/flow_map_<config>[_<data>].png: a grid of samples, one row per method, one
+column per step count, the teacher's in the last column.
+"""
+import argparse
+import json
+import os
+import pathlib
+import tempfile
+import time
+
+from distill import ROOT, run_method
+
+STEPS = (1, 2, 4, 8)
+METRICS = ('swd', 'mmd', 'energy', 'nll', 'off_mode', 'mode_coverage', 'fid', 'kid')
+
+
+def table(results: dict) -> list[str]:
+  """Lines 'method@steps metric=value ...' for every student and the teacher (35 NFE)."""
+  lines = []
+  for method, r in results.items():
+    m = r['metrics']
+    for n in STEPS:
+      lines.append(f'{method + "@" + str(n):12s} ' + ' '.join(
+          f'{k}={m[f"student/{k}@{n}"]:.4g}' for k in METRICS if f'student/{k}@{n}' in m))
+  m = next(iter(results.values()))['metrics']
+  lines.append('teacher@35   ' + ' '.join(f'{k}={m[f"teacher/{k}@35"]:.4g}' for k in METRICS
+                                          if f'teacher/{k}@35' in m))
+  return lines
+
+
+def draw(workdirs: dict, path: pathlib.Path) -> None:
+  """Rows: methods; columns: the student's samples at 1/2/4/8 steps, then the teacher's."""
+  import matplotlib
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+  from PIL import Image
+  columns = [(f'{n} step{"s" if n > 1 else ""}', f'samples_student_nfe{n}.png') for n in STEPS]
+  columns.append(('teacher, 35 NFE', 'samples_teacher_nfe35.png'))
+  fig, axes = plt.subplots(len(workdirs), len(columns),
+                           figsize=(2.6 * len(columns), 2.7 * len(workdirs)), squeeze=False)
+  for row, (method, workdir) in zip(axes, workdirs.items()):
+    for ax, (title, png) in zip(row, columns):
+      image = Image.open(os.path.join(workdir, png))
+      ax.imshow(image, cmap='gray' if image.mode == 'L' else None)
+      ax.set_title(title if 'teacher' in png else f'{method}, {title}', fontsize=9)
+      ax.axis('off')
+  fig.tight_layout()
+  fig.savefig(path, dpi=60)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('--config', default='distill_toy2d', help='a file of configs/')
+  parser.add_argument('--data', default='ring8', help="'' for configs without a data variant")
+  parser.add_argument('--methods', default='ayf_emd,ayf_lmd,cd,pd,scd')
+  parser.add_argument('--out', default=str(ROOT / 'benchmarks' / 'results'))
+  parser.add_argument('--workroot', default='', help='keep the runs here (a rerun resumes them); '
+                      'default: a new temporary folder')
+  args, overrides = parser.parse_known_args()  # --config.x=y flags go to every run
+  if args.config != 'distill_toy2d':
+    args.data = ''
+  name = 'flow_map_' + args.config + (f'_{args.data}' if args.data else '')
+  results, workdirs = {}, {}
+  root = args.workroot or tempfile.mkdtemp(prefix=f'{name}_')
+  for method in args.methods.split(','):
+    workdirs[method] = os.path.join(root, method)
+    variant = method + (f',{args.data}' if args.data else '')
+    results[method] = run_method(args.config, variant, workdirs[method], overrides)
+    print('\n'.join(table({method: results[method]})[:-1])
+          + f'\n{"":12s} wall={results[method]["wall_time_s"]:.0f}s', flush=True)
+  print(table(results)[-1])
+  out = pathlib.Path(args.out)
+  out.mkdir(parents=True, exist_ok=True)
+  with open(out / f'{name}.json', 'w') as f:
+    json.dump({'config': args.config, 'data': args.data, 'overrides': overrides,
+               'steps': list(STEPS), 'date': time.strftime('%Y-%m-%d'),
+               'cpu_count': os.cpu_count(), 'methods': results}, f, indent=2, sort_keys=True)
+  draw(workdirs, ROOT / 'docs' / f'{name}.png')
+  print(f'wrote {out / f"{name}.json"} and docs/{name}.png')
+
+
+if __name__ == '__main__':
+  main()
