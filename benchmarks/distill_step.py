@@ -32,10 +32,10 @@ def one_process(method: str, steps: int) -> dict:
   from onestep_jax.methods.networks import build_network, init_network
   from onestep_jax.experiment.defaults import one_step_method_fields
   from onestep_jax.train.export import export_params
-  from train_step import _edm_reference_config, benchmark
+  from train_step import benchmark, edm_reference_config
 
   with tempfile.TemporaryDirectory() as tmp:
-    c = _edm_reference_config(tmp)
+    c = edm_reference_config(tmp)
     kwargs = c.net.kwargs.to_dict()
     params = init_network(build_network('song_unet', kwargs), jax.random.PRNGKey(0),
                           example_shape=(32, 32, 3), num_classes=10)

@@ -33,7 +33,7 @@ CONFIGS = ('teacher_toy2d:ring8', 'teacher_toy2d:ring8,flow', 'distill_toy2d:dif
            'teacher_digits', 'teacher_fashion_mnist', 'edm_reference_32x32')
 
 
-def _edm_reference_config(tmp: str):
+def edm_reference_config(tmp: str):
   """The teacher_digits:cond config with the EDM reference network on random 32x32 RGB images."""
   rs = np.random.RandomState(0)
   path = os.path.join(tmp, 'random32.npz')
@@ -47,14 +47,32 @@ def _edm_reference_config(tmp: str):
   return c
 
 
-def benchmark(config, steps: int) -> dict:
+def config_by_name(name: str, tmp: str):
+  """The config of one of CONFIGS (`file:variant` under configs/, or the EDM reference)."""
+  if name == 'edm_reference_32x32':
+    config = edm_reference_config(tmp)
+  else:
+    file, _, variant = name.partition(':')
+    spec = str(ROOT / 'configs' / f'{file}.py') + (f':{variant}' if variant else '')
+    config = load_config_file(spec)
+  config.train.compilation_cache = False
+  return config
+
+
+def build(config):
+  """(dataset, method setup, trainer, initial state) of a config."""
   dataset = get_dataset(config.data.name, **dict(config.data.kwargs))
   config = resolve_config(config, dataset)
   setup = build_method(config, dataset)
   trainer = Trainer(groups=setup.groups, phases=setup.phases, stages=setup.stages,
                     batch_size=config.train.batch_size)
-  t0 = time.perf_counter()
   state = trainer.init_state(setup.init_params(jax.random.PRNGKey(0)), key=jax.random.PRNGKey(1))
+  return dataset, setup, trainer, state
+
+
+def benchmark(config, steps: int) -> dict:
+  t0 = time.perf_counter()
+  dataset, setup, trainer, state = build(config)
   jax.block_until_ready(state)
   init_s = time.perf_counter() - t0
   # Time steps past the warm-up stage so that every phase of the steady schedule is measured.
@@ -84,14 +102,7 @@ def main():
   results = {}
   with tempfile.TemporaryDirectory() as tmp:
     for name in names:
-      if name == 'edm_reference_32x32':
-        config = _edm_reference_config(tmp)
-      else:
-        file, _, variant = name.partition(':')
-        spec = str(ROOT / 'configs' / f'{file}.py') + (f':{variant}' if variant else '')
-        config = load_config_file(spec)
-      config.train.compilation_cache = False
-      results[name] = r = benchmark(config, args.steps)
+      results[name] = r = benchmark(config_by_name(name, tmp), args.steps)
       print(f'{name:32s} batch {r["batch_size"]:4d}  init {r["init_s"]:6.2f} s  compile '
             f'~{r["compile_s_estimate"]:6.2f} s  step {1000 * r["step_s_median"]:8.2f} ms  '
             f'{r["samples_per_s"]:9.1f} samples/s', flush=True)
