@@ -48,3 +48,66 @@ def test_failed_write_leaves_no_file(tmp_path):
   with pytest.raises(FileNotFoundError, match='does not exist'):
     plots.save_image_grid(np.zeros((2, 8, 8, 1)), str(tmp_path / 'no_dir' / 'g.png'))
   assert os.listdir(tmp_path) == []
+
+
+def test_noised_sample_log_density_is_the_gaussian_kernel_mean():
+  """Samples all at one point give exactly the Gaussian density there; many draws of N(0, s^2 I)
+  give N(0, (s^2 + sigma^2) I), the noised distribution."""
+  x = np.random.RandomState(0).normal(size=(50, 2))
+  mu, sigma = np.array([0.3, -0.5]), 0.7
+  exact = -np.sum((x - mu)**2, 1) / (2 * sigma**2) - np.log(2 * np.pi * sigma**2)
+  got = plots.noised_sample_log_density(x, np.tile(mu, (7, 1)), sigma, chunk=16)
+  np.testing.assert_allclose(got, exact, rtol=1e-10)
+  s, var = 0.5, 0.5**2 + sigma**2
+  draws = s * np.random.RandomState(1).normal(size=(40_000, 2))
+  x = x[np.sum(x**2, 1) < 2.0]
+  noised = -np.sum(x**2, 1) / (2 * var) - np.log(2 * np.pi * var)
+  np.testing.assert_allclose(plots.noised_sample_log_density(x, draws, sigma), noised, atol=0.03)
+  with pytest.raises(ValueError, match='sigma > 0'):
+    plots.noised_sample_log_density(x, draws, 0.0)
+
+
+def test_h_over_plane_layout_clipping_and_normalisation():
+  # log r = the x coordinate: forward KL's h = r grows along the columns, constant down them.
+  xs, ys, h = plots.h_over_plane(lambda p: p[:, 0], divergence='forward_kl', extent=1.0,
+                                 resolution=5)
+  np.testing.assert_allclose(xs, np.linspace(-1, 1, 5))
+  np.testing.assert_allclose(h, np.tile(np.exp(xs), (5, 1)), rtol=1e-6)
+  _, _, h = plots.h_over_plane(lambda p: 3 * p[:, 0], divergence='forward_kl', extent=1.0,
+                               resolution=5, ratio_range=(0.5, 2.0))
+  assert h.min() == pytest.approx(0.5) and h.max() == pytest.approx(2.0)
+  # Reverse KL weighs everything alike; a constant ratio gives weight 1 after normalisation.
+  at = np.random.RandomState(0).normal(size=(100, 2))
+  _, _, h = plots.h_over_plane(lambda p: p[:, 0] * p[:, 1], divergence='reverse_kl',
+                               extent=1.0, resolution=4, normalize_over=at)
+  np.testing.assert_array_equal(h, np.ones((4, 4)))
+  for name in ('jensen_shannon', 'neyman_chi2', 'pearson_chi2'):
+    _, _, h = plots.h_over_plane(lambda p: np.full(len(p), 2.3), divergence=name, extent=1.0,
+                                 resolution=4, normalize_over=at)
+    np.testing.assert_allclose(h, 1.0, rtol=1e-6)
+  # Normalised, the mean of h over the normalising points is 1 (here on the grid itself).
+  xs, ys, _ = plots.h_over_plane(lambda p: p[:, 0], divergence='jeffreys', extent=1.0,
+                                 resolution=6)
+  grid = np.stack(np.meshgrid(xs, ys), -1).reshape(-1, 2)
+  _, _, h = plots.h_over_plane(lambda p: p[:, 0], divergence='jeffreys', extent=1.0,
+                               resolution=6, normalize_over=grid)
+  assert np.mean(h) == pytest.approx(1.0)
+
+
+def test_comparison_figures_have_one_panel_per_entry(tmp_path):
+  rs = np.random.RandomState(0)
+  fig = plots.sample_panels({f'm{i}': rs.normal(size=(30, 2)) for i in range(5)},
+                            reference=rs.normal(size=(40, 2)), means=np.zeros((2, 2)), ncols=3)
+  assert sum(ax.get_visible() and ax.axison for ax in fig.axes) == 5
+  grid = np.linspace(-1, 1, 4)
+  fields = {'const': (grid, grid, np.ones((4, 4))), 'ramp': (grid, grid, np.exp(rs.normal(
+      size=(4, 4))))}
+  fig = plots.field_panels(fields, points=rs.normal(size=(10, 2)), ncols=2)
+  assert len(fig.axes) == 4  # two maps and their colour bars
+  history = [{'time_s': t, 'swd': 1.0 / (1 + t), 'nll': 2.0} for t in range(3)]
+  fig = plots.metric_curves({'a': history, 'b': history}, metrics=('swd', 'nll'),
+                            reference={'swd': 0.2}, log_metrics=('swd',))
+  assert [len(ax.lines) for ax in fig.axes] == [3, 2]
+  path = tmp_path / 'curves.png'
+  plots.save_figure(fig, str(path))
+  assert Image.open(path).format == 'PNG' and os.listdir(tmp_path) == ['curves.png']
