@@ -66,20 +66,27 @@ def draw(workdirs: dict, path: pathlib.Path) -> None:
   fig.savefig(path, dpi=110)
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_args(description: str, methods: str, prefix: str = ''):
+  """(args, --config.x=y overrides for every run, result name, root of the runs' workdirs) of a
+  benchmark over the methods of one distillation config."""
+  parser = argparse.ArgumentParser(description=description)
   parser.add_argument('--config', default='distill_toy2d', help='a file of configs/')
   parser.add_argument('--data', default='ring8', help="'' for configs without a data variant")
-  parser.add_argument('--methods', default='diff_instruct,dmd,dmd2,sid,sim')
+  parser.add_argument('--methods', default=methods)
   parser.add_argument('--out', default=str(ROOT / 'benchmarks' / 'results'))
   parser.add_argument('--workroot', default='', help='keep the runs here (a rerun resumes them); '
                       'default: a new temporary folder')
-  args, overrides = parser.parse_known_args()  # --config.x=y flags go to every run
+  args, overrides = parser.parse_known_args()
   if args.config != 'distill_toy2d':
     args.data = ''
-  name = args.config + (f'_{args.data}' if args.data else '')
+  name = prefix + args.config + (f'_{args.data}' if args.data else '')
+  return args, overrides, name, args.workroot or tempfile.mkdtemp(prefix=f'{name}_')
+
+
+def main():
+  args, overrides, name, root = parse_args(__doc__.splitlines()[0],
+                                           'diff_instruct,dmd,dmd2,sid,sim')
   results, workdirs = {}, {}
-  root = args.workroot or tempfile.mkdtemp(prefix=f'{name}_')
   for method in args.methods.split(','):
     workdirs[method] = os.path.join(root, method)
     variant = method + (f',{args.data}' if args.data else '')

@@ -9,14 +9,12 @@ benchmarks/results/flow_map_<config>[_<data>].json (every metric of every run, t
 NFE included) and docs/flow_map_<config>[_<data>].png: a grid of samples, one row per method, one
 column per step count, the teacher's in the last column.
 """
-import argparse
 import json
 import os
 import pathlib
-import tempfile
 import time
 
-from distill import ROOT, run_method
+from distill import ROOT, parse_args, run_method
 
 STEPS = (1, 2, 4, 8)
 METRICS = ('swd', 'mmd', 'energy', 'nll', 'off_mode', 'mode_coverage', 'fid', 'kid')
@@ -57,19 +55,9 @@ def draw(workdirs: dict, path: pathlib.Path) -> None:
 
 
 def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--config', default='distill_toy2d', help='a file of configs/')
-  parser.add_argument('--data', default='ring8', help="'' for configs without a data variant")
-  parser.add_argument('--methods', default='ayf_emd,ayf_lmd,cd,pd,scd')
-  parser.add_argument('--out', default=str(ROOT / 'benchmarks' / 'results'))
-  parser.add_argument('--workroot', default='', help='keep the runs here (a rerun resumes them); '
-                      'default: a new temporary folder')
-  args, overrides = parser.parse_known_args()  # --config.x=y flags go to every run
-  if args.config != 'distill_toy2d':
-    args.data = ''
-  name = 'flow_map_' + args.config + (f'_{args.data}' if args.data else '')
+  args, overrides, name, root = parse_args(__doc__.splitlines()[0], 'ayf_emd,ayf_lmd,cd,pd,scd',
+                                           prefix='flow_map_')
   results, workdirs = {}, {}
-  root = args.workroot or tempfile.mkdtemp(prefix=f'{name}_')
   for method in args.methods.split(','):
     workdirs[method] = os.path.join(root, method)
     variant = method + (f',{args.data}' if args.data else '')

@@ -13,8 +13,8 @@ method.sample_steps, and their nelbo. In the one-command form the teacher's sett
 """
 import os
 
-from onestep_jax.experiment.discrete_defaults import mdlm_method_fields, token_model_config
-from onestep_jax.experiment.overrides import load_config_file
+from onestep_jax.experiment.discrete_defaults import (mdlm_method_fields, sdtt_teacher,
+                                                      token_model_config)
 
 TEACHER_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'mdlm_markov.py')
 
@@ -23,14 +23,7 @@ def get_config(arg: str = ''):
   c = token_model_config(vocab_size=8, length=32)  # the network comes from the teacher
   m = c.method
   m.name = 'sdtt'
-  # Workdir / export directory of an mdlm run, or mdlm:<checkpoint>; without a variant, set at
-  # start-up to <workdir>/teacher, which the teacher_run section trains first.
-  m.teacher = arg
-  if not arg:
-    c.teacher_run = load_config_file(TEACHER_CONFIG)  # the full config of the teacher's run
-    # Its own metrics at 256 steps only: this run's evaluation reports the teacher at every
-    # step count of method.sample_steps.
-    c.teacher_run.method.sample_steps = (256,)
+  sdtt_teacher(c, arg, teacher_config=TEACHER_CONFIG, teacher_steps=256)
   mdlm_method_fields(m)  # schedule and conditioning are then taken from the teacher
   m.divergence = 'kl_reverse'  # 'kl_reverse' (SDTT default), 'kl_forward', 'mse' or 'tv'
   m.num_teacher_steps = 2  # teacher steps matched by one student step

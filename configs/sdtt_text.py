@@ -11,8 +11,8 @@ their nelbo on the held-out windows.
 """
 import os
 
-from onestep_jax.experiment.discrete_defaults import mdlm_method_fields, text_model_config
-from onestep_jax.experiment.overrides import load_config_file
+from onestep_jax.experiment.discrete_defaults import (mdlm_method_fields, sdtt_teacher,
+                                                      text_model_config)
 
 TEACHER_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'mdlm_text.py')
 
@@ -21,14 +21,7 @@ def get_config(arg: str = ''):
   c = text_model_config(length=128)  # the network comes from the teacher
   m = c.method
   m.name = 'sdtt'
-  # Workdir / export directory of an mdlm run, or mdlm:<checkpoint>; without a variant, set at
-  # start-up to <workdir>/teacher, which the teacher_run section trains first.
-  m.teacher = arg
-  if not arg:
-    c.teacher_run = load_config_file(TEACHER_CONFIG)  # the full config of the teacher's run
-    # Its own metrics at 128 steps only: this run's evaluation reports the teacher at every
-    # step count of method.sample_steps.
-    c.teacher_run.method.sample_steps = (128,)
+  sdtt_teacher(c, arg, teacher_config=TEACHER_CONFIG, teacher_steps=128)
   mdlm_method_fields(m)  # schedule and conditioning are then taken from the teacher
   m.sample_steps = (128, 64, 32, 16, 8)  # ancestral steps at which samples are evaluated
   m.divergence = 'kl_reverse'  # 'kl_reverse' (SDTT default), 'kl_forward', 'mse' or 'tv'

@@ -86,3 +86,16 @@ def ar_section(c: ml_collections.ConfigDict) -> None:
   m.name = 'ar'
   m.bos_index = config_dict.placeholder(int)  # set at start-up: the start token's id (last id)
   optimizer_fields(m)
+
+
+def sdtt_teacher(c: ml_collections.ConfigDict, teacher: str, *, teacher_config: str,
+                 teacher_steps: int) -> None:
+  """SDTT's teacher: `teacher` (an mdlm run's workdir or export, or mdlm:<checkpoint>), or, if
+  empty, a `teacher_run` section holding the full config file `teacher_config`, which the runner
+  trains first in <workdir>/teacher and then distils. That run reports its own samples at
+  `teacher_steps` only: the SDTT run reports the teacher at every step count it evaluates."""
+  from onestep_jax.experiment.overrides import load_config_file  # configs import this module
+  c.method.teacher = teacher
+  if not teacher:
+    c.teacher_run = load_config_file(teacher_config)
+    c.teacher_run.method.sample_steps = (teacher_steps,)
