@@ -135,6 +135,30 @@ def test_imbalanced_weights_and_geometry():
     get_dataset('two_modes_imbalanced', minor_weight=1.5)
 
 
+def test_labelled_ring_labels_each_mode_by_its_class():
+  """ring8 with num_classes=2: labels are the component index mod 2, the same points as the
+  component draw, and class_mixture(c) is exactly class c's modes at equal weights."""
+  data = get_dataset('ring8', num_classes=2)
+  assert data.num_classes == 2
+  batch = data.get_batch(3, 4000, seed=0)
+  assert batch['label'].dtype == np.int32 and batch['x'].shape == (4000, 2)
+  angle = np.mod(np.arctan2(batch['x'][:, 1], batch['x'][:, 0]), 2 * np.pi)
+  nearest = np.round(angle / (2 * np.pi / 8)).astype(int) % 8
+  np.testing.assert_array_equal(batch['label'], nearest % 2)
+  assert abs(batch['label'].mean() - 0.5) < 0.03
+  rows = data.get_batch(3, 4000, seed=0, process_index=1, process_count=2)
+  np.testing.assert_array_equal(rows['label'], batch['label'][2000:])
+  odd = data.class_mixture(1)
+  np.testing.assert_allclose(odd.means, data.mixture.means[1::2])
+  np.testing.assert_allclose(odd.weights, 0.25)
+  assert get_dataset('ring8').num_classes == 0 and 'label' not in get_dataset('ring8').get_batch(
+      0, 4, seed=0)
+  with pytest.raises(ValueError, match='num_classes must lie in'):
+    get_dataset('ring8', num_classes=9)
+  with pytest.raises(ValueError, match='no labels'):
+    get_dataset('ring8').class_mixture(0)
+
+
 def test_formula_toys_lie_on_their_curves():
   h = 1.5
   x = get_dataset('checkerboard', half_width=h).sample(5000, seed=0)

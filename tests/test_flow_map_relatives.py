@@ -193,14 +193,25 @@ def test_rcm_with_dmd_weight_zero_is_scd():
   assert float(jnp.max(jnp.abs(_flat(g_dmd['student']) - _flat(g_scd['student'])))) > 1e-4
 
 
-def _weak_export(path):
-  kwargs = {'data_dim': 2, 'hidden_dim': 16, 'num_layers': 1}
+def _mlp_export(path, num_classes=0):
+  """A random MLP teacher; with classes, every weight is perturbed so that the (zero-initialised)
+  output layer passes the labels through."""
+  kwargs = {'data_dim': 2, 'hidden_dim': 16, 'num_layers': 1, 'label_dim': num_classes}
   params = init_network(build_network('mlp', kwargs), jax.random.PRNGKey(7), example_shape=(2,),
-                        num_classes=0)
+                        num_classes=num_classes)
+  if num_classes:
+    leaves, tree = jax.tree.flatten(params)
+    keys = jax.random.split(jax.random.PRNGKey(9), len(leaves))
+    params = jax.tree.unflatten(tree, [l + 0.3 * jax.random.normal(k, l.shape)
+                                       for l, k in zip(leaves, keys)])
   export_params(path, params, net_kwargs=kwargs,
                 metadata={'network': 'mlp', 'objective': 'edm', 'sigma_data': 0.5,
-                          'num_classes': 0})
+                          'num_classes': num_classes})
   return str(path)
+
+
+def _weak_export(path):
+  return _mlp_export(path)
 
 
 def test_autoguided_teacher_at_scale_one_is_the_main_teacher(tmp_path):
@@ -224,6 +235,31 @@ def test_autoguided_teacher_at_scale_one_is_the_main_teacher(tmp_path):
   assert float(jnp.max(jnp.abs(v_weak - plain))) > 0.1
   twice, _ = teacher(guidance='autoguidance', weak_teacher=weak_dir, guidance_scale=2.0)
   np.testing.assert_allclose(twice, 2.0 * plain - v_weak, rtol=1e-4, atol=1e-5)
+
+
+def test_classifier_free_guided_teacher_on_the_labelled_ring(tmp_path):
+  """A conditional teacher on ring8 with 2 classes: scale 1 is the conditional teacher, scale w
+  is v_null + w (v_c - v_null) with zeroed labels as the null label (label dropout's)."""
+  teacher_dir = _mlp_export(tmp_path / 'teacher', num_classes=2)
+  ring = get_dataset('ring8', num_classes=2)
+  x = jax.random.normal(jax.random.PRNGKey(8), (16, 2))
+  t = jnp.linspace(0.05, 0.95, 16)
+  labels = jax.nn.one_hot(jnp.arange(16) % 2, 2)
+
+  def velocity(**fields):
+    c = _config('distill_toy2d', 'cd', teacher=teacher_dir, **fields)
+    c.data.kwargs.num_classes = 2
+    c.data.conditional = True
+    ctx = FlowMapDistillation(resolve_config(c, ring), ring)
+    return lambda lb: jax.jit(ctx.teacher_velocity(ctx.frozen_params()))(x, t, lb)
+
+  plain = velocity()
+  v_c, v_null = plain(labels), plain(jnp.zeros_like(labels))
+  assert float(jnp.max(jnp.abs(v_c - v_null))) > 1e-3  # the labels matter
+  np.testing.assert_allclose(velocity(guidance='classifier_free', guidance_scale=1.0)(labels),
+                             v_c, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(velocity(guidance='classifier_free', guidance_scale=3.0)(labels),
+                             v_null + 3.0 * (v_c - v_null), rtol=1e-4, atol=1e-5)
 
 
 def test_guidance_fields_are_checked():

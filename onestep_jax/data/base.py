@@ -153,11 +153,15 @@ class SyntheticDataset(Dataset):
   def _draw(self, num: int, rng: np.random.Generator) -> np.ndarray:
     """`num` i.i.d. examples, float32 of shape [num, *example_shape], using only `rng`."""
 
+  def _draw_batch(self, num: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """A batch of `num` examples: 'x' (and 'label' int32 in labelled sources)."""
+    return {'x': self._draw(num, rng)}
+
   def get_batch(self, step: int, batch_size: int, *, seed: int, process_index: int = 0,
                 process_count: int = 1) -> dict[str, np.ndarray]:
     rows = process_rows(batch_size, process_index=process_index, process_count=process_count)
     rng = make_rng(seed, _STREAM_BATCH, _check_nonnegative_int(step, 'step'))
-    return {'x': self._draw(batch_size, rng)[rows]}
+    return {k: v[rows] for k, v in self._draw_batch(batch_size, rng).items()}
 
   def sample(self, num: int, *, seed: int) -> np.ndarray:
     """`num` fresh samples from a stream disjoint from every training batch."""

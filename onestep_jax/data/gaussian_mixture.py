@@ -158,10 +158,20 @@ class GaussianMixture:
     x = jnp.asarray(self.means)[labels] + jnp.einsum('bdj,bj->bd', self.factors[labels], eps)
     return (x, labels) if return_labels else x
 
-  def sample_numpy(self, num: int, rng: np.random.Generator) -> np.ndarray:
-    """The same exact sampler on the host with numpy (for input pipelines), [num, D] float32."""
+  def sample_numpy(self, num: int, rng: np.random.Generator, *, return_labels: bool = False):
+    """The same exact sampler on the host with numpy (for input pipelines), [num, D] float32
+    (and component labels [num] int32 if asked)."""
     weights = self.weights.astype(np.float64)
     labels = rng.choice(len(weights), size=num, p=weights / weights.sum())
     eps = rng.standard_normal((num, self.dim))
-    return (self.means[labels] + np.einsum('bdj,bj->bd', self.factors[labels], eps)).astype(
+    x = (self.means[labels] + np.einsum('bdj,bj->bd', self.factors[labels], eps)).astype(
         np.float32)
+    return (x, labels.astype(np.int32)) if return_labels else x
+
+  def subset(self, components) -> 'GaussianMixture':
+    """The mixture of `components` alone, their weights renormalised (e.g. one class's modes)."""
+    idx = np.asarray(components, np.int64)
+    if idx.ndim != 1 or not idx.size or idx.min() < 0 or idx.max() >= self.num_components:
+      raise ValueError(f'components must be indices in [0, {self.num_components}), got '
+                       f'{components!r}')
+    return GaussianMixture(weights=self.weights[idx], means=self.means[idx], covs=self.covs[idx])

@@ -1,7 +1,7 @@
 """Infinite analytic sources: an exact Gaussian mixture, or any explicit sampling formula."""
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
@@ -16,13 +16,36 @@ class MixtureDataset(SyntheticDataset):
   function and, called eagerly per batch, would compile for every new batch shape.
   """
 
-  def __init__(self, mixture: GaussianMixture, *, name: str = 'gaussian_mixture'):
+  def __init__(self, mixture: GaussianMixture, *, name: str = 'gaussian_mixture',
+               component_classes: Optional[Sequence[int]] = None):
+    """component_classes: the class label of each component (batches then carry 'label'), or
+    None for unlabelled data."""
     self.mixture = mixture
     self.name = name
     self.example_shape = (mixture.dim,)
+    self.component_classes = None
+    if component_classes is not None:
+      classes = np.asarray(component_classes, np.int32)
+      if classes.shape != (mixture.num_components,) or classes.min() < 0:
+        raise ValueError(f'component_classes must be {mixture.num_components} non-negative '
+                         f'labels, one per component, got {component_classes!r}')
+      self.component_classes = classes
+      self.num_classes = int(classes.max()) + 1
 
   def _draw(self, num: int, rng: np.random.Generator) -> np.ndarray:
     return self.mixture.sample_numpy(num, rng)
+
+  def _draw_batch(self, num: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    if self.component_classes is None:
+      return super()._draw_batch(num, rng)
+    x, component = self.mixture.sample_numpy(num, rng, return_labels=True)
+    return {'x': x, 'label': self.component_classes[component]}
+
+  def class_mixture(self, label: int) -> GaussianMixture:
+    """The exact class-conditional distribution: the mixture of class `label`'s components."""
+    if self.component_classes is None:
+      raise ValueError(f'dataset {self.name!r} has no labels')
+    return self.mixture.subset(np.flatnonzero(self.component_classes == label))
 
 
 class FormulaDataset(SyntheticDataset):

@@ -16,11 +16,18 @@ from onestep_jax.data.gaussian_mixture import GaussianMixture
 from onestep_jax.data.synthetic import FormulaDataset, MixtureDataset
 
 
-def ring8(*, radius: float = 1.0, std: float = 0.05) -> MixtureDataset:
-  """8 equal Gaussians N(radius (cos 2πk/8, sin 2πk/8), std² I); coordinate std ≈ 0.71."""
+def ring8(*, radius: float = 1.0, std: float = 0.05, num_classes: int = 0) -> MixtureDataset:
+  """8 equal Gaussians N(radius (cos 2πk/8, sin 2πk/8), std² I); coordinate std ≈ 0.71.
+
+  num_classes > 0 labels mode k with class k mod num_classes (2: alternate modes), for
+  class-conditional teachers and guidance."""
+  if not 0 <= num_classes <= 8:
+    raise ValueError(f'ring8 has 8 modes; num_classes must lie in [0, 8], got {num_classes}')
   angles = 2 * np.pi * np.arange(8) / 8
   means = radius * np.stack([np.cos(angles), np.sin(angles)], axis=1)
-  return MixtureDataset(GaussianMixture.isotropic(means=means, std=std), name='ring8')
+  classes = np.arange(8) % num_classes if num_classes else None
+  return MixtureDataset(GaussianMixture.isotropic(means=means, std=std), name='ring8',
+                        component_classes=classes)
 
 
 def grid25(*, spacing: float = 0.5, std: float = 0.05) -> MixtureDataset:
