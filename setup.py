@@ -26,8 +26,10 @@ setup(
     extras_require={
         'data': ['tensorflow-datasets>=4.9.8', 'grain>=0.2.10', 'array-record>=0.8'],
         'convert': ['torch>=2.0'],
+        # Tokenizer files (tokenizer.json) of imported language models: data/hf_tokenizer.py.
+        'text': ['tokenizers>=0.19'],
         'test': ['pytest>=8', 'pytest-xdist>=3.5', 'tensorflow-datasets>=4.9.8', 'grain>=0.2.10',
-                 'array-record>=0.8'],
+                 'array-record>=0.8', 'tokenizers>=0.19'],
         # TensorBoard event files beside metrics.jsonl (clu's SummaryWriter needs TensorFlow).
         'tensorboard': ['clu>=0.0.12', 'tensorflow>=2.16', 'tensorboard>=2.16'],
     },

@@ -188,7 +188,7 @@ def test_registry_errors_name_the_problem():
                                        r"'tfds:<name>'"):
     get_dataset('cifar')
   with pytest.raises(ValueError, match=r"'ring8'.*unexpected keyword argument 'radus'.*"
-                                       r"accepted arguments: \['radius', 'std'\]"):
+                                       r"accepted arguments: \['radius', 'std', 'num_classes'\]"):
     get_dataset('ring8', radus=2)
   with pytest.raises(ValueError, match="missing a required argument: 'path'"):
     get_dataset('arrays')

@@ -163,3 +163,16 @@ def test_text_configs_resolve_the_vocabulary_and_mask_from_the_corpus():
                                for v in ('', ':runs/mdlm_text'))
   assert one_command.teacher_run.data == one_command.data == c.data
   assert 'teacher_run' not in from_teacher and from_teacher.method.teacher == 'runs/mdlm_text'
+
+
+def test_tfds_text_with_a_tokenizer_file(tiny_text_tfds_dir, tmp_path):
+  pytest.importorskip('tokenizers')
+  from onestep_jax.data.hf_tokenizer import HFTokenizer
+  from test_hf_tokenizer import train_bpe
+  bpe = train_bpe(tmp_path / 'tokenizer.json', pydoc_corpus()[:8000])
+  ds = get_dataset('tfds_text:onestep_tiny_text', data_dir=tiny_text_tfds_dir, length=12,
+                   tokenizer=bpe)
+  assert ds.vocab_size == 300 and isinstance(ds.tokenizer, HFTokenizer)
+  packed = '\n'.join(ds.text(i % ds.num_examples) for i in range(3, 9))
+  decoded = ds.tokenizer.decode(ds._read(np.array([3]))['x'][0])
+  assert len(decoded) > 12 and packed.startswith(decoded)  # texts joined, then cut at 12 tokens

@@ -1,4 +1,5 @@
-"""Tokenizers of text sources: the interface token models rely on, and a character tokenizer.
+"""Tokenizers of text sources: the interface token models rely on, and a character tokenizer
+(tokenizers read from a file: data/hf_tokenizer.py).
 
 Id convention (shared with onestep_jax.discrete and the token methods): a tokenizer's ids are
 0 .. vocab_size - 1; the mask token of masked diffusion is one more id, `mask_id == vocab_size`,
@@ -55,6 +56,9 @@ class CharTokenizer:
     counts = collections.Counter(text)
     return cls(''.join(sorted(c for c, n in counts.items() if n >= min_count)))
 
+  def __repr__(self) -> str:
+    return f'CharTokenizer({len(self.chars)} characters, vocab_size={self.vocab_size})'
+
   @property
   def mask_id(self) -> int:
     return self.vocab_size
@@ -64,8 +68,13 @@ class CharTokenizer:
                        count=len(text))
 
   def decode(self, ids) -> str:
-    ids = np.asarray(ids)
-    if ids.size and (ids.min() < 0 or ids.max() > self.mask_id):
-      raise ValueError(f'ids must lie in [0, {self.mask_id}] (mask id included), got '
-                       f'[{ids.min()}, {ids.max()}]')
-    return ''.join(self._table[ids.reshape(-1)])
+    return ''.join(self._table[check_ids(ids, self.mask_id).reshape(-1)])
+
+
+def check_ids(ids, mask_id: int) -> np.ndarray:
+  """`ids` as an array, after checking that they lie in [0, mask_id] (what `decode` accepts)."""
+  ids = np.asarray(ids)
+  if ids.size and (ids.min() < 0 or ids.max() > mask_id):
+    raise ValueError(f'ids must lie in [0, {mask_id}] (mask id included), got '
+                     f'[{ids.min()}, {ids.max()}]')
+  return ids

@@ -10,15 +10,18 @@
   autoregressive evaluator (an 'ar' run, `eval.ar_evaluator`), when one is given.
 - `nelbo`: the model's NELBO per token on held-out data (an upper bound on its NLL).
 Data floors `data/<metric>_floor` measure held-out data the same way; `data/sample_nll_exact` is
-the source's exact entropy per token when it is known.
+the source's exact entropy per token when it is known. Samples of data with a tokenizer are
+also written as text (save_sample_texts).
 """
 from __future__ import annotations
 
+import os
 from typing import Any, Mapping, Optional
 
 import jax
 import numpy as np
 
+from onestep_jax.atomic import atomic_path
 from onestep_jax.discrete.autoregressive import Evaluator, generative_perplexity
 from onestep_jax.methods.base import Generator
 
@@ -53,6 +56,19 @@ def load_ar_evaluator(path: str, dataset) -> Optional[Evaluator]:
     raise ValueError(f'AR evaluator {path!r} models {evaluator.bos_index} token ids but dataset '
                      f'{dataset.name!r} has {dataset.vocab_size}')
   return evaluator
+
+
+def save_sample_texts(samples: Mapping[str, tuple[Generator, np.ndarray, float]], *,
+                      workdir: str, tokenizer) -> list[str]:
+  """samples_<name>.txt of each model: its samples decoded by the data's tokenizer, each under a
+  '=== sample <i> ===' line; the paths."""
+  paths = []
+  for name, (_, x, _) in samples.items():
+    path = os.path.join(workdir, f'samples_{name}.txt')
+    with atomic_path(path) as tmp, open(tmp, 'w', encoding='utf-8') as f:
+      f.writelines(f'=== sample {i} ===\n{tokenizer.decode(row)}\n' for i, row in enumerate(x))
+    paths.append(path)
+  return paths
 
 
 def held_out_nelbo(nelbo_fn, params: Mapping[str, Any], tokens: np.ndarray, *, batch_size: int,

@@ -190,6 +190,9 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mode: str = 'train',
                              seed=config.eval.seed)
   written = save_sample_pictures(samples, workdir=workdir, reference=reference[0],
                                  mixture=dataset.mixture) if is_main else []
+  if is_main and getattr(dataset, 'tokenizer', None) is not None:  # token models: decoded text
+    written += discrete_evaluation.save_sample_texts(samples, workdir=workdir,
+                                                     tokenizer=dataset.tokenizer)
   if mode == 'sample':
     if is_main:
       for name, (_, x, _) in samples.items():

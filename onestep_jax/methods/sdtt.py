@@ -101,11 +101,19 @@ def resolve_config(config: ml_collections.ConfigDict, dataset) -> ml_collections
   """The student's network and diffusion settings are the teacher's; its vocabulary must be the
   data's plus the mask token."""
   check_token_data(config, dataset)
+  if not config.method.get('teacher'):  # configs/sdtt_mdlm.py derives it from teacher_file
+    flag = ('teacher_file=<checkpoint .npz|.safetensors>' if 'teacher_file' in config.method
+            else 'teacher=<mdlm run | mdlm:<checkpoint>>')
+    raise ValueError(f'SDTT needs a teacher: pass --config.method.{flag}')
   teacher = load_token_teacher(config.method.teacher)
   vocab = int(teacher.network_kwargs['vocab_size'])
   if vocab != int(dataset.vocab_size) + 1:
+    tokenizer = getattr(dataset, 'tokenizer', None)
+    hint = '' if tokenizer is None else (
+        f' from its tokenizer {tokenizer!r}; give the tokenizer file the teacher was trained '
+        'with: --config.data.kwargs.tokenizer=<tokenizer.json>')
     raise ValueError(f'the teacher has {vocab} token ids (mask included) but dataset '
-                     f'{dataset.name!r} has {dataset.vocab_size} tokens (+1 for the mask)')
+                     f'{dataset.name!r} has {dataset.vocab_size} tokens (+1 for the mask){hint}')
   config.net.kwargs = ml_collections.ConfigDict(teacher.network_kwargs)
   m = config.method
   m.mask_index = teacher.mask_index
