@@ -4,12 +4,13 @@ python experiments/main.py --config=configs/distill_toy2d.py:sid --workdir=runs/
 Variants: `<method>` or `<method>,<toy or path.npy>` (default toy: ring8). Methods: diff_instruct,
 dmd, dmd2, sid, sim, fdistill, uni_instruct, diffratio (the last three take
 --config.method.divergence=<name>, e.g. forward_kl, jensen_shannon). Few-step flow maps: ayf_emd,
-ayf_lmd, scd, rcm, cd, pd (teacher-free ones: configs/flowmap_toy2d.py). Mixture toys use their
-exact teacher; other data need a trained teacher: --config.method.teacher=<export dir of
-teacher_toy2d.py> (its network settings are used).
+ayf_lmd, scd, rcm, cd, pd and ayf_emd_adv (AYF-EMD plus a relativistic GAN; finetunes an ayf_emd
+run given --config.method.student_init=<its workdir>); teacher-free ones: configs/flowmap_toy2d.py.
+Mixture toys use their exact teacher; other data need a trained teacher:
+--config.method.teacher=<export dir of teacher_toy2d.py> (its network settings are used).
 """
 from onestep_jax.experiment.defaults import ONE_STEP_METHODS, base_config, one_step_method_fields
-from onestep_jax.methods.flow_map_config import FLOW_MAP_METHODS, flow_map_method_fields
+from onestep_jax.methods.flow_map_config import FLOW_MAP_VARIANTS, flow_map_method_fields
 
 # Settings of the one-step methods for low-dimensional data, chosen on ring8 (the student's MMD
 # over the teacher's at 35 NFE, one run each, 2026-11-30). SiD's and DMD's per-example
@@ -25,14 +26,21 @@ LOW_DIMENSIONAL = {
     'sim': {'method.distance': 'l2'},
     'uni_instruct': {'method.normalize': False},
     'fdistill': {'train.num_steps': 1500},
+    # The ring's modes have std 0.05: the discriminator sees samples at sigma ~ 0.05 (EDM's
+    # sigma ~ 0.3 blurs the bridges away), and R1/R2, which scale as 1 / length^2, need a small
+    # gamma: with gamma = 1 its loss stayed at log 2 for 1,000 steps; with 1e-3 it fell to 0.47 in
+    # 300 discriminator-only steps against an ayf_emd student's one-step samples (2026-12-01).
+    'ayf_emd_adv': {'method.gan_gamma': 1e-3, 'method.gan_p_mean': -3.0,
+                    'method.gan_p_std': 1.0, 'method.lr_discriminator': 1e-3,
+                    'train.num_steps': 1000},
 }
 
 
 def get_config(arg: str = 'diff_instruct'):
   method, _, data = arg.partition(',')
-  if method not in ONE_STEP_METHODS and method not in FLOW_MAP_METHODS:
+  if method not in ONE_STEP_METHODS and method not in FLOW_MAP_VARIANTS:
     raise ValueError(f'unknown method {method!r}; valid: '
-                     f'{sorted(ONE_STEP_METHODS) + sorted(FLOW_MAP_METHODS)}')
+                     f'{sorted(ONE_STEP_METHODS) + sorted(FLOW_MAP_VARIANTS)}')
   c = base_config()
   if data.endswith('.npy') or data.endswith('.npz'):
     c.data.name = 'arrays'
@@ -45,7 +53,7 @@ def get_config(arg: str = 'diff_instruct'):
   c.net.kwargs.hidden_dim = 256
   c.net.kwargs.num_layers = 3
 
-  if method in FLOW_MAP_METHODS:  # few-step flow maps: student/<metric>@1, @2, @4, @8
+  if method in FLOW_MAP_VARIANTS:  # few-step flow maps: student/<metric>@1, @2, @4, @8
     flow_map_method_fields(c.method, method)
     c.net.kwargs.noise_scale = 1.0  # a smooth time embedding: the losses differentiate it in t
   else:

@@ -1,5 +1,6 @@
 """Teachers for distillation: analytic, bundled and exported; their settings, identities and the
 checks made before a distillation run trains."""
+import os
 import pathlib
 import shutil
 
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 
 from onestep_jax.data import get_dataset
+from onestep_jax.data.fashion_mnist import DEBIAN_DIR
 from onestep_jax.experiment.overrides import load_config_file
 from onestep_jax.experiment.runner import resolve_config
 from onestep_jax.methods import build_method
@@ -44,6 +46,20 @@ def test_bundled_digits_teacher_denoises_held_out_digits():
     err = np.mean((denoised - x0)**2)
     assert err < min(np.mean((noisy - x0)**2), np.mean((x0.mean(0) - x0)**2)), sigma
   assert teacher.network == 'song_unet' and teacher.example_shape == (8, 8, 1)
+
+
+@pytest.mark.skipif(not os.path.isdir(DEBIAN_DIR), reason='Fashion-MNIST files not installed')
+def test_bundled_fashion_mnist_teacher_denoises_test_images_and_its_config_loads():
+  data = get_dataset('fashion_mnist', split='test')
+  teacher = load_teacher('bundled:fashion_mnist', data)
+  assert teacher.network == 'song_unet' and teacher.example_shape == (28, 28, 1)
+  x0 = data.sample(32, seed=0)
+  noisy = x0 + np.asarray(jax.random.normal(jax.random.PRNGKey(0), x0.shape))  # sigma = 1
+  err = np.mean((np.asarray(teacher.denoise(teacher.params, noisy, 1.0)) - x0)**2)
+  assert err < min(np.mean((noisy - x0)**2), np.mean((x0.mean(0) - x0)**2))
+  for method in ('sid', 'ayf_emd'):
+    c = load_config_file(f'{ROOT}/configs/distill_fashion_mnist.py:{method}')
+    assert c.method.teacher == 'bundled:fashion_mnist' and c.data.name == 'fashion_mnist'
 
 
 def test_analytic_teacher_identity_and_errors():

@@ -30,7 +30,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.keep_checkpoints = 2  # checkpoints kept on disk
   c.train.nonfinite = 'skip'  # 'skip' a NaN/Inf update and count it, or 'stop' the run
   c.train.fsdp = 1  # devices per 'fsdp' group sharding large parameters (1 = replicated)
-  c.train.compilation_cache = True  # JAX persistent compilation cache in ~/.cache/onestep_jax
+  c.train.compilation_cache = True  # XLA cache: $ONESTEP_JAX_CACHE_DIR or ~/.cache/onestep_jax/xla
 
   c.eval = ml_collections.ConfigDict()
   c.eval.num_samples = 5000  # samples per model for metrics (and for the data floors)
@@ -201,6 +201,7 @@ def one_step_method_fields(m: ml_collections.ConfigDict, name: str) -> None:
 # Bundled image teachers to distil: (teacher spec, batch size, steps).
 IMAGE_DISTILLATION = {
     'digits': ('bundled:digits', 64, 1000),
+    'fashion_mnist': ('bundled:fashion_mnist', 32, 1000),
 }
 
 
@@ -208,16 +209,16 @@ def image_distill_config(name: str, method: str) -> ml_collections.ConfigDict:
   """One-step distillation, or a few-step flow map (onestep_jax.methods.flow_map_config), of the
   bundled teacher of image set `name` with `method`; the networks' settings and sigma_data come
   from the teacher at start-up, and every student starts as the teacher."""
-  from onestep_jax.methods.flow_map_config import FLOW_MAP_METHODS, flow_map_method_fields
-  if method not in ONE_STEP_METHODS and method not in FLOW_MAP_METHODS:
+  from onestep_jax.methods.flow_map_config import FLOW_MAP_VARIANTS, flow_map_method_fields
+  if method not in ONE_STEP_METHODS and method not in FLOW_MAP_VARIANTS:
     raise ValueError(f'unknown method {method!r}; valid: '
-                     f'{sorted(ONE_STEP_METHODS) + sorted(FLOW_MAP_METHODS)}')
+                     f'{sorted(ONE_STEP_METHODS) + sorted(FLOW_MAP_VARIANTS)}')
   teacher, batch_size, steps = IMAGE_DISTILLATION[name]
   c = base_config()
   c.data.name = name
   c.net.name = 'song_unet'  # replaced by the teacher's network at start-up
   m = c.method
-  if method in FLOW_MAP_METHODS:  # student/<metric>@1, @2, @4, @8
+  if method in FLOW_MAP_VARIANTS:  # student/<metric>@1, @2, @4, @8
     flow_map_method_fields(m, method)
     m.lr = 1e-4  # Adam learning rate of the student (sCM, AYF: 1e-4 at their scale; not tuned)
     if 'warmup_steps' in m:

@@ -26,6 +26,7 @@ METHODS = {
     'cd': _FLOW_MAP,
     'pd': _FLOW_MAP,
     'rcm': _FLOW_MAP,
+    'ayf_emd_adv': 'onestep_jax.methods.flow_map_adversarial',
     'meanflow': 'onestep_jax.methods.flow_map_training',
     'shortcut': 'onestep_jax.methods.flow_map_training',
 }

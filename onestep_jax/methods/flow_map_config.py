@@ -48,6 +48,24 @@ FLOW_MAP_METHODS = {
 }
 
 
+# Adversarial finetuning (onestep_jax.methods.flow_map_adversarial): name -> (the flow-map method
+# whose fields, loss and sampler it keeps, extra fields as (name, value, comment)).
+ADVERSARIAL_FLOW_MAP_METHODS = {
+    'ayf_emd_adv': ('ayf_emd', (
+        ('gan_weight', 0.1, 'weight of the relativistic generator loss beside AYF-EMD (0: exactly '
+                            'AYF-EMD) [not tuned; AYF\'s value unverified]'),
+        ('gan_gamma', 1.0, 'gamma of the R1 + R2 penalties, weighted gamma / 2 (R3GAN)'),
+        ('gan_steps', 1, 'student sampler steps of the fake samples the discriminator sees'),
+        ('gan_p_mean', -1.2, 'noise levels of the discriminator inputs, ln sigma ~ N(mean, std^2)'),
+        ('gan_p_std', 1.2, 'std of ln sigma'),
+        ('lr_discriminator', 1e-4, 'Adam learning rate of the discriminator'),
+        ('beta1_discriminator', 0.0, 'Adam beta1 of the discriminator (StyleGAN2, R3GAN: 0)'),
+        ('discriminator_steps', 1, 'discriminator updates per student update'),
+        ('discriminator_width', 256, 'hidden width of the discriminator head'))),
+}
+FLOW_MAP_VARIANTS = (*FLOW_MAP_METHODS, *ADVERSARIAL_FLOW_MAP_METHODS)  # config variant names
+
+
 # Teacher-free flow maps (onestep_jax.methods.flow_map_training), trained from data alone.
 TEACHER_FREE_METHODS = {
     'meanflow': (0.0, _TANGENT[:2] + (
@@ -69,8 +87,9 @@ GUIDANCE = ('none', 'autoguidance', 'classifier_free')
 
 def flow_map_method_fields(m: ml_collections.ConfigDict, name: str) -> None:
   """Fields of the flow-map distillation method `name`; unknown names list the valid ones."""
-  if name not in FLOW_MAP_METHODS:
-    raise ValueError(f'unknown flow-map method {name!r}; valid: {sorted(FLOW_MAP_METHODS)}')
+  if name not in FLOW_MAP_VARIANTS:
+    raise ValueError(f'unknown flow-map method {name!r}; valid: {sorted(FLOW_MAP_VARIANTS)}')
+  base, adversarial = ADVERSARIAL_FLOW_MAP_METHODS.get(name, (name, ()))
   m.teacher = 'analytic'  # 'analytic', 'bundled:<name>', 'edm:<file.npz>' or an export dir
   m.init_from_teacher = config_dict.placeholder(bool)  # start from the teacher (None: if a network)
   # Guided teacher v_weak + guidance_scale (v - v_weak) in every loss and in the teacher's samples:
@@ -80,7 +99,13 @@ def flow_map_method_fields(m: ml_collections.ConfigDict, name: str) -> None:
   m.guidance_scale = 1.0  # lambda; 1 is the main teacher
   m.weak_teacher = config_dict.placeholder(str)  # autoguidance: a teacher spec like `teacher`
   m.unconditional_labels = 'zeros'  # classifier-free: 'zeros' (label dropout) or 'none'
-  _student_fields(m, name, *FLOW_MAP_METHODS[name])
+  _student_fields(m, base, *FLOW_MAP_METHODS[base])
+  if adversarial:
+    m.name = name
+    # A flow-map run's workdir or export dir to finetune; None: start as `base` does.
+    m.student_init = config_dict.placeholder(str)
+    for field, value, _ in adversarial:
+      m[field] = value
 
 
 def flow_map_training_fields(m: ml_collections.ConfigDict, name: str) -> None:

@@ -143,6 +143,7 @@ class FlowMapDistillation:
     x_t = noisy(x0, noise, t)
     r = self.warmup(params, m.r_max)
     loss_fn = {'ayf_emd': flow_map_losses.ayf_emd_loss,
+               'ayf_emd_adv': flow_map_losses.ayf_emd_loss,  # flow_map_adversarial
                'ayf_lmd': flow_map_losses.ayf_lmd_loss}[m.name]
     per_example = loss_fn(average_velocity=self.student.bind(params['student']),
                           teacher_velocity=self.teacher_velocity(params), x_t=x_t, t=t, s=s,

@@ -18,7 +18,8 @@ import numpy as np
 from onestep_jax.methods.denoisers import OBJECTIVES, NetworkDenoiser
 
 ASSETS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'assets')
-BUNDLED = {'digits': os.path.join(ASSETS, 'teacher_digits')}  # 'bundled:<name>' teachers
+BUNDLED = {'digits': os.path.join(ASSETS, 'teacher_digits'),  # 'bundled:<name>' teachers
+           'fashion_mnist': os.path.join(ASSETS, 'teacher_fashion_mnist')}
 EDM_PREFIX = 'edm:'  # 'edm:<file.npz>': an official EDM checkpoint (onestep_jax.convert.edm)
 # Network names of the EDM model types, so that students rebuild an imported teacher.
 _EDM_MODEL_NETWORKS = {'SongUNet': 'song_unet', 'DhariwalUNet': 'dhariwal_unet'}
