@@ -1,40 +1,40 @@
-"""Compile time and steady-state time of one training step for each shipped config.
+"""Compile time, start-up, steady step time and peak memory of one training step per config.
 
-  python benchmarks/train_step.py [--steps 20] [--out benchmarks/results/train_step.json]
+  python benchmarks/train_step.py [--only=edm_reference_32x32,...] [--repeats=3] [--steps=15]
+      [--warmup=3] [--warm_start] [--note=...] [--out benchmarks/results/train_step.json]
 
-Also times the configuration in which the official PyTorch EDM code was measured on this
-kind of machine (EDM-preconditioned SongUNet, DDPM++ settings, 32x32x3, model_channels 32,
-channel_mult [1,2,2], one block per level, attention at 16, 10 classes, augment_dim 9, batch 16:
-0.30 s per teacher-training step), on random images.
+Every config runs in `--repeats` fresh processes (round-robin); the figures are medians over
+processes of each process's median step time, also in units of a 2048^3 float32 matmul timed in
+the same process (see benchmarks/step_timing.py). `edm_reference_32x32` is the setting in which
+the official PyTorch EDM code was measured on this kind of machine (EDM-preconditioned SongUNet,
+DDPM++ settings, 32x32x3, model_channels 32, channel_mult [1,2,2], one block per level,
+attention at 16, 10 classes, augment_dim 9, batch 16, float32, random images): 0.279 s per
+teacher-training step with an 87.8 ms matmul, i.e. 3.18 matmul units, and 570 MB peak RSS.
+`--warm_start` also runs that config twice more with a fresh persistent compilation cache, cold
+then warm, and reports the warm start-up.
 """
 import argparse
 import json
 import os
 import pathlib
-import statistics
 import sys
 import tempfile
-import time
-
-import jax
-import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / 'benchmarks'))
 
-from onestep_jax.data import get_dataset  # noqa: E402
-from onestep_jax.experiment.overrides import load_config_file  # noqa: E402
-from onestep_jax.experiment.runner import resolve_config  # noqa: E402
-from onestep_jax.methods import build_method  # noqa: E402
-from onestep_jax.train.mesh import global_batch  # noqa: E402
-from onestep_jax.train.trainer import Trainer  # noqa: E402
+import step_timing  # noqa: E402
 
 CONFIGS = ('teacher_toy2d:ring8', 'teacher_toy2d:ring8,flow', 'distill_toy2d:diff_instruct',
            'teacher_digits', 'teacher_fashion_mnist', 'edm_reference_32x32')
+REFERENCE = 'edm_reference_32x32'
 
 
 def edm_reference_config(tmp: str):
   """The teacher_digits:cond config with the EDM reference network on random 32x32 RGB images."""
+  import numpy as np
+  from onestep_jax.experiment.overrides import load_config_file
   rs = np.random.RandomState(0)
   path = os.path.join(tmp, 'random32.npz')
   np.savez(path, x=rs.randint(0, 256, (256, 32, 32, 3), np.uint8),
@@ -49,7 +49,8 @@ def edm_reference_config(tmp: str):
 
 def config_by_name(name: str, tmp: str):
   """The config of one of CONFIGS (`file:variant` under configs/, or the EDM reference)."""
-  if name == 'edm_reference_32x32':
+  from onestep_jax.experiment.overrides import load_config_file
+  if name == REFERENCE:
     config = edm_reference_config(tmp)
   else:
     file, _, variant = name.partition(':')
@@ -61,6 +62,11 @@ def config_by_name(name: str, tmp: str):
 
 def build(config):
   """(dataset, method setup, trainer, initial state) of a config."""
+  import jax
+  from onestep_jax.data import get_dataset
+  from onestep_jax.experiment.runner import resolve_config
+  from onestep_jax.methods import build_method
+  from onestep_jax.train.trainer import Trainer
   dataset = get_dataset(config.data.name, **dict(config.data.kwargs))
   config = resolve_config(config, dataset)
   setup = build_method(config, dataset)
@@ -70,48 +76,66 @@ def build(config):
   return dataset, setup, trainer, state
 
 
-def benchmark(config, steps: int) -> dict:
-  t0 = time.perf_counter()
-  dataset, setup, trainer, state = build(config)
-  jax.block_until_ready(state)
-  init_s = time.perf_counter() - t0
-  # Time steps past the warm-up stage so that every phase of the steady schedule is measured.
-  first = max([s.until_step or 0 for s in setup.stages])
-  times = []
-  for i in range(steps + 1):
-    step = first + i
-    batch = global_batch(dataset.get_batch(step, config.train.batch_size, seed=0), trainer.mesh)
-    t0 = time.perf_counter()
-    state, metrics = trainer.train_step(state, batch, step=step)
-    jax.block_until_ready((state, metrics))
-    times.append(time.perf_counter() - t0)
-  steady = statistics.median(times[1:])
-  return {'batch_size': config.train.batch_size, 'init_s': init_s,
-          'first_step_s': times[0], 'compile_s_estimate': times[0] - steady,
-          'step_s_median': steady, 'samples_per_s': config.train.batch_size / steady,
-          'schedule': [list(s.schedule) for s in setup.stages]}
+def child(name: str, args) -> dict:
+  if args.cache_dir:
+    from onestep_jax.train.compilation_cache import enable_compilation_cache
+    enable_compilation_cache(args.cache_dir)
+  with tempfile.TemporaryDirectory() as tmp:
+    return step_timing.measure(config_by_name(name, tmp), steps=args.steps, warmup=args.warmup,
+                               per_phase=args.per_phase)
+
+
+def warm_start(args) -> dict:
+  """The reference config with a fresh persistent cache: one cold process, then one warm."""
+  with tempfile.TemporaryDirectory() as cache:
+    runs = step_timing.run_children(
+        __file__, [REFERENCE], repeats=2,
+        args=[f'--steps={args.warmup}', '--warmup=1', f'--cache_dir={cache}'])[REFERENCE]
+  cold, warm = runs
+  start_up = lambda r: r['network_init_s'] + r['state_init_s'] + r['first_step_s'] - r['step_s']
+  return {'cold_compile_s': cold['compile_s'], 'warm_compile_s': warm['compile_s'],
+          'cold_start_up_s': start_up(cold), 'warm_start_up_s': start_up(warm),
+          'warm_network_init_s': warm['network_init_s'],
+          'start_up': 'network init + state placement + first step - a steady step'}
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--steps', type=int, default=20, help='timed steps after the first')
   parser.add_argument('--only', default='', help='comma-separated subset of ' + ','.join(CONFIGS))
+  parser.add_argument('--repeats', type=int, default=3, help='fresh processes per config')
+  parser.add_argument('--steps', type=int, default=15, help='timed steps per process')
+  parser.add_argument('--warmup', type=int, default=3, help='untimed steps first (compile)')
+  parser.add_argument('--per_phase', action='store_true', help='also time each phase alone')
+  parser.add_argument('--warm_start', action='store_true',
+                      help='also measure a cold and a warm start with the persistent cache')
+  parser.add_argument('--note', default='', help='recorded in the JSON (e.g. machine load)')
   parser.add_argument('--out', default=str(ROOT / 'benchmarks' / 'results' / 'train_step.json'))
+  parser.add_argument('--child', default='', help=argparse.SUPPRESS)
+  parser.add_argument('--cache_dir', default='', help=argparse.SUPPRESS)
   args = parser.parse_args()
+  if args.child:
+    print(json.dumps(child(args.child, args)))
+    return
   names = args.only.split(',') if args.only else list(CONFIGS)
+  started = step_timing.machine()
+  flags = [f'--steps={args.steps}', f'--warmup={args.warmup}'] + (
+      ['--per_phase'] if args.per_phase else [])
+  runs = step_timing.run_children(
+      __file__, names, repeats=args.repeats, args=flags,
+      on_result=lambda n, i, r: print(f'  {n} process {i}: step {1000 * r["step_s"]:.1f} ms, '
+                                      f'matmul {1000 * r["matmul_s"]:.1f} ms', flush=True))
   results = {}
-  with tempfile.TemporaryDirectory() as tmp:
-    for name in names:
-      results[name] = r = benchmark(config_by_name(name, tmp), args.steps)
-      print(f'{name:32s} batch {r["batch_size"]:4d}  init {r["init_s"]:6.2f} s  compile '
-            f'~{r["compile_s_estimate"]:6.2f} s  step {1000 * r["step_s_median"]:8.2f} ms  '
-            f'{r["samples_per_s"]:9.1f} samples/s', flush=True)
-  os.makedirs(os.path.dirname(args.out), exist_ok=True)
-  results['_machine'] = {'devices': [str(d) for d in jax.devices()], 'jax': jax.__version__,
-                         'cpu_count': os.cpu_count()}
-  with open(args.out, 'w') as f:
-    json.dump(results, f, indent=2)
-  print(f'wrote {args.out}')
+  for name in names:
+    results[name] = summary = step_timing.summarize(runs[name])
+    summary['runs'] = runs[name]
+    print(step_timing.format_row(name, summary), flush=True)
+  if args.warm_start:
+    results['_warm_start'] = w = warm_start(args)
+    print(f'warm start ({REFERENCE}): compile {w["cold_compile_s"]:.2f} s cold, '
+          f'{w["warm_compile_s"]:.2f} s warm; start-up {w["cold_start_up_s"]:.2f} s cold, '
+          f'{w["warm_start_up_s"]:.2f} s warm', flush=True)
+  step_timing.write(args.out, results, started=started, repeats=args.repeats, steps=args.steps,
+                    warmup=args.warmup, note=args.note)
 
 
 if __name__ == '__main__':

@@ -31,7 +31,6 @@ from onestep_jax.train.trainer import Trainer
 
 MODES = ('train', 'sample', 'evaluate')
 TEACHER_RUN_DIR = 'teacher'  # <workdir>/teacher: the teacher run of a config's `teacher_run`
-CACHE_DIR = os.path.join(os.path.expanduser('~'), '.cache', 'onestep_jax', 'xla')
 # Besides every eval.* field, a rerun of a workdir may change only these: they do not change
 # what is trained (README, "Running experiments").
 RERUN_FIELDS = ('train.num_steps', 'train.log_every', 'train.save_every',
@@ -130,7 +129,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mode: str = 'train',
     raise FileNotFoundError(f'mode {mode!r} needs a trained run, but {workdir} has no '
                             'checkpoint; run with --mode=train first')
   if config.train.compilation_cache:
-    enable_compilation_cache(CACHE_DIR)
+    enable_compilation_cache()  # $ONESTEP_JAX_CACHE_DIR or ~/.cache/onestep_jax/xla
   config = with_teacher_run(config, workdir, mode=mode, progress=progress)
   dataset = get_dataset(config.data.name, **config.data.kwargs.to_dict())
   config = resolve_config(config, dataset)

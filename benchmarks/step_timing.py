@@ -1,0 +1,230 @@
+"""Shared measurement code of benchmarks/train_step.py and benchmarks/distill_step.py.
+
+Every configuration is measured in `repeats` fresh child processes, run round-robin over the
+configurations so that a change of machine load hits all of them alike. Each child times, in
+this order: the network initialisation, the training state's placement, the first step (its
+tracing, lowering and XLA compilation, read from JAX's own compile events, are `compile_s`),
+`warmup - 1` more steps, `steps` timed steps (their median is `step_s`), then a 2048^3 float32
+matmul (`matmul_s`, the median of `MATMUL_REPEATS`). Peak RSS is the child's VmHWM before the
+matmul (RSS and VmHWM are also recorded after each stage). The parent reports, per
+configuration, the median over processes of each child's figures, every step time also in
+matmul units (step_s / matmul_s of the same process), and the machine: date, JAX version, CPU
+model, threads, load averages.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any, Callable, Optional, Sequence
+
+MATMUL_SIZE = 2048
+MATMUL_REPEATS = 10
+# JAX's compile-time events (jax/_src/dispatch.py): tracing to a jaxpr, lowering to StableHLO,
+# and the XLA compilation (or persistent-cache retrieval).
+COMPILE_EVENTS = ('/jax/core/compile/jaxpr_trace_duration',
+                  '/jax/core/compile/jaxpr_to_mlir_module_duration',
+                  '/jax/core/compile/backend_compile_duration')
+
+
+def memory_mb() -> dict[str, float]:
+  """Current (VmRSS) and peak (VmHWM) resident memory of this process, MB."""
+  out = {}
+  with open('/proc/self/status') as f:
+    for line in f:
+      key, _, value = line.partition(':')
+      if key in ('VmRSS', 'VmHWM'):
+        out['rss_mb' if key == 'VmRSS' else 'peak_rss_mb'] = int(value.split()[0]) / 1024
+  return out
+
+
+def matmul_seconds(size: int = MATMUL_SIZE, repeats: int = MATMUL_REPEATS) -> float:
+  """Median wall time of one jitted size^3 float32 matmul (after two warm-up runs)."""
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  rs = np.random.RandomState(0)
+  a, b = (jnp.asarray(rs.standard_normal((size, size)), jnp.float32) for _ in range(2))
+  f = jax.jit(jnp.matmul)
+  times = []
+  for i in range(repeats + 2):
+    t0 = time.perf_counter()
+    f(a, b).block_until_ready()
+    if i >= 2:
+      times.append(time.perf_counter() - t0)
+  return statistics.median(times)
+
+
+class CompileClock:
+  """Sums JAX's tracing + lowering + compilation durations reported while it is entered."""
+
+  def __enter__(self):
+    import jax
+    self.seconds = 0.0
+    self._listener = lambda event, duration, **_: self._add(event, duration)
+    jax.monitoring.register_event_duration_secs_listener(self._listener)
+    return self
+
+  def _add(self, event: str, duration: float) -> None:
+    if event in COMPILE_EVENTS:
+      self.seconds += duration
+
+  def __exit__(self, *exc):
+    from jax._src import monitoring  # no public unregister in jax.monitoring
+    monitoring.unregister_event_duration_listener(self._listener)
+
+
+def _timed(fn: Callable[[], Any]) -> tuple[Any, float, float]:
+  """(result, wall seconds, compile seconds) of fn(), its outputs ready."""
+  import jax
+  with CompileClock() as clock:
+    t0 = time.perf_counter()
+    out = jax.block_until_ready(fn())
+    wall = time.perf_counter() - t0
+  return out, wall, clock.seconds
+
+
+def measure(config, *, steps: int, warmup: int, network_init: Optional[Callable] = None,
+            per_phase: bool = False) -> dict:
+  """Times one config in this process; see the module docstring.
+
+  `network_init()`, if given, is a network initialisation done before the method is built
+  (e.g. the random teacher of a distillation benchmark); it is timed as `network_init_s`, and
+  so is the method's own `init_params`.
+  """
+  import jax
+  import numpy as np
+  from onestep_jax.data import get_dataset
+  from onestep_jax.experiment.runner import resolve_config
+  from onestep_jax.methods import build_method
+  from onestep_jax.train.mesh import global_batch
+  from onestep_jax.train.trainer import Trainer
+
+  r = {'load_avg_start': os.getloadavg()[0], 'memory_mb': {'start': memory_mb()}}
+  net_s = 0.0
+  if network_init is not None:
+    _, net_s, _ = _timed(network_init)
+  dataset = get_dataset(config.data.name, **dict(config.data.kwargs))
+  config = resolve_config(config, dataset)
+  setup = build_method(config, dataset)
+  trainer = Trainer(groups=setup.groups, phases=setup.phases, stages=setup.stages,
+                    batch_size=config.train.batch_size)
+  params, init_s, init_compile_s = _timed(lambda: setup.init_params(jax.random.PRNGKey(0)))
+  r['network_init_s'], r['network_init_compile_s'] = net_s + init_s, init_compile_s
+  state, r['state_init_s'], _ = _timed(
+      lambda: trainer.init_state(params, key=jax.random.PRNGKey(1)))
+  r['memory_mb']['initialised'] = memory_mb()
+  # Steps past the warm-up stage, so that every phase of the steady schedule is measured.
+  first = max(s.until_step or 0 for s in setup.stages)
+  batches = [global_batch(dataset.get_batch(first + i, config.train.batch_size, seed=0),
+                          trainer.mesh) for i in range(warmup + steps)]
+  times, compile_s = [], []
+  for i, batch in enumerate(batches):
+    (state, _), wall, comp = _timed(lambda: trainer.train_step(state, batch, step=first + i))
+    times.append(wall)
+    compile_s.append(comp)
+    if i == 0:
+      r['memory_mb']['first_step'] = memory_mb()
+  r['memory_mb']['end'] = memory_mb()
+  r.update(first_step_s=times[0], compile_s=sum(compile_s[:1]),
+           compile_s_after_first=sum(compile_s[1:]), step_s=statistics.median(times[warmup:]),
+           step_s_all=times[warmup:], batch_size=config.train.batch_size,
+           schedule=[list(s.schedule) for s in setup.stages],
+           peak_rss_mb=memory_mb()['peak_rss_mb'])
+  if per_phase:
+    r['phase_s'] = {}
+    for name, _ in setup.stages[-1].schedule:
+      phase_times = []
+      for batch in batches[warmup:]:
+        args = (state, batch, np.int32(0))
+        fn = trainer._executable(name, *args)  # pylint: disable=protected-access
+        (state, _), wall, _ = _timed(lambda: fn(*args))
+        phase_times.append(wall)
+      r['phase_s'][name] = statistics.median(phase_times)
+  r['matmul_s'] = matmul_seconds()  # last, so that its buffers do not count in peak_rss_mb
+  r['load_avg_end'] = os.getloadavg()[0]
+  return r
+
+
+def run_children(script: str, names: Sequence[str], *, repeats: int,
+                 args: Sequence[str] = (), env: Optional[dict] = None,
+                 on_result: Optional[Callable[[str, int, dict], None]] = None
+                 ) -> dict[str, list[dict]]:
+  """Runs `script --child=<name> *args` `repeats` times per name, round-robin; each child prints
+  its result as JSON on its last line of output."""
+  runs = {name: [] for name in names}
+  for rep in range(repeats):
+    for name in names:
+      out = subprocess.run([sys.executable, script, f'--child={name}', *args], check=True,
+                           capture_output=True, text=True, env=env)
+      runs[name].append(json.loads(out.stdout.strip().splitlines()[-1]))
+      if on_result is not None:
+        on_result(name, rep, runs[name][-1])
+  return runs
+
+
+def summarize(runs: Sequence[dict]) -> dict:
+  """Median over processes of each child's figures, and the matmul units."""
+  med = lambda key: statistics.median(r[key] for r in runs)
+  units = [r['step_s'] / r['matmul_s'] for r in runs]
+  out = {
+      'step_s': med('step_s'), 'step_matmul_units': statistics.median(units),
+      'matmul_s': med('matmul_s'), 'compile_s': med('compile_s'),
+      'network_init_s': med('network_init_s'), 'state_init_s': med('state_init_s'),
+      'first_step_s': med('first_step_s'), 'peak_rss_mb': med('peak_rss_mb'),
+      'peak_rss_mb_max': max(r['peak_rss_mb'] for r in runs),
+      'batch_size': runs[0]['batch_size'], 'samples_per_s': runs[0]['batch_size'] / med('step_s'),
+      'per_process': {k: [r[k] for r in runs] for k in
+                      ('step_s', 'matmul_s', 'compile_s', 'network_init_s', 'peak_rss_mb',
+                       'load_avg_start', 'load_avg_end')},
+      'step_matmul_units_per_process': units,
+      'schedule': runs[0]['schedule'],
+  }
+  if 'phase_s' in runs[0]:
+    out['phase_s'] = {p: statistics.median(r['phase_s'][p] for r in runs)
+                      for p in runs[0]['phase_s']}
+    out['phase_matmul_units'] = {p: statistics.median(r['phase_s'][p] / r['matmul_s']
+                                                      for r in runs) for p in out['phase_s']}
+  return out
+
+
+def format_row(name: str, s: dict) -> str:
+  """One printed line of a summary."""
+  return (f'{name:28s} step {1000 * s["step_s"]:8.1f} ms = {s["step_matmul_units"]:6.2f} matmul '
+          f'(matmul {1000 * s["matmul_s"]:.1f} ms)  compile {s["compile_s"]:5.1f} s  '
+          f'net init {s["network_init_s"]:5.2f} s  peak RSS {s["peak_rss_mb"]:6.0f} MB')
+
+
+def machine() -> dict:
+  """Date, software versions, CPU model, threads and load: the context of the figures."""
+  import jax
+  import jaxlib
+  model = platform.processor()
+  try:
+    with open('/proc/cpuinfo') as f:
+      model = next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
+  except (OSError, StopIteration):
+    pass
+  return {'date_utc': time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()),
+          'jax': jax.__version__, 'jaxlib': jaxlib.__version__, 'python': platform.python_version(),
+          'cpu_model': model, 'cpu_count': os.cpu_count(),
+          'threads_available': len(os.sched_getaffinity(0)),
+          'devices': [str(d) for d in jax.devices()],
+          'xla_flags': os.environ.get('XLA_FLAGS', ''), 'load_avg': list(os.getloadavg())}
+
+
+def write(path: str, results: dict, *, started: dict, repeats: int, steps: int, warmup: int,
+          note: str) -> None:
+  """Writes the results with the machine context at the start and at the end of the run."""
+  results['_measured'] = {**started, 'load_avg_at_end': list(os.getloadavg()),
+                          'repeats': repeats, 'steps': steps, 'warmup': warmup,
+                          'matmul': f'{MATMUL_SIZE}^3 float32, median of {MATMUL_REPEATS}',
+                          'note': note}
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path, 'w') as f:
+    json.dump(results, f, indent=2)
+  print(f'wrote {path}')
