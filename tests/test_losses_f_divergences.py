@@ -16,7 +16,8 @@ import pytest
 from onestep_jax.data.gaussian_mixture import GaussianMixture
 from onestep_jax.losses.diff_instruct import diff_instruct_generator_loss
 from onestep_jax.losses.diffratio import diffratio_generator_loss
-from onestep_jax.losses.divergences import DIVERGENCES, get_divergence, h_and_derivatives
+from onestep_jax.losses.divergences import (DIVERGENCES, get_divergence, h_and_derivatives,
+                                            has_concave_h)
 from onestep_jax.losses.dmd import dmd_generator_loss
 from onestep_jax.losses.f_distill import (density_ratio, divergence_weights,
                                           f_distill_generator_loss)
@@ -365,6 +366,34 @@ class UniInstructTest(chex.TestCase):
     lhs, rhs = self.variant(both)()
     assert float(jnp.min(jnp.abs(lhs))) > 1e-2
     np.testing.assert_allclose(rhs, lhs, rtol=2e-3)
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_clipped_di_weight_drops_the_di_term_exactly_where_its_weight_is_negative(self):
+    # The Diff-Instruct-type term c / sigma^2 sg(u) . x_g contributes c / sigma^2 u to the
+    # gradient in x_g; clipping c at 0 removes that where c < 0 and changes nothing elsewhere.
+    n = 32
+    k1, k2, k3 = jax.random.split(jax.random.PRNGKey(6), 3)
+    sigma, noise = jnp.linspace(0.2, 2.0, n), jax.random.normal(k2, (n, 2))
+    teacher = lambda x, s, _: jnp.tanh(x) / (1.0 + s[:, None])
+    fake = lambda x, s, _: 0.3 * x + 0.8 * jnp.sin(2.0 * x)
+    x_g, ratio = 2.0 * jax.random.normal(k1, (n, 2)), jnp.exp(jax.random.normal(k3, (n,)))
+    grad = lambda clip: jax.grad(lambda x: uni_instruct_generator_loss(
+        x_g=x, sigma=sigma, noise=noise, teacher_denoiser=teacher, fake_denoiser=fake,
+        ratio=ratio, divergence='jensen_shannon', normalize=False,
+        clip_di_weight=clip).sum())(x_g)
+    g_exact, g_clip = self.variant(lambda: (grad(False), grad(True)))()
+    x_t = x_g + sigma[:, None] * noise
+    u = fake(x_t, sigma, None) - teacher(x_t, sigma, None)
+    b = jnp.sum(u * (fake(x_t, sigma, None) - x_g), axis=1)
+    h, dh, d2h = h_and_derivatives('jensen_shannon', ratio)
+    c = ratio**2 * d2h * jnp.sum(u**2, axis=1) + 2 * ratio * dh * b
+    assert 0 < int(jnp.sum(c < 0)) < n  # both cases occur
+    expected = g_exact - (jnp.minimum(c, 0.0) / sigma**2)[:, None] * u
+    np.testing.assert_allclose(g_clip, expected, rtol=1e-4, atol=1e-5)
+
+  def test_concave_rows_are_jensen_shannon_and_squared_hellinger(self):
+    assert {n for n in DIVERGENCES if has_concave_h(n)} == {'jensen_shannon',
+                                                            'squared_hellinger'}
 
   def test_bad_inputs_raise(self):
     x = jnp.ones((4, 2))

@@ -147,7 +147,9 @@ ONE_STEP_METHODS = {
     'uni_instruct': ('karras', (0, 800), _divergence_fields('forward_kl') + (
         ('normalize', True, 'divide by mean|x_g - D_teacher| (SiD normaliser)'),
         ('sampling_path', True, 'keep the gradient of ||D_fake - D_teacher||^2 through the '
-         'samples (exact; False: the official code)'))),
+         'samples (exact; False: the official code)'),
+        ('clip_di_weight', config_dict.placeholder(bool), 'clip the Diff-Instruct-type weight at 0 (None: for concave h, '
+         'i.e. jensen_shannon and squared_hellinger; losses/uni_instruct.py)'))),
     # DiffRatio: EDM's log-normal levels (on the ring, Karras levels up to sigma = 70 made the
     # sigma^2-weighted classifier gradient too noisy: MMD 99x the teacher's against 6x).
     'diffratio': ('log_normal', (0, 1000), _divergence_fields('reverse_kl') + (

@@ -59,6 +59,12 @@ def checked_ratio(ratio: Optional[jnp.ndarray], divergence: str, batch: int) -> 
   return ratio
 
 
+def has_concave_h(name: str) -> bool:
+  """Whether h = f''(r) r^2 of row `name` is concave (h'' < 0: Jensen-Shannon, squared
+  Hellinger), read at r = 1."""
+  return float(h_and_derivatives(name, jnp.ones((1,), jnp.float32))[2][0]) < 0
+
+
 def h_and_derivatives(name: str, ratio: jnp.ndarray):
   """(h(r), h'(r), h''(r)) elementwise, the derivatives by autodiff of the table's h."""
   h = get_divergence(name).h

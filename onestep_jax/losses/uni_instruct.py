@@ -30,7 +30,8 @@ def uni_instruct_generator_loss(*, x_g: jnp.ndarray, sigma: jnp.ndarray, noise: 
                                 ratio: Optional[jnp.ndarray] = None,
                                 divergence: str = 'forward_kl',
                                 labels: Optional[jnp.ndarray] = None, normalize: bool = True,
-                                sampling_path: bool = True) -> jnp.ndarray:
+                                sampling_path: bool = True,
+                                clip_di_weight: bool = False) -> jnp.ndarray:
   """Surrogate whose gradient is the gradient of the expanded f-divergence, per example [B].
 
   In denoiser units, with x_t = x_g + sigma n, y_r = D_teacher(x_t), y_f = D_fake(x_t),
@@ -51,6 +52,10 @@ def uni_instruct_generator_loss(*, x_g: jnp.ndarray, sigma: jnp.ndarray, noise: 
     divergence: a row of onestep_jax.losses.divergences.DIVERGENCES.
     normalize: divide by SiD's sg(mean|x_g - y_r|) (at least 1e-5), as the official code does.
     sampling_path: keep the sg(h - r h') ||u||^2 term (False: the official code's choice).
+    clip_di_weight: use max(c, 0). Not exact, but needed with an estimated ratio when h is
+      concave: far from the teacher r^2 h'' ||u||^2 makes c negative, and the Diff-Instruct-type
+      term then pushes the generator away from the teacher (on the ring, Jensen-Shannon and
+      squared Hellinger collapsed to a point without it and covered 8/8 modes with it).
   """
   check_generator_inputs(x_g, sigma, noise)
   ratio = jax.lax.stop_gradient(checked_ratio(ratio, divergence, x_g.shape[0]))
@@ -62,6 +67,8 @@ def uni_instruct_generator_loss(*, x_g: jnp.ndarray, sigma: jnp.ndarray, noise: 
   sq = sum_per_example(u**2)
   b = sum_per_example(u * (y_fake - x_g))
   c = jax.lax.stop_gradient(ratio**2 * d2h * sq + 2 * ratio * dh * b) / sigma**2
+  if clip_di_weight:
+    c = jnp.maximum(c, 0.0)
   loss = c * sum_per_example(jax.lax.stop_gradient(u) * x_g) - 2 * h * b
   if sampling_path:
     loss = loss + (h - ratio * dh) * sq

@@ -29,6 +29,7 @@ from onestep_jax.losses.dmd import dmd_generator_loss, regression_loss
 from onestep_jax.losses.f_distill import f_distill_generator_loss
 from onestep_jax.losses.sid import sid_generator_loss
 from onestep_jax.losses.sim import sim_generator_loss
+from onestep_jax.losses.divergences import has_concave_h
 from onestep_jax.losses.uni_instruct import uni_instruct_generator_loss
 from onestep_jax.methods.base import MethodSetup
 from onestep_jax.methods.networks import random_labels
@@ -44,7 +45,8 @@ LOSSES = {
     'fdistill': (f_distill_generator_loss, {'divergence': 'divergence', 'normalize': 'normalize'}),
     'uni_instruct': (uni_instruct_generator_loss, {'divergence': 'divergence',
                                                    'normalize': 'normalize',
-                                                   'sampling_path': 'sampling_path'}),
+                                                   'sampling_path': 'sampling_path',
+                                                   'clip_di_weight': 'clip_di_weight'}),
 }
 PAIRS = 'regression_pairs'  # frozen group of DMD's (latent, teacher sample) pairs
 
@@ -105,4 +107,8 @@ def build(config: ml_collections.ConfigDict, dataset) -> MethodSetup:
 def resolve_config(config: ml_collections.ConfigDict, dataset) -> ml_collections.ConfigDict:
   """Takes a network teacher's settings (see onestep_jax.methods.teachers.resolve_config)."""
   from onestep_jax.methods.teachers import resolve_config as from_teacher
-  return from_teacher(config, dataset)
+  config = from_teacher(config, dataset)
+  m = config.method
+  if m.name == 'uni_instruct' and m.clip_di_weight is None:  # on for concave h (losses/uni_instruct)
+    m.clip_di_weight = has_concave_h(m.divergence)
+  return config
