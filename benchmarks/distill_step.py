@@ -74,17 +74,7 @@ def main():
     return
   names = args.methods.split(',')
   started = step_timing.machine()
-  flags = [f'--steps={args.steps}', f'--warmup={args.warmup}'] + (
-      ['--per_phase'] if args.per_phase else [])
-  runs = step_timing.run_children(
-      __file__, names, repeats=args.repeats, args=flags,
-      on_result=lambda n, i, r: print(f'  {n} process {i}: iteration {r["step_s"]:.3f} s, '
-                                      f'matmul {1000 * r["matmul_s"]:.1f} ms', flush=True))
-  results = {}
-  for name in names:
-    results[name] = summary = step_timing.summarize(runs[name])
-    summary['runs'] = runs[name]
-    print(step_timing.format_row(name, summary), flush=True)
+  results = step_timing.time_in_children(__file__, names, args, what='iteration')
   step_timing.write(args.out, results, started=started, repeats=args.repeats, steps=args.steps,
                     warmup=args.warmup, note=args.note)
 

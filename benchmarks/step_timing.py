@@ -167,6 +167,24 @@ def run_children(script: str, names: Sequence[str], *, repeats: int,
   return runs
 
 
+def time_in_children(script: str, names: Sequence[str], args, *, what: str) -> dict[str, dict]:
+  """Runs each of `names` in `args.repeats` fresh processes of `script` (with the common flags
+  --steps, --warmup, --per_phase), printing each process's figure (`what`: 'step' or
+  'iteration') and each summary line; returns {name: summary with its 'runs'}."""
+  flags = [f'--steps={args.steps}', f'--warmup={args.warmup}'] + (
+      ['--per_phase'] if args.per_phase else [])
+  runs = run_children(
+      script, names, repeats=args.repeats, args=flags,
+      on_result=lambda n, i, r: print(f'  {n} process {i}: {what} {1000 * r["step_s"]:.1f} ms, '
+                                      f'matmul {1000 * r["matmul_s"]:.1f} ms', flush=True))
+  results = {}
+  for name in names:
+    results[name] = summary = summarize(runs[name])
+    summary['runs'] = runs[name]
+    print(format_row(name, summary), flush=True)
+  return results
+
+
 def summarize(runs: Sequence[dict]) -> dict:
   """Median over processes of each child's figures, and the matmul units."""
   med = lambda key: statistics.median(r[key] for r in runs)

@@ -118,17 +118,7 @@ def main():
     return
   names = args.only.split(',') if args.only else list(CONFIGS)
   started = step_timing.machine()
-  flags = [f'--steps={args.steps}', f'--warmup={args.warmup}'] + (
-      ['--per_phase'] if args.per_phase else [])
-  runs = step_timing.run_children(
-      __file__, names, repeats=args.repeats, args=flags,
-      on_result=lambda n, i, r: print(f'  {n} process {i}: step {1000 * r["step_s"]:.1f} ms, '
-                                      f'matmul {1000 * r["matmul_s"]:.1f} ms', flush=True))
-  results = {}
-  for name in names:
-    results[name] = summary = step_timing.summarize(runs[name])
-    summary['runs'] = runs[name]
-    print(step_timing.format_row(name, summary), flush=True)
+  results = step_timing.time_in_children(__file__, names, args, what='step')
   if args.warm_start:
     results['_warm_start'] = w = warm_start(args)
     print(f'warm start ({REFERENCE}): compile {w["cold_compile_s"]:.2f} s cold, '
