@@ -13,7 +13,7 @@ method.sample_steps, and their nelbo. In the one-command form the teacher's sett
 """
 import os
 
-from onestep_jax.experiment.discrete_defaults import (mdlm_method_fields, sdtt_teacher,
+from onestep_jax.experiment.discrete_defaults import (sdtt_method_fields, sdtt_teacher,
                                                       token_model_config)
 
 TEACHER_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'mdlm_markov.py')
@@ -22,15 +22,8 @@ TEACHER_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'mdlm_
 def get_config(arg: str = ''):
   c = token_model_config(vocab_size=8, length=32)  # the network comes from the teacher
   m = c.method
-  m.name = 'sdtt'
   sdtt_teacher(c, arg, teacher_config=TEACHER_CONFIG, teacher_steps=256)
-  mdlm_method_fields(m)  # schedule and conditioning are then taken from the teacher
-  m.divergence = 'kl_reverse'  # 'kl_reverse' (SDTT default), 'kl_forward', 'mse' or 'tv'
-  m.num_teacher_steps = 2  # teacher steps matched by one student step
-  m.base_steps = 256  # sampling steps of the first round's teacher (SDTT: 1024)
-  m.min_steps = 8  # the last round's student samples with at least this many steps
-  m.round_steps = 300  # training steps per round (SDTT: 10k)
-  m.lr = 3e-4  # constant learning rate after warm-up
+  sdtt_method_fields(m, base_steps=256, round_steps=300)
   m.ema_halflife_nimg = 10_000.0  # EMA half-life of the student in training sequences
 
   c.train.batch_size = 128

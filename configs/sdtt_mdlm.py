@@ -23,7 +23,7 @@ import math
 from ml_collections import config_dict
 
 from onestep_jax.experiment.defaults import base_config
-from onestep_jax.experiment.discrete_defaults import dit_section, mdlm_method_fields
+from onestep_jax.experiment.discrete_defaults import dit_section, sdtt_method_fields
 
 SDTT_EMA_DECAY = 0.9999  # SDTT's EMA decay per step at batch 128
 
@@ -39,17 +39,10 @@ def get_config(arg: str = ''):
   dit_section(c)  # replaced at start-up by the checkpoint's network
 
   m = c.method
-  m.name = 'sdtt'
   m.teacher_file = config_dict.placeholder(str)  # required: MDLM checkpoint .safetensors / .npz
   m.teacher = 'mdlm:' + m.get_ref('teacher_file')  # 'mdlm:<teacher_file>', kept in step
-  mdlm_method_fields(m)  # schedule and conditioning are then taken from the checkpoint
+  sdtt_method_fields(m, base_steps=1024, round_steps=10_000)  # the checkpoint's settings follow
   m.sample_steps = (1024, 256, 64, 16, 8)  # ancestral steps at which samples are evaluated
-  m.divergence = 'kl_reverse'  # 'kl_reverse' (SDTT default), 'kl_forward', 'mse' or 'tv'
-  m.num_teacher_steps = 2  # teacher steps matched by one student step
-  m.base_steps = 1024  # sampling steps of the first round's teacher (SDTT: 1024)
-  m.min_steps = 8  # the last round's student samples with at least this many steps
-  m.round_steps = 10_000  # training steps per round (SDTT: 10k)
-  m.lr = 3e-4  # constant learning rate after warm-up (SDTT: 3e-4)
   m.lr_warmup_steps = 2500  # linear warm-up (SDTT: 2500)
   batch = 128  # SDTT's global batch
   # EMA half-life in training sequences: SDTT's decay per step at its batch.

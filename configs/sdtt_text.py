@@ -11,7 +11,7 @@ their nelbo on the held-out windows.
 """
 import os
 
-from onestep_jax.experiment.discrete_defaults import (mdlm_method_fields, sdtt_teacher,
+from onestep_jax.experiment.discrete_defaults import (sdtt_method_fields, sdtt_teacher,
                                                       text_model_config)
 
 TEACHER_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'mdlm_text.py')
@@ -20,16 +20,9 @@ TEACHER_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'mdlm_
 def get_config(arg: str = ''):
   c = text_model_config(length=128)  # the network comes from the teacher
   m = c.method
-  m.name = 'sdtt'
   sdtt_teacher(c, arg, teacher_config=TEACHER_CONFIG, teacher_steps=128)
-  mdlm_method_fields(m)  # schedule and conditioning are then taken from the teacher
+  sdtt_method_fields(m, base_steps=128, round_steps=1000)
   m.sample_steps = (128, 64, 32, 16, 8)  # ancestral steps at which samples are evaluated
-  m.divergence = 'kl_reverse'  # 'kl_reverse' (SDTT default), 'kl_forward', 'mse' or 'tv'
-  m.num_teacher_steps = 2  # teacher steps matched by one student step
-  m.base_steps = 128  # sampling steps of the first round's teacher (SDTT: 1024)
-  m.min_steps = 8  # the last round's student samples with at least this many steps
-  m.round_steps = 1000  # training steps per round (SDTT: 10k)
-  m.lr = 3e-4  # constant learning rate after warm-up
   m.ema_halflife_nimg = 10_000.0  # EMA half-life of the student in training sequences
 
   c.train.batch_size = 64

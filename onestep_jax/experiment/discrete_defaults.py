@@ -59,6 +59,19 @@ def mdlm_method_fields(m: ml_collections.ConfigDict) -> None:
   m.sample_steps = (256, 128, 64, 32, 16, 8)  # ancestral steps at which samples are evaluated
 
 
+def sdtt_method_fields(m: ml_collections.ConfigDict, *, base_steps: int, round_steps: int) -> None:
+  """SDTT's fields (arXiv 2410.21035) on top of mdlm_method_fields: rounds halve the sampling
+  steps from `base_steps` (SDTT: 1024) down to 8, `round_steps` (SDTT: 10k) training steps each."""
+  m.name = 'sdtt'
+  mdlm_method_fields(m)  # schedule and conditioning are then taken from the teacher
+  m.divergence = 'kl_reverse'  # 'kl_reverse' (SDTT default), 'kl_forward', 'mse' or 'tv'
+  m.num_teacher_steps = 2  # teacher steps matched by one student step
+  m.base_steps = base_steps  # sampling steps of the first round's teacher
+  m.min_steps = 8  # the last round's student samples with at least this many steps
+  m.round_steps = round_steps  # training steps per round
+  m.lr = 3e-4  # constant learning rate after warm-up (SDTT: 3e-4)
+
+
 def optimizer_fields(m: ml_collections.ConfigDict) -> None:
   """AdamW and gradient clipping of every token model (methods/mdlm.py: make_optimizer)."""
   m.beta1 = 0.9  # AdamW beta1
