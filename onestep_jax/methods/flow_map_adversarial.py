@@ -39,7 +39,7 @@ from onestep_jax.losses.gan import (gradient_penalty, relativistic_discriminator
 from onestep_jax.methods import flow_map_distillation
 from onestep_jax.methods.base import MethodSetup
 from onestep_jax.methods.flow_map_distillation import CLOCK, FlowMapDistillation
-from onestep_jax.methods.networks import init_network, one_hot_labels
+from onestep_jax.methods.networks import init_feature_head, init_network, one_hot_labels
 from onestep_jax.nets.discriminator import DiscriminatorHead
 from onestep_jax.train.spec import Group, Phase, Stage
 
@@ -160,12 +160,9 @@ class AdversarialFlowMap(FlowMapDistillation):
     else:
       backbone = init_network(self.student.net.module, k_backbone, example_shape=self.shape,
                               num_classes=self.num_classes)
-    x = jnp.zeros((1,) + self.shape, jnp.float32)
-    labels = jnp.zeros((1, self.num_classes), jnp.float32) if self.num_classes else None
-    feats = jax.eval_shape(lambda p: self.student.net.features(p, x, jnp.ones((1,)), labels),
-                           backbone)
-    head = jax.jit(self.head.init)(k_head, jnp.zeros(feats.shape, feats.dtype), labels)
-    params[DISCRIMINATOR] = {'backbone': backbone, 'head': head['params']}
+    head = init_feature_head(self.head, self.student.net, backbone, k_head,
+                             example_shape=self.shape, num_classes=self.num_classes)
+    params[DISCRIMINATOR] = {'backbone': backbone, 'head': head}
     return params
 
   def setup(self) -> MethodSetup:

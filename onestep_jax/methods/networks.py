@@ -98,3 +98,13 @@ def random_labels(key: jax.Array, num: int, num_classes: int) -> Optional[jnp.nd
   if not num_classes:
     return None
   return jax.nn.one_hot(jax.random.randint(key, (num,), 0, num_classes), num_classes)
+
+
+def init_feature_head(head: nn.Module, net, backbone, key: jax.Array, *, example_shape,
+                      num_classes: int) -> Any:
+  """Fresh parameters of a discriminator `head` over the features of `net` (a NetworkDenoiser)
+  with parameters `backbone` (DMD2's head on the U-Net bottleneck or the MLP's last layer)."""
+  x = jnp.zeros((1,) + tuple(example_shape), jnp.float32)
+  labels = jnp.zeros((1, num_classes), jnp.float32) if num_classes else None
+  feats = jax.eval_shape(lambda p: net.features(p, x, jnp.ones((1,)), labels), backbone)
+  return jax.jit(head.init)(key, jnp.zeros(feats.shape, feats.dtype), labels)['params']

@@ -32,7 +32,8 @@ from onestep_jax.losses.f_distill import density_ratio
 from onestep_jax.losses.gan import gan_discriminator_loss, gan_generator_loss
 from onestep_jax.methods.base import Generator, MethodSetup
 from onestep_jax.methods.denoisers import NetworkDenoiser
-from onestep_jax.methods.networks import build_network, init_network, one_hot_labels
+from onestep_jax.methods.networks import (build_network, init_feature_head, init_network,
+                                         one_hot_labels)
 from onestep_jax.methods.teachers import load_teacher
 from onestep_jax.train.spec import Group, Phase, Stage
 
@@ -185,10 +186,8 @@ class OneStep:
 
   def init_head(self, head, backbone, key):
     """Fresh parameters of `head` over the features of the network `backbone`."""
-    x = jnp.zeros((1,) + self.shape, jnp.float32)
-    labels = jnp.zeros((1, self.num_classes), jnp.float32) if self.num_classes else None
-    feats = jax.eval_shape(lambda p: self.net.features(p, x, jnp.ones((1,)), labels), backbone)
-    return jax.jit(head.init)(key, jnp.zeros(feats.shape, feats.dtype), labels)['params']
+    return init_feature_head(head, self.net, backbone, key, example_shape=self.shape,
+                             num_classes=self.num_classes)
 
   def teacher_params(self) -> dict:
     """{'teacher': params} for a network teacher (a frozen group), else {}."""
