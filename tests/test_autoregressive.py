@@ -170,3 +170,12 @@ def test_ar_run_learns_the_markov_chain_and_scores_samples(tmp_path):
   assert np.log(ar.generative_perplexity(evaluator, noise)) > metrics['ar/nelbo'] + 0.5
   with pytest.raises(ValueError, match='token ids'):
     load_ar_evaluator(str(tmp_path), get_dataset('markov', vocab_size=5, length=8))
+
+
+def test_a_missing_ar_evaluator_fails_before_the_teacher_trains(tmp_path):
+  # sdtt_markov trains its teacher first: a wrong evaluator path must not cost that training.
+  config = load_config_file(f'{ROOT}/configs/sdtt_markov.py')
+  config.eval.ar_evaluator = str(tmp_path / 'no_such_run')
+  with pytest.raises(FileNotFoundError, match='no_such_run'):
+    run(config, str(tmp_path / 'workdir'), progress=False)
+  assert not (tmp_path / 'workdir').exists()

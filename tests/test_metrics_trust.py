@@ -12,7 +12,9 @@ from onestep_jax.data import get_dataset
 from onestep_jax.data.arrays import load_arrays
 from onestep_jax.data.registry import get_held_out
 from onestep_jax.data.toy2d import ring8
-from onestep_jax.experiment.evaluation import low_dim_metrics, plan_evaluation, reference_pair
+from onestep_jax.experiment.evaluation import (low_dim_metrics, plan_evaluation, reference_pair,
+                                               sample_generators)
+from onestep_jax.methods.base import Generator
 from onestep_jax.experiment.overrides import load_config_file
 from onestep_jax.experiment.runner import run
 
@@ -106,3 +108,22 @@ def test_off_mode_exposes_a_student_smeared_around_the_ring():
   bad = low_dim_metrics(smeared, ref, key=key, mixture=ds.mixture)
   assert good['mode_coverage'] == bad['mode_coverage'] == 1.0
   assert good['off_mode'] < 0.01 and bad['off_mode'] > 0.4  # 4-std discs cover half the circle
+
+
+@pytest.mark.parametrize('num_samples,batch_size,calls', [(8, 8, 1), (20, 8, 3)])
+def test_evaluation_draws_each_batch_once(num_samples, batch_size, calls):
+  # The sampler is compiled ahead, not warmed up by a draw: a single-batch evaluation (a 256-step
+  # masked diffusion sampler, say) runs once, and the samples are the first num_samples drawn.
+  drawn = []
+
+  def sample_fn(params, key, num, labels):
+    x = jax.random.normal(key, (num, 2)) + params['net']
+    jax.debug.callback(lambda v: drawn.append(np.asarray(v)), x)
+    return x
+
+  out = sample_generators(generators=(Generator('student', 1, sample_fn),),
+                          params={'net': np.float32(3.0)}, num_samples=num_samples,
+                          batch_size=batch_size, seed=0, num_classes=0)
+  generator, x, seconds = out['student_nfe1']
+  assert len(drawn) == calls and seconds > 0
+  np.testing.assert_array_equal(x, np.concatenate(drawn)[:num_samples])

@@ -130,8 +130,14 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mode: str = 'train',
                             'checkpoint; run with --mode=train first')
   if config.train.compilation_cache:
     enable_compilation_cache()  # $ONESTEP_JAX_CACHE_DIR or ~/.cache/onestep_jax/xla
-  config = with_teacher_run(config, workdir, mode=mode, progress=progress)
   dataset = get_dataset(config.data.name, **config.data.kwargs.to_dict())
+  # gen_ppl's AR model, checked before any training (that of a teacher_run included); an 'ar'
+  # run may score its own samples with the export it writes before evaluating
+  ar_path = config.eval.get('ar_evaluator', '')
+  own_evaluator = bool(ar_path) and os.path.realpath(ar_path) == os.path.realpath(workdir)
+  ar_evaluator = None if own_evaluator else discrete_evaluation.load_ar_evaluator(ar_path,
+                                                                                  dataset)
+  config = with_teacher_run(config, workdir, mode=mode, progress=progress)
   config = resolve_config(config, dataset)
   held_out, config.eval.num_samples = plan_evaluation(config.data, dataset,
                                                       num_samples=config.eval.num_samples)
@@ -212,10 +218,12 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mode: str = 'train',
     timings.update(info)
     image_metrics = image_metrics_lib.feature_metric_fn(features)
   if isinstance(setup, DiscreteSetup):  # token models
+    if own_evaluator:
+      ar_evaluator = discrete_evaluation.load_ar_evaluator(ar_path, dataset)
     metrics = discrete_evaluation.evaluate(
         samples=samples, reference=reference, dataset=dataset, nelbo_fns=setup.nelbo_fns,
         params=sampling_params, batch_size=config.eval.batch_size, seed=config.eval.seed,
-        ar_evaluator=config.eval.get('ar_evaluator', ''))
+        evaluator=ar_evaluator)
   else:
     metrics = evaluate(samples=samples, reference=reference, seed=config.eval.seed,
                        mixture=dataset.mixture, image_metrics=image_metrics)
