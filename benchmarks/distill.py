@@ -2,40 +2,56 @@
 
   python benchmarks/distill.py [--config=distill_toy2d] [--data=ring8] \
       [--methods=diff_instruct,dmd,dmd2,sid,sim] [--config.x=y ...]
+  python benchmarks/distill.py --methods=uni_instruct:divergence=jensen_shannon,fdistill
   python benchmarks/distill.py --config=distill_digits
 
 Each method runs `configs/<config>.py:<method>[,<data>]` in a fresh process (as a user would, so
 compile time counts); the script prints a line per method, writes
 benchmarks/results/<config>[_<data>].json and docs/<config>[_<data>].png (every student's
-samples beside the teacher's).
+samples beside the teacher's). Methods already in that JSON are kept, so a few methods can be
+added later (their picture: docs/<config>[_<data>]_<methods>.png); runs with other --config.x=y
+need their own --name.
 """
 import argparse
 import json
 import os
 import pathlib
+import resource
 import subprocess
 import sys
 import tempfile
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+RESULTS = ROOT / 'benchmarks' / 'results'
 METRICS = ('swd', 'mmd', 'energy', 'nll', 'off_mode', 'mode_coverage', 'fid', 'kid', 'precision',
            'recall')
 
 
-def run_method(config: str, variant: str, workdir: str, overrides) -> dict:
-  cmd = [sys.executable, str(ROOT / 'experiments' / 'main.py'),
-         f'--config={ROOT / "configs" / config}.py:{variant}', f'--workdir={workdir}',
-         '--progress=false', '--config.train.compilation_cache=false', *overrides]
+def run_method(config: str, spec: str, data: str, workdir: str, overrides) -> dict:
+  """Runs method `spec` ('<method>' or '<method>:<field>=<value>:...', fields of config.method,
+  e.g. 'uni_instruct:divergence=jensen_shannon'; '' for configs without variants) of
+  configs/<config>.py in a fresh process;
+  its command, wall and CPU time (user + system, of the process and its children) and
+  metrics."""
+  method, *fields = spec.split(':')
+  variant = ','.join(v for v in (method, data) if v)
+  args = [f'--config={ROOT / "configs" / config}.py' + (f':{variant}' if variant else ''),
+          f'--workdir={workdir}', *overrides, *(f'--config.method.{f}' for f in fields)]
+  before = resource.getrusage(resource.RUSAGE_CHILDREN)
   t0 = time.perf_counter()
-  subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+  subprocess.run([sys.executable, str(ROOT / 'experiments' / 'main.py'), *args,
+                  '--progress=false', '--config.train.compilation_cache=false'],
+                 check=True, stdout=subprocess.DEVNULL)
   wall = time.perf_counter() - t0
+  after = resource.getrusage(resource.RUSAGE_CHILDREN)
   with open(os.path.join(workdir, 'metrics.json')) as f:
     metrics = json.load(f)
-  return {'command': ' '.join(['python experiments/main.py',
-                               f'--config=configs/{config}.py:{variant}', '--workdir=<dir>',
-                               *overrides]),
-          'wall_time_s': wall, 'metrics': metrics}
+  return {'command': ' '.join(['python experiments/main.py', *args]).replace(workdir, '<dir>')
+                     .replace(str(ROOT) + '/', ''),
+          'wall_time_s': wall,
+          'cpu_time_s': after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime,
+          'metrics': metrics}
 
 
 def ratios(metrics: dict) -> dict:
@@ -73,14 +89,52 @@ def parse_args(description: str, methods: str, prefix: str = ''):
   parser.add_argument('--config', default='distill_toy2d', help='a file of configs/')
   parser.add_argument('--data', default='ring8', help="'' for configs without a data variant")
   parser.add_argument('--methods', default=methods)
-  parser.add_argument('--out', default=str(ROOT / 'benchmarks' / 'results'))
+  parser.add_argument('--out', default=str(RESULTS), help='JSON folder (pictures go to docs/ '
+                      'for the default, else here too)')
+  parser.add_argument('--name', default='', help='of the JSON and picture; default: '
+                      '<config>[_<data>]; give another one for runs with other --config.x=y')
   parser.add_argument('--workroot', default='', help='keep the runs here (a rerun resumes them); '
                       'default: a new temporary folder')
   args, overrides = parser.parse_known_args()
   if args.config != 'distill_toy2d':
     args.data = ''
-  name = prefix + args.config + (f'_{args.data}' if args.data else '')
+  name = args.name or prefix + args.config + (f'_{args.data}' if args.data else '')
+  path = pathlib.Path(args.out) / f'{name}.json'
+  if path.exists():  # its methods are kept (save_results): they must share the overrides
+    with open(path) as f:
+      earlier = json.load(f)['overrides']
+    if earlier != overrides:
+      parser.error(f'{path} holds runs with the overrides {earlier}, not {overrides}: give '
+                   'these runs another --name')
   return args, overrides, name, args.workroot or tempfile.mkdtemp(prefix=f'{name}_')
+
+
+def save_results(args, overrides, name: str, results: dict, workdirs: dict, draw_fn,
+                 **header) -> None:
+  """Writes benchmarks/results/<name>.json and docs/<name>.png.
+
+  Methods already in that JSON from an earlier run with the same overrides are kept (each method
+  has its own date), so a benchmark can be completed a few methods at a time; the picture then
+  shows only the methods run now and is written to docs/<name>_<method>_....png instead, so the
+  committed picture of the earlier methods stays as it is.
+  """
+  out = pathlib.Path(args.out)
+  out.mkdir(parents=True, exist_ok=True)
+  path = out / f'{name}.json'
+  today = time.strftime('%Y-%m-%d')
+  methods = {}
+  if path.exists():
+    with open(path) as f:
+      earlier = json.load(f)
+    methods = {m: {'date': earlier.get('date'), **r} for m, r in earlier['methods'].items()}
+  methods.update({m: {**r, 'date': today} for m, r in results.items()})
+  with open(path, 'w') as f:
+    json.dump({'config': args.config, 'data': args.data, 'overrides': overrides, **header,
+               'cpu_count': os.cpu_count(), 'methods': methods}, f, indent=2, sort_keys=True)
+  picture = name if set(methods) == set(results) else '_'.join([name, *results])
+  picture = (ROOT / 'docs' if out == RESULTS else out) / f'{picture}.png'
+  draw_fn(workdirs, picture)
+  print(f'wrote {path} and {picture}')
 
 
 def main():
@@ -88,27 +142,20 @@ def main():
                                            'diff_instruct,dmd,dmd2,sid,sim')
   results, workdirs = {}, {}
   for method in args.methods.split(','):
-    workdirs[method] = os.path.join(root, method)
-    variant = method + (f',{args.data}' if args.data else '')
-    r = run_method(args.config, variant, workdirs[method], overrides)
+    workdirs[method] = os.path.join(root, method.replace(':', '_'))
+    r = run_method(args.config, method, args.data, workdirs[method], overrides)
     r.update(ratios(r['metrics']))
     results[method] = r
     m = r['metrics']
     print(f'{method:14s} ' + ' '.join(f'{k}={m[f"student/{k}@1"]:.4g}' for k in METRICS
                                       if f'student/{k}@1' in m)
           + ''.join(f' {k}={v:.2f}' for k, v in r.items() if k.endswith('teacher'))
-          + f' speedup={r["speedup"]:.0f}x wall={r["wall_time_s"]:.0f}s', flush=True)
+          + f' speedup={r["speedup"]:.0f}x wall={r["wall_time_s"]:.0f}s'
+          + f' cpu={r["cpu_time_s"]:.0f}s', flush=True)
   teacher = results[next(iter(results))]['metrics']
   print('teacher@35     ' + ' '.join(f'{k}={teacher[f"teacher/{k}@35"]:.4g}' for k in METRICS
                                      if f'teacher/{k}@35' in teacher))
-  out = pathlib.Path(args.out)
-  out.mkdir(parents=True, exist_ok=True)
-  with open(out / f'{name}.json', 'w') as f:
-    json.dump({'config': args.config, 'data': args.data, 'overrides': overrides,
-               'date': time.strftime('%Y-%m-%d'), 'cpu_count': os.cpu_count(),
-               'methods': results}, f, indent=2, sort_keys=True)
-  draw(workdirs, ROOT / 'docs' / f'{name}.png')
-  print(f'wrote {out / f"{name}.json"} and docs/{name}.png')
+  save_results(args, overrides, name, results, workdirs, draw)
 
 
 if __name__ == '__main__':

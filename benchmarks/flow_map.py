@@ -9,12 +9,10 @@ benchmarks/results/flow_map_<config>[_<data>].json (every metric of every run, t
 NFE included) and docs/flow_map_<config>[_<data>].png: a grid of samples, one row per method, one
 column per step count, the teacher's in the last column.
 """
-import json
 import os
 import pathlib
-import time
 
-from distill import ROOT, parse_args, run_method
+from distill import parse_args, run_method, save_results
 
 STEPS = (1, 2, 4, 8)
 METRICS = ('swd', 'mmd', 'energy', 'nll', 'off_mode', 'mode_coverage', 'fid', 'kid')
@@ -59,20 +57,13 @@ def main():
                                            prefix='flow_map_')
   results, workdirs = {}, {}
   for method in args.methods.split(','):
-    workdirs[method] = os.path.join(root, method)
-    variant = method + (f',{args.data}' if args.data else '')
-    results[method] = run_method(args.config, variant, workdirs[method], overrides)
+    workdirs[method] = os.path.join(root, method.replace(':', '_'))
+    results[method] = run_method(args.config, method, args.data, workdirs[method], overrides)
     print('\n'.join(table({method: results[method]})[:-1])
-          + f'\n{"":12s} wall={results[method]["wall_time_s"]:.0f}s', flush=True)
+          + f'\n{"":12s} wall={results[method]["wall_time_s"]:.0f}s'
+          + f' cpu={results[method]["cpu_time_s"]:.0f}s', flush=True)
   print(table(results)[-1])
-  out = pathlib.Path(args.out)
-  out.mkdir(parents=True, exist_ok=True)
-  with open(out / f'{name}.json', 'w') as f:
-    json.dump({'config': args.config, 'data': args.data, 'overrides': overrides,
-               'steps': list(STEPS), 'date': time.strftime('%Y-%m-%d'),
-               'cpu_count': os.cpu_count(), 'methods': results}, f, indent=2, sort_keys=True)
-  draw(workdirs, ROOT / 'docs' / f'{name}.png')
-  print(f'wrote {out / f"{name}.json"} and docs/{name}.png')
+  save_results(args, overrides, name, results, workdirs, draw, steps=list(STEPS))
 
 
 if __name__ == '__main__':
