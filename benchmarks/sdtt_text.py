@@ -3,7 +3,7 @@ number of sampling steps, for the MDLM teacher and the last SDTT student, beside
 autoregressive baseline that scores them.
 
   python benchmarks/sdtt_text.py [--workroot=runs/sdtt_text_bench] [--batch_size=16] \
-      [--teacher_steps=1500] [--round_steps=250]
+      [--teacher_steps=1000] [--round_steps=125]
 
 Runs configs/ar_text.py, then configs/sdtt_text.py (its MDLM teacher first, then the rounds
 128 -> 8 steps) with --config.eval.ar_evaluator=<the ar run>, each in a fresh process (reruns
@@ -24,8 +24,8 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--workroot', default=str(ROOT / 'runs' / 'sdtt_text_bench'))
   parser.add_argument('--batch_size', type=int, default=16)
-  parser.add_argument('--teacher_steps', type=int, default=1500, help='also the AR model\'s')
-  parser.add_argument('--round_steps', type=int, default=250, help='per SDTT round (4 rounds)')
+  parser.add_argument('--teacher_steps', type=int, default=1000, help='also the AR model\'s')
+  parser.add_argument('--round_steps', type=int, default=125, help='per SDTT round (4 rounds)')
   args = parser.parse_args()
   ar_dir, sdtt_dir = (os.path.join(args.workroot, n) for n in ('ar_text', 'sdtt_text'))
   size = [f'--config.train.batch_size={args.batch_size}']
