@@ -164,6 +164,35 @@ class ConsistencyLossTest(chex.TestCase):
     np.testing.assert_allclose(grad_w, lam * jnp.exp(w) * jnp.sum(g**2, -1) / D - 1, rtol=1e-4)
 
   @chex.variants(with_jit=True, without_jit=True)
+  def test_adaptive_weight_at_its_optimum_cancels_the_prior_weighting(self):
+    """At w = argmin_w (lambda e^w ||g_hat||^2 / D - w) = -log(lambda ||g_hat||^2 / D), the
+    gradient on F is -2 g_hat / ||g_hat||^2 whatever lambda is: the learned weight undoes the
+    prior 1 / (sigma_d tan t), so turning the prior off changes nothing once w has adapted."""
+    x_t, tau = _trig_batch(jax.random.PRNGKey(9))
+    teacher = flow_maps.trigflow_velocity(GAUSS_DENOISER, sigma_data=C)
+    F = lambda x, t, labels=None: jnp.sin(x) * (1.0 + t)[:, None]
+
+    def loss(e, w, prior):
+      return scd_loss(trigflow_output=lambda x, t, labels=None: F(x, t) + e,
+                      teacher_velocity=teacher, x_t=x_t, t=tau, sigma_data=C, log_weight=w,
+                      prior_weighting=prior).sum()
+
+    grads = self.variant(jax.grad(loss, argnums=(0, 1)), static_argnums=2)
+    zero = jnp.zeros_like(x_t)
+    by_prior = {}
+    for prior in (True, False):
+      g_out, _ = grads(zero, jnp.zeros_like(tau), prior)  # -2 lambda g_hat / D
+      lam = 1 / (C * jnp.tan(tau)) if prior else jnp.ones_like(tau)
+      g_hat = -g_out * D / (2 * lam[:, None])
+      best = -jnp.log(lam * jnp.sum(g_hat**2, -1) / D)
+      by_prior[prior], grad_w = grads(zero, best, prior)
+      np.testing.assert_allclose(grad_w, 0.0, atol=1e-5)
+      np.testing.assert_allclose(by_prior[prior],
+                                 -2 * g_hat / jnp.sum(g_hat**2, -1, keepdims=True), rtol=1e-4)
+    np.testing.assert_allclose(by_prior[True], by_prior[False], rtol=1e-4)
+    assert float(jnp.max(jnp.abs(1 / (C * jnp.tan(tau)) - 1))) > 0.5  # lambda is not ~1 here
+
+  @chex.variants(with_jit=True, without_jit=True)
   def test_cd_distances_and_target_gets_no_gradient(self):
     x_t, t, _ = _fm_batch(jax.random.PRNGKey(6))
     x_next, t_next = 0.9 * x_t, 0.8 * t

@@ -17,7 +17,6 @@ from onestep_jax.experiment.runner import resolve_config, run
 from onestep_jax.losses.flow_map import ayf_emd_loss
 from onestep_jax.losses.meanflow import meanflow_loss
 from onestep_jax.losses.shortcut import shortcut_self_consistency_loss
-from onestep_jax.methods import build_method
 from onestep_jax.methods.flow_map_distillation import FlowMapDistillation
 from onestep_jax.methods.networks import build_network, init_network
 from onestep_jax.methods.teachers import load_teacher
@@ -178,9 +177,11 @@ def _grads(ctx):
 
 
 def test_rcm_with_dmd_weight_zero_is_scd():
-  scd = FlowMapDistillation(resolve_config(_config('distill_toy2d', 'scd'), RING), RING)
-  rcm = FlowMapDistillation(resolve_config(_config('distill_toy2d', 'rcm', dmd_weight=0.0),
-                                           RING), RING)
+  # With sCM's adaptive weight (off in the ring recipe), so that its gradients are compared too.
+  scd = FlowMapDistillation(resolve_config(_config('distill_toy2d', 'scd',
+                                                   adaptive_weighting=True), RING), RING)
+  rcm = FlowMapDistillation(resolve_config(_config('distill_toy2d', 'rcm', dmd_weight=0.0,
+                                                   adaptive_weighting=True), RING), RING)
   g_scd, m_scd = _grads(scd)
   g_rcm, m_rcm = _grads(rcm)
   np.testing.assert_allclose(m_rcm['scd'], m_scd['loss'], rtol=1e-6)

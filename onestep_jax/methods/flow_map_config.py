@@ -23,6 +23,7 @@ _SCD = _TANGENT + (
     ('p_std', 1.6, 'std of tau'),
     ('warmup_steps', 1000, 'tangent warm-up r = min(1, step / warmup_steps) (sCM: 10k)'),
     ('prior_weighting', True, 'weight 1 / (sigma_data tan t) before the adaptive weight'),
+    ('adaptive_weighting', True, 'learned log-weight w_phi(t) (sCM); False: w = 0 (2-D toys)'),
     ('weighting_width', 128, 'hidden width of the adaptive weighting network'),
 )
 # w(t, s) of the AYF losses: 'uniform' (the map-space surrogate) or 'inverse_gap' (1 / (t - s)).

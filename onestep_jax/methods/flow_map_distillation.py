@@ -84,7 +84,7 @@ class FlowMapDistillation:
     self.student = FlowMapNet(self.student_network())
     self.t_max = float(flow_maps.time_from_edm_sigma(m.sigma_max))
     self.weighting = (AdaptiveWeight(hidden_dim=m.weighting_width)
-                      if m.name in ('scd', 'rcm') else None)
+                      if m.name in ('scd', 'rcm') and m.adaptive_weighting else None)
 
   def load_teacher(self, dataset):
     return load_teacher(self.m.teacher, dataset)
@@ -160,7 +160,8 @@ class FlowMapDistillation:
                                           sigma_data=sd)
     t = jnp.minimum(t, math.atan(m.sigma_max / sd))  # no further than the sampler starts
     x_t = expand_to(jnp.cos(t), x0) * x0 + expand_to(sd * jnp.sin(t), x0) * noise
-    log_weight = self.weighting.apply({'params': params[WEIGHTING]}, t)
+    log_weight = (jnp.zeros_like(t) if self.weighting is None else
+                  self.weighting.apply({'params': params[WEIGHTING]}, t))
     r = self.warmup(params, 1.0)
     per_example = consistency.scd_loss(
         trigflow_output=flow_maps.trigflow_output(self.consistency_fn(params['student']),
@@ -302,8 +303,9 @@ class FlowMapDistillation:
     return params
 
   def extra_groups(self) -> tuple[str, ...]:
-    return {'ayf_emd': (CLOCK,), 'ayf_lmd': (CLOCK,), 'scd': (CLOCK, WEIGHTING),
-            'rcm': (CLOCK, WEIGHTING, FAKE_SCORE), 'cd': (TARGET,),
+    weighting = (WEIGHTING,) if self.weighting is not None else ()
+    return {'ayf_emd': (CLOCK,), 'ayf_lmd': (CLOCK,), 'scd': (CLOCK, *weighting),
+            'rcm': (CLOCK, *weighting, FAKE_SCORE), 'cd': (TARGET,),
             'pd': (CLOCK, PREVIOUS)}[self.m.name]
 
   def losses(self) -> dict[str, Callable]:
