@@ -3,13 +3,13 @@
 Every configuration is measured in `repeats` fresh child processes, run round-robin over the
 configurations so that a change of machine load hits all of them alike. Each child times, in
 this order: the network initialisation, the training state's placement, the first step (its
-tracing, lowering and XLA compilation, read from JAX's own compile events, are `compile_s`),
-`warmup - 1` more steps, `steps` timed steps (their median is `step_s`), then a 2048^3 float32
-matmul (`matmul_s`, the median of `MATMUL_REPEATS`). Peak RSS is the child's VmHWM before the
-matmul (RSS and VmHWM are also recorded after each stage). The parent reports, per
-configuration, the median over processes of each child's figures, every step time also in
-matmul units (step_s / matmul_s of the same process), and the machine: date, JAX version, CPU
-model, threads, load averages.
+tracing, lowering and XLA compilation, read from JAX's own compile events, are `compile_s`, and
+each of the three is in `compile_parts`), `warmup - 1` more steps, `steps` timed steps (their
+median is `step_s`), then a 2048^3 float32 matmul (`matmul_s`, the median of
+`MATMUL_REPEATS`). Peak RSS is the child's VmHWM before the matmul (RSS and VmHWM are also
+recorded after each stage). The parent reports, per configuration, the median over processes
+of each child's figures, every step time also in matmul units (step_s / matmul_s of the same
+process), and the machine: date, JAX version, CPU model, threads, load averages.
 """
 from __future__ import annotations
 
@@ -24,11 +24,11 @@ from typing import Any, Callable, Optional, Sequence
 
 MATMUL_SIZE = 2048
 MATMUL_REPEATS = 10
-# JAX's compile-time events (jax/_src/dispatch.py): tracing to a jaxpr, lowering to StableHLO,
-# and the XLA compilation (or persistent-cache retrieval).
-COMPILE_EVENTS = ('/jax/core/compile/jaxpr_trace_duration',
-                  '/jax/core/compile/jaxpr_to_mlir_module_duration',
-                  '/jax/core/compile/backend_compile_duration')
+# JAX's compile-time events (jax/_src/dispatch.py) -> their part of `compile_s`: tracing to a
+# jaxpr, lowering to StableHLO, and the XLA compilation or persistent-cache retrieval.
+COMPILE_EVENTS = {'/jax/core/compile/jaxpr_trace_duration': 'trace_s',
+                  '/jax/core/compile/jaxpr_to_mlir_module_duration': 'lower_s',
+                  '/jax/core/compile/backend_compile_duration': 'xla_s'}
 
 
 def memory_mb() -> dict[str, float]:
@@ -60,32 +60,37 @@ def matmul_seconds(size: int = MATMUL_SIZE, repeats: int = MATMUL_REPEATS) -> fl
 
 
 class CompileClock:
-  """Sums JAX's tracing + lowering + compilation durations reported while it is entered."""
+  """Sums JAX's tracing + lowering + compilation durations reported while it is entered
+  (`seconds`), and each of the three (`parts`, keyed by the values of COMPILE_EVENTS)."""
 
   def __enter__(self):
     import jax
-    self.seconds = 0.0
+    self.parts = dict.fromkeys(COMPILE_EVENTS.values(), 0.0)
     self._listener = lambda event, duration, **_: self._add(event, duration)
     jax.monitoring.register_event_duration_secs_listener(self._listener)
     return self
 
   def _add(self, event: str, duration: float) -> None:
     if event in COMPILE_EVENTS:
-      self.seconds += duration
+      self.parts[COMPILE_EVENTS[event]] += duration
+
+  @property
+  def seconds(self) -> float:
+    return sum(self.parts.values())
 
   def __exit__(self, *exc):
     from jax._src import monitoring  # no public unregister in jax.monitoring
     monitoring.unregister_event_duration_listener(self._listener)
 
 
-def _timed(fn: Callable[[], Any]) -> tuple[Any, float, float]:
-  """(result, wall seconds, compile seconds) of fn(), its outputs ready."""
+def _timed(fn: Callable[[], Any]) -> tuple[Any, float, CompileClock]:
+  """(result, wall seconds, compile clock) of fn(), its outputs ready."""
   import jax
   with CompileClock() as clock:
     t0 = time.perf_counter()
     out = jax.block_until_ready(fn())
     wall = time.perf_counter() - t0
-  return out, wall, clock.seconds
+  return out, wall, clock
 
 
 def measure(config, *, steps: int, warmup: int, network_init: Optional[Callable] = None,
@@ -113,8 +118,8 @@ def measure(config, *, steps: int, warmup: int, network_init: Optional[Callable]
   setup = build_method(config, dataset)
   trainer = Trainer(groups=setup.groups, phases=setup.phases, stages=setup.stages,
                     batch_size=config.train.batch_size)
-  params, init_s, init_compile_s = _timed(lambda: setup.init_params(jax.random.PRNGKey(0)))
-  r['network_init_s'], r['network_init_compile_s'] = net_s + init_s, init_compile_s
+  params, init_s, init_clock = _timed(lambda: setup.init_params(jax.random.PRNGKey(0)))
+  r['network_init_s'], r['network_init_compile_s'] = net_s + init_s, init_clock.seconds
   state, r['state_init_s'], _ = _timed(
       lambda: trainer.init_state(params, key=jax.random.PRNGKey(1)))
   r['memory_mb']['initialised'] = memory_mb()
@@ -124,11 +129,12 @@ def measure(config, *, steps: int, warmup: int, network_init: Optional[Callable]
                           trainer.mesh) for i in range(warmup + steps)]
   times, compile_s = [], []
   for i, batch in enumerate(batches):
-    (state, _), wall, comp = _timed(lambda: trainer.train_step(state, batch, step=first + i))
+    (state, _), wall, clock = _timed(lambda: trainer.train_step(state, batch, step=first + i))
     times.append(wall)
-    compile_s.append(comp)
+    compile_s.append(clock.seconds)
     if i == 0:
       r['memory_mb']['first_step'] = memory_mb()
+      r['compile_parts'] = clock.parts
   r['memory_mb']['end'] = memory_mb()
   r.update(first_step_s=times[0], compile_s=sum(compile_s[:1]),
            compile_s_after_first=sum(compile_s[1:]), step_s=statistics.median(times[warmup:]),
@@ -192,6 +198,8 @@ def summarize(runs: Sequence[dict]) -> dict:
   out = {
       'step_s': med('step_s'), 'step_matmul_units': statistics.median(units),
       'matmul_s': med('matmul_s'), 'compile_s': med('compile_s'),
+      'compile_parts': {k: statistics.median(r['compile_parts'][k] for r in runs)
+                        for k in COMPILE_EVENTS.values()},
       'network_init_s': med('network_init_s'), 'state_init_s': med('state_init_s'),
       'first_step_s': med('first_step_s'), 'peak_rss_mb': med('peak_rss_mb'),
       'peak_rss_mb_max': max(r['peak_rss_mb'] for r in runs),

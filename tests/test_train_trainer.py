@@ -1,6 +1,7 @@
 """Trainer behaviour: schedules and stages, clipping, EMA closed form, non-finite policy,
 metrics and input validation."""
 import functools
+import gc
 
 import chex
 import jax
@@ -11,6 +12,7 @@ import pytest
 
 from onestep_jax.train import mesh as mesh_lib
 from onestep_jax.train import spec
+from onestep_jax.train import trainer as trainer_lib
 from onestep_jax.train.checkpoint import Checkpointer, NonFiniteError
 from onestep_jax.train.ema import ema_beta
 from onestep_jax.train.metrics import MetricWriter, read_metrics
@@ -71,6 +73,42 @@ def test_clip_norm_bounds_the_update():
   np.testing.assert_allclose(state.params['a'], np.full(4, 0.25), rtol=1e-6)  # norm 0.5.
   np.testing.assert_allclose(metrics['a']['grad_norm/a'], 2.0, rtol=1e-6)  # before clipping.
   np.testing.assert_allclose(metrics['a']['mean'], 0.0)  # loss_fn metrics, pre-update.
+
+
+def test_gc_paused_blocks_collections_and_restores_the_collector(monkeypatch):
+  """No collection starts inside `_gc_paused`, even at threshold 1; after it the collector is on
+  again, or still off if it was off. The trainer traces and lowers every program inside it."""
+  started = []  # one entry per collection that starts
+  callback = lambda phase, info: started.append(info['generation']) if phase == 'start' else None
+  threshold = gc.get_threshold()
+  gc.callbacks.append(callback)
+  gc.set_threshold(1)
+  try:
+    with trainer_lib._gc_paused():
+      before = len(started)
+      assert not gc.isenabled()
+      cycles = [[] for _ in range(100)]
+      for c in cycles:
+        c.append(c)
+      assert len(started) == before
+    assert gc.isenabled()
+    cycles = [[] for _ in range(100)]
+    assert len(started) > before  # the callback does see collections when the GC is on.
+    gc.disable()
+    with trainer_lib._gc_paused():
+      pass
+    assert not gc.isenabled()
+  finally:
+    gc.enable()
+    gc.set_threshold(*threshold)
+    gc.callbacks.remove(callback)
+
+  entered = []
+  paused = trainer_lib._gc_paused
+  monkeypatch.setattr(trainer_lib, '_gc_paused', lambda: entered.append(1) or paused())
+  trainer, state = _counting_trainer()
+  trainer.train_step(state, mesh_lib.global_batch(_zeros_batch(0, 0, 1), trainer.mesh), step=0)
+  assert len(entered) == 2  # phase 'a' and the end of step.
 
 
 def test_ema_matches_closed_form():
