@@ -70,9 +70,9 @@ def draw(workdirs: dict, path: pathlib.Path) -> None:
   from PIL import Image
   first = next(iter(workdirs.values()))
   panels = [('teacher, 35 NFE', os.path.join(first, 'samples_teacher_nfe35.png'))] + [
-      (f'{name}, 1 NFE', os.path.join(w, 'samples_student_nfe1.png'))
+      (f'{name}, 1 NFE'.replace(':', '\n'), os.path.join(w, 'samples_student_nfe1.png'))
       for name, w in workdirs.items()]
-  fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.4))
+  fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.8))
   for ax, (title, png) in zip(axes, panels):
     image = Image.open(png)
     ax.imshow(image, cmap='gray' if image.mode == 'L' else None)
@@ -131,7 +131,9 @@ def save_results(args, overrides, name: str, results: dict, workdirs: dict, draw
   with open(path, 'w') as f:
     json.dump({'config': args.config, 'data': args.data, 'overrides': overrides, **header,
                'cpu_count': os.cpu_count(), 'methods': methods}, f, indent=2, sort_keys=True)
-  picture = name if set(methods) == set(results) else '_'.join([name, *results])
+  # 'uni_instruct:divergence=jensen_shannon' -> 'uni_instruct-jensen_shannon'
+  label = lambda spec: '-'.join(f.split('=')[-1] for f in spec.split(':'))
+  picture = name if set(methods) == set(results) else '_'.join([name, *map(label, results)])
   picture = (ROOT / 'docs' if out == RESULTS else out) / f'{picture}.png'
   draw_fn(workdirs, picture)
   print(f'wrote {path} and {picture}')
