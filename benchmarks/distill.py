@@ -44,7 +44,8 @@ def run_method(config: str, spec: str, data: str, workdir: str, overrides) -> di
   _, status, usage = os.wait4(process.pid, 0)  # this run's own CPU time, even among others
   wall = time.perf_counter() - t0
   if os.waitstatus_to_exitcode(status):
-    raise subprocess.CalledProcessError(os.waitstatus_to_exitcode(status), process.args)
+    raise SystemExit(f'{spec}: `{" ".join(process.args)}` failed with exit code '
+                     f'{os.waitstatus_to_exitcode(status)}; its error is printed above')
   with open(os.path.join(workdir, 'metrics.json')) as f:
     metrics = json.load(f)
   return {'command': ' '.join(['python experiments/main.py', *args]).replace(workdir, '<dir>')

@@ -30,6 +30,8 @@ import shutil
 
 from distill import RESULTS, run_method, save_results
 
+from onestep_jax.experiment.evaluation import write_json  # atomic: a killed rerun resumes
+
 STEPS = (1, 2, 4)
 METRICS = ('swd', 'mmd', 'energy', 'nll', 'off_mode', 'mode_coverage')
 CONFIG = 'flowmap_toy2d'
@@ -42,11 +44,6 @@ TOLERANCE = 0.02  # a teacher snapshot's training time may fall this fraction sh
 def load_json(path):
   with open(path) as f:
     return json.load(f)
-
-
-def write_json(path, obj):
-  with open(path, 'w') as f:
-    json.dump(obj, f, indent=2, sort_keys=True)
 
 
 def run_once(config: str, spec: str, data: str, workdir: str, overrides) -> dict:
