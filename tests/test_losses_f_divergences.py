@@ -391,6 +391,36 @@ class UniInstructTest(chex.TestCase):
     expected = g_exact - (jnp.minimum(c, 0.0) / sigma**2)[:, None] * u
     np.testing.assert_allclose(g_clip, expected, rtol=1e-4, atol=1e-5)
 
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_forward_kl_without_the_projection_ratio_term_is_r_times_grad_sim(self):
+    # h = r: h'' = 0 and h - r h' = 0, so the only Diff-Instruct-type weight is 2 r b / sigma^2;
+    # without it the loss is r * SIM(L2) example by example (the official forward-KL branch),
+    # and with it the gradient in x_g differs by exactly c / sigma^2 u.
+    n = 16
+    k1, k2, k3 = jax.random.split(jax.random.PRNGKey(7), 3)
+    kw = dict(sigma=jnp.linspace(0.2, 2.0, n), noise=jax.random.normal(k2, (n, 2)),
+              teacher_denoiser=lambda x, s, _: jnp.tanh(x) / (1.0 + s[:, None]),
+              fake_denoiser=lambda x, s, _: 0.3 * x + 0.2 * jnp.sin(2.0 * x))
+    x_g, ratio = jax.random.normal(k1, (n, 2)), jnp.exp(jax.random.normal(k3, (n,)))
+    loss = lambda x, term: uni_instruct_generator_loss(
+        x_g=x, ratio=ratio, divergence='forward_kl', normalize=False, projection_ratio_term=term,
+        **kw)
+    sim = lambda x: ratio * sim_generator_loss(x_g=x, distance='l2', **kw)
+
+    def both():
+      return (loss(x_g, False), sim(x_g), jax.grad(lambda x: loss(x, False).sum())(x_g),
+              jax.grad(lambda x: sim(x).sum())(x_g), jax.grad(lambda x: loss(x, True).sum())(x_g))
+
+    v_ui, v_sim, g_ui, g_sim, g_exact = self.variant(both)()
+    assert float(jnp.min(jnp.abs(v_sim))) > 1e-4
+    np.testing.assert_allclose(v_ui, v_sim, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(g_ui, g_sim, rtol=1e-5, atol=1e-6)
+    x_t = x_g + kw['sigma'][:, None] * kw['noise']
+    y_f = kw['fake_denoiser'](x_t, kw['sigma'], None)
+    u = y_f - kw['teacher_denoiser'](x_t, kw['sigma'], None)
+    c = 2 * ratio * jnp.sum(u * (y_f - x_g), axis=1) / kw['sigma']**2
+    np.testing.assert_allclose(g_exact, g_ui + c[:, None] * u, rtol=1e-4, atol=1e-5)
+
   def test_concave_rows_are_jensen_shannon_and_squared_hellinger(self):
     assert {n for n in DIVERGENCES if has_concave_h(n)} == {'jensen_shannon',
                                                             'squared_hellinger'}

@@ -167,3 +167,22 @@ def test_cli_sigterm_saves_and_exits_143(tmp_path):
   assert last.startswith('saved step ') and last.endswith('; rerun the same command to resume')
   assert (ckpts / last.split()[2].rstrip(';')).is_dir()
   assert not (tmp_path / 'metrics.json').exists()
+
+
+def test_a_record_older_than_a_field_resumes_while_the_field_keeps_its_old_behaviour(
+    workdir, monkeypatch, capsys):
+  # As if method.p_mean had been added after this run was recorded, with FIELDS_ADDED naming
+  # the value that reproduces the behaviour from before: a record without it reads as holding it.
+  from onestep_jax.experiment import runner
+  record = json.loads((workdir / 'config.json').read_text())
+  p_mean = record['method'].pop('p_mean')
+  (workdir / 'config.json').write_text(json.dumps(record))
+  monkeypatch.setattr(runner, 'FIELDS_ADDED', {'method.p_mean': p_mean})
+  changed = _tiny()
+  changed.method.p_mean = p_mean + 0.5
+  with pytest.raises(ValueError, match=f'method.p_mean {p_mean} -> {p_mean + 0.5}'):
+    run(changed, str(workdir), progress=False)
+  run(_tiny(num_steps=30), str(workdir), progress=False)
+  assert 'train.num_steps 20 -> 30' in capsys.readouterr().err
+  assert json.loads((workdir / 'config.json').read_text())['method']['p_mean'] == p_mean
+  assert '30' in os.listdir(workdir / 'checkpoints')

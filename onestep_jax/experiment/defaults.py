@@ -148,6 +148,8 @@ ONE_STEP_METHODS = {
         ('normalize', True, 'divide by mean|x_g - D_teacher| (SiD normaliser)'),
         ('sampling_path', True, 'keep the gradient of ||D_fake - D_teacher||^2 through the '
          'samples (exact; False: the official code)'),
+        ('projection_ratio_term', True, "keep the ratio's part 2 r h'(r) b of the Diff-Instruct-"
+         'type weight (exact; False: the official code; losses/uni_instruct.py)'),
         ('clip_di_weight', config_dict.placeholder(bool), 'clip the Diff-Instruct-type weight at 0 (None: for concave h, '
          'i.e. jensen_shannon and squared_hellinger; losses/uni_instruct.py)'))),
     # DiffRatio: EDM's log-normal levels (on the ring, Karras levels up to sigma = 70 made the
@@ -200,10 +202,11 @@ def one_step_method_fields(m: ml_collections.ConfigDict, name: str) -> None:
     m.gan_weight_discriminator = 1e-2
 
 
-# Bundled image teachers to distil: (teacher spec, batch size, steps).
+# image set -> (teacher, batch size, steps, evaluation samples per model: half of the digits
+# test split's 359 images; 1,000 of Fashion-MNIST's 10,000, as its teacher's run)
 IMAGE_DISTILLATION = {
-    'digits': ('bundled:digits', 64, 1000),
-    'fashion_mnist': ('bundled:fashion_mnist', 32, 1000),
+    'digits': ('bundled:digits', 64, 1000, 179),
+    'fashion_mnist': ('bundled:fashion_mnist', 32, 1000, 1000),
 }
 
 
@@ -215,7 +218,7 @@ def image_distill_config(name: str, method: str) -> ml_collections.ConfigDict:
   if method not in ONE_STEP_METHODS and method not in FLOW_MAP_VARIANTS:
     raise ValueError(f'unknown method {method!r}; valid: '
                      f'{sorted(ONE_STEP_METHODS) + sorted(FLOW_MAP_VARIANTS)}')
-  teacher, batch_size, steps = IMAGE_DISTILLATION[name]
+  teacher, batch_size, steps, eval_samples = IMAGE_DISTILLATION[name]
   c = base_config()
   c.data.name = name
   c.net.name = 'song_unet'  # replaced by the teacher's network at start-up
@@ -247,6 +250,6 @@ def image_distill_config(name: str, method: str) -> ml_collections.ConfigDict:
   c.train.batch_size = batch_size
   c.train.num_steps = steps
   c.train.save_every = 250
-  c.eval.num_samples = 179  # half of the digits test split (359 images)
-  c.eval.batch_size = 179
+  c.eval.num_samples = eval_samples
+  c.eval.batch_size = min(eval_samples, 250)
   return c

@@ -36,6 +36,10 @@ TEACHER_RUN_DIR = 'teacher'  # <workdir>/teacher: the teacher run of a config's 
 RERUN_FIELDS = ('train.num_steps', 'train.log_every', 'train.save_every',
                 'train.keep_checkpoints', 'train.compilation_cache',
                 'method.sample_steps')  # sampling only: e.g. a teacher at another NFE
+# Fields added after runs were recorded -> the value that reproduces the behaviour from before
+# they existed. A record without such a field reads as holding that value, so a run started
+# before the field was added resumes while the field keeps that value, and is refused otherwise.
+FIELDS_ADDED = {'method.adaptive_weighting': True, 'method.projection_ratio_term': True}
 
 
 def resolve_config(config: ml_collections.ConfigDict, dataset) -> ml_collections.ConfigDict:
@@ -77,6 +81,9 @@ def _rerun_changes(path: str, config: ml_collections.ConfigDict) -> Optional[lis
   with open(path) as f:
     old = _flatten(json.load(f))
   new = _flatten(json.loads(json.dumps(config.to_dict())))  # tuples -> lists, as recorded
+  for prefix in ('', 'teacher_run.'):
+    old.update({prefix + k: v for k, v in FIELDS_ADDED.items()
+                if prefix + k in new and prefix + k not in old})
   show = lambda tree, k: json.dumps(tree[k]) if k in tree else 'unset'
   changed = [k for k in sorted(old.keys() | new.keys()) if show(old, k) != show(new, k)]
   changes = [f'{k} {show(old, k)} -> {show(new, k)}' for k in changed]

@@ -31,6 +31,7 @@ def uni_instruct_generator_loss(*, x_g: jnp.ndarray, sigma: jnp.ndarray, noise: 
                                 divergence: str = 'forward_kl',
                                 labels: Optional[jnp.ndarray] = None, normalize: bool = True,
                                 sampling_path: bool = True,
+                                projection_ratio_term: bool = True,
                                 clip_di_weight: bool = False) -> jnp.ndarray:
   """Surrogate whose gradient is the gradient of the expanded f-divergence, per example [B].
 
@@ -38,6 +39,8 @@ def uni_instruct_generator_loss(*, x_g: jnp.ndarray, sigma: jnp.ndarray, noise: 
   u = y_f - y_r (= sigma^2 (s_q - s_p)) and b = u . (y_f - x_g):
     loss = c / sigma^2 * sg(u) . x_g  +  sg(h - r h') ||u||^2  -  2 sg(h) b,
     c = sg(r^2 h''(r) ||u||^2 + 2 r h'(r) b),
+  whose Diff-Instruct-type weight c carries 1 / sigma^2: at small sigma it multiplies the
+  networks' errors, not the scores' difference (on digits, forward KL diverged with it).
   gradients flowing through x_g and through x_t into both denoisers' inputs (the caller keeps
   their parameters fixed, as for SiD). If D_fake is the exact denoiser of q_theta and r the exact
   ratio, the expected gradient is the gradient of sigma^4 E_{q_theta}[h(r) ||s_q - s_p||^2]
@@ -52,6 +55,10 @@ def uni_instruct_generator_loss(*, x_g: jnp.ndarray, sigma: jnp.ndarray, noise: 
     divergence: a row of onestep_jax.losses.divergences.DIVERGENCES.
     normalize: divide by SiD's sg(mean|x_g - y_r|) (at least 1e-5), as the official code does.
     sampling_path: keep the sg(h - r h') ||u||^2 term (False: the official code's choice).
+    projection_ratio_term: keep 2 r h'(r) b in c, the score projection's dependence on r (False:
+      the official code's choice, which weights the SIM-type term by h alone; forward KL is then
+      exactly r * Grad(SIM)). Its mean given x_t is zero but not given z, so dropping it
+      biases the gradient.
     clip_di_weight: use max(c, 0). Not exact, but needed with an estimated ratio when h is
       concave: far from the teacher r^2 h'' ||u||^2 makes c negative, and the Diff-Instruct-type
       term then pushes the generator away from the teacher (on the ring, Jensen-Shannon and
@@ -66,7 +73,8 @@ def uni_instruct_generator_loss(*, x_g: jnp.ndarray, sigma: jnp.ndarray, noise: 
   u = y_fake - y_real
   sq = sum_per_example(u**2)
   b = sum_per_example(u * (y_fake - x_g))
-  c = jax.lax.stop_gradient(ratio**2 * d2h * sq + 2 * ratio * dh * b) / sigma**2
+  c = ratio**2 * d2h * sq + (2 * ratio * dh * b if projection_ratio_term else 0.0)
+  c = jax.lax.stop_gradient(c) / sigma**2
   if clip_di_weight:
     c = jnp.maximum(c, 0.0)
   loss = c * sum_per_example(jax.lax.stop_gradient(u) * x_g) - 2 * h * b

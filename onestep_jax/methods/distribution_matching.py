@@ -46,6 +46,8 @@ LOSSES = {
     'uni_instruct': (uni_instruct_generator_loss, {'divergence': 'divergence',
                                                    'normalize': 'normalize',
                                                    'sampling_path': 'sampling_path',
+                                                   'projection_ratio_term':
+                                                       'projection_ratio_term',
                                                    'clip_di_weight': 'clip_di_weight'}),
 }
 PAIRS = 'regression_pairs'  # frozen group of DMD's (latent, teacher sample) pairs
