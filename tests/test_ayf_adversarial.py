@@ -23,6 +23,7 @@ from onestep_jax.losses.gan import (gradient_penalty, relativistic_discriminator
 from onestep_jax.methods import build_method
 from onestep_jax.methods.flow_map_adversarial import AdversarialFlowMap
 from onestep_jax.train.export import export_params
+from train_helpers.configs import tiny_config
 from train_helpers.phases import groups_changed_by_each_phase
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -112,14 +113,7 @@ class GradientPenaltyTest(chex.TestCase):
 
 
 def _config(method, **overrides):
-  c = load_config_file(f'{ROOT}/configs/distill_toy2d.py:{method}')
-  c.net.kwargs.hidden_dim = 16
-  c.net.kwargs.num_layers = 1
-  c.train.batch_size = 32
-  if 'discriminator_width' in c.method:
-    c.method.discriminator_width = 16
-  c.method.update(overrides)
-  return resolve_config(c, DATA)
+  return resolve_config(tiny_config('distill_toy2d', method, **overrides), DATA)
 
 
 def _batch():

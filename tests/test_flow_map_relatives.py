@@ -2,7 +2,6 @@
 DMD), guided teachers. Closed forms on Gaussian data, the special cases that must coincide, and
 short runs through the trainer and the experiment runner."""
 import json
-import pathlib
 
 import chex
 import jax
@@ -12,7 +11,6 @@ import pytest
 
 from onestep_jax.data import get_dataset
 from onestep_jax.diffusion import flow_maps
-from onestep_jax.experiment.overrides import load_config_file
 from onestep_jax.experiment.runner import resolve_config, run
 from onestep_jax.losses.flow_map import ayf_emd_loss
 from onestep_jax.losses.meanflow import meanflow_loss
@@ -21,8 +19,8 @@ from onestep_jax.methods.flow_map_distillation import FlowMapDistillation
 from onestep_jax.methods.networks import build_network, init_network
 from onestep_jax.methods.teachers import load_teacher
 from onestep_jax.train.export import export_params
+from train_helpers.configs import tiny_config
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 RING = get_dataset('ring8')
 C, D = 0.6, 3  # Gaussian data N(0, C^2 I) in D dimensions
 
@@ -153,15 +151,6 @@ class ShortcutLossTest(chex.TestCase):
 
 # --- Methods ---------------------------------------------------------------------------------
 
-def _config(file, method, **method_fields):
-  c = load_config_file(f'{ROOT}/configs/{file}.py:{method}')
-  c.net.kwargs.hidden_dim = 16
-  c.net.kwargs.num_layers = 1
-  c.train.batch_size = 32
-  c.method.update(method_fields)
-  return c
-
-
 def _batch():
   return {k: jnp.asarray(v) for k, v in RING.get_batch(0, 32, seed=0).items()}
 
@@ -178,9 +167,9 @@ def _grads(ctx):
 
 def test_rcm_with_dmd_weight_zero_is_scd():
   # With sCM's adaptive weight (off in the ring recipe), so that its gradients are compared too.
-  scd = FlowMapDistillation(resolve_config(_config('distill_toy2d', 'scd',
+  scd = FlowMapDistillation(resolve_config(tiny_config('distill_toy2d', 'scd',
                                                    adaptive_weighting=True), RING), RING)
-  rcm = FlowMapDistillation(resolve_config(_config('distill_toy2d', 'rcm', dmd_weight=0.0,
+  rcm = FlowMapDistillation(resolve_config(tiny_config('distill_toy2d', 'rcm', dmd_weight=0.0,
                                                    adaptive_weighting=True), RING), RING)
   g_scd, m_scd = _grads(scd)
   g_rcm, m_rcm = _grads(rcm)
@@ -221,7 +210,7 @@ def test_autoguided_teacher_at_scale_one_is_the_main_teacher(tmp_path):
   t = jnp.linspace(0.05, 0.95, 16)
 
   def teacher(**fields):
-    c = resolve_config(_config('distill_toy2d', 'cd', **fields), RING)
+    c = resolve_config(tiny_config('distill_toy2d', 'cd', **fields), RING)
     ctx = FlowMapDistillation(c, RING)
     params = ctx.frozen_params()  # what init_params gives the run besides trained groups
     return jax.jit(ctx.teacher_velocity(params))(x, t), params
@@ -248,7 +237,7 @@ def test_classifier_free_guided_teacher_on_the_labelled_ring(tmp_path):
   labels = jax.nn.one_hot(jnp.arange(16) % 2, 2)
 
   def velocity(**fields):
-    c = _config('distill_toy2d', 'cd', teacher=teacher_dir, **fields)
+    c = tiny_config('distill_toy2d', 'cd', teacher=teacher_dir, **fields)
     c.data.kwargs.num_classes = 2
     c.data.conditional = True
     ctx = FlowMapDistillation(resolve_config(c, ring), ring)
@@ -265,15 +254,15 @@ def test_classifier_free_guided_teacher_on_the_labelled_ring(tmp_path):
 
 def test_guidance_fields_are_checked():
   with pytest.raises(ValueError, match='weak_teacher'):
-    FlowMapDistillation(_config('distill_toy2d', 'ayf_emd', guidance='autoguidance'), RING)
+    FlowMapDistillation(tiny_config('distill_toy2d', 'ayf_emd', guidance='autoguidance'), RING)
   with pytest.raises(ValueError, match='guidance'):
-    FlowMapDistillation(_config('distill_toy2d', 'ayf_emd', guidance='auto'), RING)
+    FlowMapDistillation(tiny_config('distill_toy2d', 'ayf_emd', guidance='auto'), RING)
 
 
 @pytest.mark.parametrize('file,method', [('flowmap_toy2d', 'meanflow'),
                                          ('flowmap_toy2d', 'shortcut')])  # rcm: test_flow_map_methods
 def test_short_run_writes_finite_metrics(tmp_path, file, method):
-  c = _config(file, method, sample_steps=(1,))
+  c = tiny_config(file, method, sample_steps=(1,))
   c.train.num_steps = 4
   c.train.log_every = 2
   c.train.compilation_cache = False
