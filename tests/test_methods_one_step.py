@@ -1,5 +1,4 @@
 """Every one-step method on a tiny MLP: finite losses, and each phase changes exactly its groups."""
-import pathlib
 
 import jax
 import numpy as np
@@ -7,24 +6,18 @@ import pytest
 
 from onestep_jax.data import get_dataset
 from onestep_jax.diffusion import noise_levels, samplers
-from onestep_jax.experiment.overrides import load_config_file
 from onestep_jax.experiment.runner import resolve_config
 from onestep_jax.methods import build_method
+from train_helpers.configs import tiny_config
 from train_helpers.phases import groups_changed_by_each_phase
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 METHODS = ('diff_instruct', 'dmd', 'dmd2', 'sid', 'sim')
 
 
 def _toy_config(method):
-  c = load_config_file(f'{ROOT}/configs/distill_toy2d.py:{method}')
-  c.net.kwargs.hidden_dim = 16
-  c.net.kwargs.num_layers = 1
-  c.method.discriminator_width = 32
+  c = tiny_config('distill_toy2d', method, discriminator_width=32)
   if 'regression_pairs' in c.method:
-    c.method.regression_pairs = 64
-    c.method.teacher_sample_steps = 4
-  c.train.batch_size = 32
+    c.method.update({'regression_pairs': 64, 'teacher_sample_steps': 4})
   return c
 
 
