@@ -1,7 +1,8 @@
 """Mode recovery on an imbalanced two-mode mixture: does the f-divergence matter?
 
   python benchmarks/imbalanced_modes.py [--method=fdistill] \
-      [--divergences=reverse_kl,forward_kl,jensen_shannon] [--seeds=0,1,2] [--steps=500]
+      [--divergences=reverse_kl,forward_kl,jensen_shannon] [--seeds=0,1,2] [--steps=500] \
+      [--separation=2.0]
 
 f-distill (Xu, Nie & Vahdat 2025, arXiv 2502.15681, Sec. 5 and Fig. 8) claims that less
 mode-seeking divergences (forward KL, Jensen-Shannon) recover a mode that the student misses
@@ -12,8 +13,10 @@ i.e. the major mode alone; stage 2 starts each divergence's run from stage 1's g
 and fake score (a fresh discriminator, trained alone with the fake score for the warm-up steps)
 and distils the 0.9 / 0.1 mixture. Reported per divergence and seed: the minor mode's share of
 10,000 one-step samples (target 0.1), off-mode share, SWD, MMD and NLL against exact samples.
+--separation moves the modes to (-s/2, 0) and (s/2, 0) (default 2).
 
-Writes benchmarks/results/imbalanced_modes_<method>.json and prints a table.
+Writes benchmarks/results/imbalanced_modes_<method>[_sep<s>].json (the suffix when s is not 2)
+and prints a table.
 """
 import argparse
 import json
@@ -41,6 +44,7 @@ NUM_SAMPLES = 10_000
 def make_config(method: str, minor_weight: float, args, **method_fields):
   c = load_config_file(f'{ROOT}/configs/distill_toy2d.py:{method},two_modes_imbalanced')
   c.data.kwargs.minor_weight = minor_weight
+  c.data.kwargs.separation = args.separation
   c.net.kwargs.hidden_dim = args.hidden
   c.train.batch_size = args.batch
   c.method.update(method_fields)
@@ -76,10 +80,11 @@ def measure(x, data, reference):
 
 
 def write(args, **results) -> pathlib.Path:
-  """benchmarks/results/imbalanced_modes_<method>.json with the command and `results`."""
+  """benchmarks/results/imbalanced_modes_<method>[_sep<s>].json with the command and `results`."""
   out = pathlib.Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
-  path = out / f'imbalanced_modes_{args.method}.json'
+  suffix = '' if args.separation == 2.0 else f'_sep{args.separation:g}'
+  path = out / f'imbalanced_modes_{args.method}{suffix}.json'
   command = 'python benchmarks/imbalanced_modes.py ' + ' '.join(
       f'--{k}={v}' for k, v in vars(args).items() if k != 'out')
   with open(path, 'w') as f:
@@ -99,6 +104,7 @@ def main():
   parser.add_argument('--steps', type=int, default=500, help='stage 2 steps after the warm-up')
   parser.add_argument('--batch', type=int, default=256)
   parser.add_argument('--hidden', type=int, default=128)
+  parser.add_argument('--separation', type=float, default=2.0, help='distance between the modes')
   parser.add_argument('--out', default=str(ROOT / 'benchmarks' / 'results'))
   args = parser.parse_args()
   seeds = [int(s) for s in args.seeds.split(',')]
