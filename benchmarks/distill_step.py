@@ -75,8 +75,8 @@ def main():
   names = args.methods.split(',')
   started = step_timing.machine()
   results = step_timing.time_in_children(__file__, names, args, what='iteration')
-  step_timing.write(args.out, results, started=started, repeats=args.repeats, steps=args.steps,
-                    warmup=args.warmup, note=args.note)
+  step_timing.write(args.out, results, started=started, repeats=args.repeats,
+                    counts={'steps': args.steps, 'warmup': args.warmup}, note=args.note)
 
 
 if __name__ == '__main__':

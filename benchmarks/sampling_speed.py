@@ -106,8 +106,8 @@ def main():
             + (f'  {g["speedup_vs_teacher"]:5.1f}x the teacher' if 'speedup_vs_teacher' in g
                else ''), flush=True)
   out = args.out or str(ROOT / 'benchmarks' / 'results' / f'sampling_speed_{args.config}.json')
-  step_timing.write(out, results, started=started, repeats=args.repeats, steps=args.draws,
-                    warmup=1, note=args.note)
+  step_timing.write(out, results, started=started, repeats=args.repeats,
+                    counts={'draws': args.draws, 'untimed_draws': 1}, note=args.note)
 
 
 if __name__ == '__main__':

@@ -247,11 +247,12 @@ def machine() -> dict:
           'xla_flags': os.environ.get('XLA_FLAGS', ''), 'load_avg': list(os.getloadavg())}
 
 
-def write(path: str, results: dict, *, started: dict, repeats: int, steps: int, warmup: int,
+def write(path: str, results: dict, *, started: dict, repeats: int, counts: dict,
           note: str) -> None:
-  """Writes the results with the machine context at the start and at the end of the run."""
+  """Writes the results with the machine context at the start and at the end of the run;
+  `counts` names what each process timed, e.g. {'steps': 15, 'warmup': 3}."""
   results['_measured'] = {**started, 'load_avg_at_end': list(os.getloadavg()),
-                          'repeats': repeats, 'steps': steps, 'warmup': warmup,
+                          'repeats': repeats, **counts,
                           'matmul': f'{MATMUL_SIZE}^3 float32, median of {MATMUL_REPEATS}',
                           'note': note}
   os.makedirs(os.path.dirname(path), exist_ok=True)

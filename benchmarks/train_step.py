@@ -126,8 +126,8 @@ def main():
           f'{w["warm_compile_s"]:.2f} s warm; start-up {w["cold_start_up_s"]:.2f} s cold, '
           f'{w["warm_start_up_s"]:.2f} s warm; warm compile = '
           + ', '.join(f'{k} {v:.2f}' for k, v in w['warm_compile_parts'].items()), flush=True)
-  step_timing.write(args.out, results, started=started, repeats=args.repeats, steps=args.steps,
-                    warmup=args.warmup, note=args.note)
+  step_timing.write(args.out, results, started=started, repeats=args.repeats,
+                    counts={'steps': args.steps, 'warmup': args.warmup}, note=args.note)
 
 
 if __name__ == '__main__':
