@@ -37,11 +37,14 @@ def _assert_same(results, reference):
   assert results['data/stats/count'] == fid_stream.DATA_ROWS
   for k, expected in reference.items():
     got = results[k]
-    if k.endswith(('kept', 'count', 'counts')):
+    if k.endswith(('count', 'counts')):
       np.testing.assert_array_equal(got, expected, err_msg=k)
+    elif k.endswith('kept'):  # the kept samples themselves, float32 (see below)
+      np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6, err_msg=k)
     else:
-      rtol = 1e-6 if '/is/' in k else 1e-13
-      assert np.abs(got - expected).max() <= rtol * np.abs(expected).max(), k
+      # float32 features of other per-device batch shapes: equal on an Intel Xeon, 2e-7 apart
+      # (relative) on an AMD EPYC, whose XLA:CPU kernels depend on the shape.
+      assert np.abs(got - expected).max() <= 1e-6 * np.abs(expected).max(), k
 
 
 def test_eight_devices_match_one_device(reference, tmp_path):
