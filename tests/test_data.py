@@ -133,6 +133,10 @@ def test_imbalanced_weights_and_geometry():
   assert get_dataset('grid25').mixture.num_components == 25
   with pytest.raises(ValueError, match='minor_weight must lie in'):
     get_dataset('two_modes_imbalanced', minor_weight=1.5)
+  with pytest.raises(ValueError, match='separation must be positive'):
+    get_dataset('two_modes_imbalanced', separation=0.0)
+  with pytest.raises(ValueError, match='std must be positive'):
+    get_dataset('two_modes_imbalanced', std=-0.3)
 
 
 def test_labelled_ring_labels_each_mode_by_its_class():

@@ -67,6 +67,8 @@ class GaussianMixture:
     mu = np.asarray(means, np.float64)
     k, d = mu.shape
     std = np.broadcast_to(np.asarray(std, np.float64), (k,))
+    if not np.all(std > 0):
+      raise ValueError(f'std must be positive, got {std.tolist()}')
     w = np.full(k, 1.0 / k) if weights is None else np.asarray(weights, np.float64)
     return cls(weights=w, means=mu, covs=std[:, None, None]**2 * np.eye(d)[None])
 

@@ -42,6 +42,8 @@ def two_modes_imbalanced(*, minor_weight: float = 0.1, separation: float = 2.0,
   """Weights (1 - w, w) at (∓separation/2, 0), exposes mode seeking; stds ≈ (0.67, 0.3)."""
   if not 0 < minor_weight < 1:
     raise ValueError(f'minor_weight must lie in (0, 1), got {minor_weight}')
+  if not separation > 0:
+    raise ValueError(f'separation must be positive (the minor mode on the right), got {separation}')
   means = np.array([[-separation / 2, 0.0], [separation / 2, 0.0]])
   mixture = GaussianMixture.isotropic(weights=[1 - minor_weight, minor_weight], means=means,
                                       std=std)
