@@ -2,7 +2,7 @@
 
   python benchmarks/imbalanced_modes.py [--method=fdistill] \
       [--divergences=reverse_kl,forward_kl,jensen_shannon] [--seeds=0,1,2] [--steps=500] \
-      [--separation=2.0]
+      [--separation=<s>]
 
 f-distill (Xu, Nie & Vahdat 2025, arXiv 2502.15681, Sec. 5 and Fig. 8) claims that less
 mode-seeking divergences (forward KL, Jensen-Shannon) recover a mode that the student misses
@@ -13,9 +13,9 @@ i.e. the major mode alone; stage 2 starts each divergence's run from stage 1's g
 and fake score (a fresh discriminator, trained alone with the fake score for the warm-up steps)
 and distils the 0.9 / 0.1 mixture. Reported per divergence and seed: the minor mode's share of
 10,000 one-step samples (target 0.1), off-mode share, SWD, MMD and NLL against exact samples.
---separation moves the modes to (-s/2, 0) and (s/2, 0) (default 2).
+--separation moves the modes to (-s/2, 0) and (s/2, 0) (default: the toy's, 2).
 
-Writes benchmarks/results/imbalanced_modes_<method>[_sep<s>].json (the suffix when s is not 2)
+Writes benchmarks/results/imbalanced_modes_<method>[_sep<s>].json (the suffix with --separation)
 and prints a table.
 """
 import argparse
@@ -44,7 +44,8 @@ NUM_SAMPLES = 10_000
 def make_config(method: str, minor_weight: float, args, **method_fields):
   c = load_config_file(f'{ROOT}/configs/distill_toy2d.py:{method},two_modes_imbalanced')
   c.data.kwargs.minor_weight = minor_weight
-  c.data.kwargs.separation = args.separation
+  if args.separation is not None:
+    c.data.kwargs.separation = args.separation
   c.net.kwargs.hidden_dim = args.hidden
   c.train.batch_size = args.batch
   c.method.update(method_fields)
@@ -83,7 +84,7 @@ def write(args, **results) -> pathlib.Path:
   """benchmarks/results/imbalanced_modes_<method>[_sep<s>].json with the command and `results`."""
   out = pathlib.Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
-  suffix = '' if args.separation == 2.0 else f'_sep{args.separation:g}'
+  suffix = '' if args.separation is None else f'_sep{args.separation:g}'
   path = out / f'imbalanced_modes_{args.method}{suffix}.json'
   command = 'python benchmarks/imbalanced_modes.py ' + ' '.join(
       f'--{k}={v}' for k, v in vars(args).items() if k != 'out')
@@ -104,7 +105,8 @@ def main():
   parser.add_argument('--steps', type=int, default=500, help='stage 2 steps after the warm-up')
   parser.add_argument('--batch', type=int, default=256)
   parser.add_argument('--hidden', type=int, default=128)
-  parser.add_argument('--separation', type=float, default=2.0, help='distance between the modes')
+  parser.add_argument('--separation', type=float, help='distance between the modes (default: '
+                      "two_modes_imbalanced's)")
   parser.add_argument('--out', default=str(ROOT / 'benchmarks' / 'results'))
   args = parser.parse_args()
   seeds = [int(s) for s in args.seeds.split(',')]

@@ -168,9 +168,9 @@ def run_children(script: str, names: Sequence[str], *, repeats: int,
       out = subprocess.run([sys.executable, script, f'--child={name}', *args],
                            capture_output=True, text=True, env=env)
       if out.returncode:  # the child's own error, not a CalledProcessError of the parent
-        error = out.stderr.strip().splitlines()[-1:] or ['no error output']
+        error = (out.stderr.strip().splitlines() or ['no error output'])[-1]
         raise SystemExit(f'{os.path.basename(script)} --child={name} failed with exit code '
-                         f'{out.returncode}: {error[0]}')
+                         f'{out.returncode}: {error}')
       runs[name].append(json.loads(out.stdout.strip().splitlines()[-1]))
       if on_result is not None:
         on_result(name, rep, runs[name][-1])
