@@ -26,23 +26,31 @@ sys.path.insert(0, str(ROOT / 'benchmarks'))
 import step_timing  # noqa: E402
 
 
-def child(method: str, args) -> dict:
-  """images/s of every generator of `method`, timed in this process."""
+def method_setup(config_name: str, method: str):
+  """(method setup, its parameters as initialised, number of classes or 0) of
+  `configs/<config_name>.py:<method>`, built as a run would build it."""
   import jax
-  import numpy as np
   from onestep_jax.data import get_dataset
   from onestep_jax.experiment.overrides import load_config_file
   from onestep_jax.experiment.runner import resolve_config
   from onestep_jax.methods import build_method
-  from onestep_jax.methods.networks import random_labels
 
-  config = load_config_file(str(ROOT / 'configs' / f'{args.config}.py') + f':{method}')
+  config = load_config_file(str(ROOT / 'configs' / f'{config_name}.py') + f':{method}')
   config.train.compilation_cache = False
   dataset = get_dataset(config.data.name, **config.data.kwargs.to_dict())
   config = resolve_config(config, dataset)
   setup = build_method(config, dataset)
-  params = setup.init_params(jax.random.PRNGKey(0))
   num_classes = dataset.num_classes if config.data.conditional else 0
+  return setup, setup.init_params(jax.random.PRNGKey(0)), num_classes
+
+
+def child(method: str, args) -> dict:
+  """images/s of every generator of `method`, timed in this process."""
+  import jax
+  import numpy as np
+  from onestep_jax.methods.networks import random_labels
+
+  setup, params, num_classes = method_setup(args.config, method)
   out = {}
   for g in setup.generators:
     key = jax.random.PRNGKey(1)
