@@ -23,6 +23,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / 'benchmarks'))
 
 import step_timing  # noqa: E402
+from onestep_jax.experiment.allocator import reexec_with_tcmalloc  # noqa: E402
 from train_step import edm_reference_config  # noqa: E402
 
 METHODS = ('diff_instruct', 'sid', 'dmd2')
@@ -80,4 +81,5 @@ def main():
 
 
 if __name__ == '__main__':
+  reexec_with_tcmalloc()
   main()

@@ -24,6 +24,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / 'benchmarks'))
 
 import step_timing  # noqa: E402
+from onestep_jax.experiment.allocator import reexec_with_tcmalloc  # noqa: E402
 
 
 def method_setup(config_name: str, method: str):
@@ -119,4 +120,5 @@ def main():
 
 
 if __name__ == '__main__':
+  reexec_with_tcmalloc()
   main()

@@ -9,7 +9,9 @@ median is `step_s`), then a 2048^3 float32 matmul (`matmul_s`, the median of
 `MATMUL_REPEATS`). Peak RSS is the child's VmHWM before the matmul (RSS and VmHWM are also
 recorded after each stage). The parent reports, per configuration, the median over processes
 of each child's figures, every step time also in matmul units (step_s / matmul_s of the same
-process), and the machine: date, JAX version, CPU model, threads, load averages.
+process), and the machine: date, JAX version, CPU model, threads, load averages, and the malloc
+in use (the scripts restart themselves with tcmalloc when it is installed, as experiments/main.py
+does: onestep_jax/experiment/allocator.py; ONESTEP_JAX_MALLOC=system measures glibc's).
 """
 from __future__ import annotations
 
@@ -233,6 +235,7 @@ def machine() -> dict:
   """Date, software versions, CPU model, threads and load: the context of the figures."""
   import jax
   import jaxlib
+  from onestep_jax.experiment.allocator import allocator_in_use
   model = platform.processor()
   try:
     with open('/proc/cpuinfo') as f:
@@ -244,7 +247,8 @@ def machine() -> dict:
           'cpu_model': model, 'cpu_count': os.cpu_count(),
           'threads_available': len(os.sched_getaffinity(0)),
           'devices': [str(d) for d in jax.devices()],
-          'xla_flags': os.environ.get('XLA_FLAGS', ''), 'load_avg': list(os.getloadavg())}
+          'xla_flags': os.environ.get('XLA_FLAGS', ''), 'load_avg': list(os.getloadavg()),
+          'allocator': allocator_in_use()}
 
 
 def write(path: str, results: dict, *, started: dict, repeats: int, counts: dict,

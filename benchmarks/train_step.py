@@ -25,6 +25,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / 'benchmarks'))
 
 import step_timing  # noqa: E402
+from onestep_jax.experiment.allocator import reexec_with_tcmalloc  # noqa: E402
 
 CONFIGS = ('teacher_toy2d:ring8', 'teacher_toy2d:ring8,flow', 'distill_toy2d:diff_instruct',
            'teacher_digits', 'teacher_fashion_mnist', 'edm_reference_32x32')
@@ -131,4 +132,5 @@ def main():
 
 
 if __name__ == '__main__':
+  reexec_with_tcmalloc()
   main()

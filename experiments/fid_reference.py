@@ -17,6 +17,7 @@ import sys
 
 from absl import app, flags, logging
 
+from onestep_jax.experiment.allocator import reexec_with_tcmalloc
 from onestep_jax.experiment.cli import define_distributed_flags, initialize_distributed
 
 flags.DEFINE_string('data', None, 'dataset name (onestep_jax.data registry, e.g. tfds:cifar10)')
@@ -75,4 +76,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  reexec_with_tcmalloc()
   app.run(main)

@@ -13,6 +13,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from onestep_jax.experiment.allocator import reexec_with_tcmalloc
 from onestep_jax.experiment.cli import define_distributed_flags, initialize_distributed
 
 config_flags.DEFINE_config_file('config', None, 'configs/<file>.py[:<variant>]', lock_config=True)
@@ -64,5 +65,6 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  reexec_with_tcmalloc()
   preflight(sys.argv)
   app.run(main)

@@ -1,0 +1,75 @@
+"""tcmalloc for the command-line scripts: a faster malloc for XLA:CPU's per-call buffers (issue 6).
+
+glibc's malloc hands the large temporary buffers of a jitted call back to the system when the call
+ends, and the next call faults them in again (benchmarks/call_overhead.py counts the faults);
+tcmalloc keeps them. The scripts in experiments/ and the timing benchmarks call
+`reexec_with_tcmalloc()` first thing, which restarts the process once with tcmalloc in
+LD_PRELOAD when it is installed (Debian/Ubuntu: `apt-get install libtcmalloc-minimal4`).
+Importing onestep_jax never does this. ONESTEP_JAX_MALLOC=system keeps the C library's malloc,
+and a user's own LD_PRELOAD is left alone.
+"""
+from __future__ import annotations
+
+import ctypes.util
+import os
+import sys
+from typing import Mapping, Optional
+
+SWITCH = 'ONESTEP_JAX_MALLOC'  # 'system': do not preload tcmalloc
+# tcmalloc prints a line for every allocation above this many bytes (its default is 1 GiB, which
+# large evaluation batches reach); the scripts report memory themselves.
+REPORT_THRESHOLD = 'TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD'
+
+
+def find_tcmalloc() -> Optional[str]:
+  """The installed tcmalloc library's name (searched like any shared library), or None."""
+  return ctypes.util.find_library('tcmalloc_minimal') or ctypes.util.find_library('tcmalloc')
+
+
+def preload_environment(environ: Mapping[str, str], library: Optional[str],
+                        platform: str = sys.platform) -> Optional[dict]:
+  """The environment to restart with, tcmalloc `library` preloaded; None to keep the process as
+  it is: not Linux, no library, ONESTEP_JAX_MALLOC=system, or an LD_PRELOAD already set (the
+  user's own, or this function's after the restart).
+
+  Raises:
+    ValueError: ONESTEP_JAX_MALLOC is neither 'system' nor 'tcmalloc'.
+  """
+  choice = environ.get(SWITCH) or 'tcmalloc'  # set but empty: the default
+  if choice not in ('system', 'tcmalloc'):
+    raise ValueError(f"{SWITCH}={choice!r}: use 'tcmalloc' (the default when it is installed) "
+                     "or 'system'")
+  if (choice == 'system' or not platform.startswith('linux') or library is None
+      or environ.get('LD_PRELOAD')):
+    return None
+  return {**environ, 'LD_PRELOAD': library, REPORT_THRESHOLD: environ.get(REPORT_THRESHOLD,
+                                                                            str(1 << 40))}
+
+
+def reexec_with_tcmalloc() -> None:
+  """Restarts this script with tcmalloc preloaded (same interpreter, flags and arguments), if
+  preload_environment says so; otherwise returns. Call it before importing JAX.
+
+  Raises:
+    SystemExit: with the message of a bad ONESTEP_JAX_MALLOC.
+  """
+  try:
+    env = preload_environment(os.environ, find_tcmalloc())
+  except ValueError as e:
+    raise SystemExit(f'error: {e}') from None
+  if env is None:
+    return
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
+
+
+def allocator_in_use() -> str:
+  """'tcmalloc', 'jemalloc' or 'system': which malloc this process has loaded (read from
+  /proc/self/maps; 'system' where that file does not exist)."""
+  try:
+    with open('/proc/self/maps') as f:
+      maps = f.read()
+  except OSError:
+    return 'system'
+  return next((name for name in ('tcmalloc', 'jemalloc') if f'lib{name}' in maps), 'system')
