@@ -137,3 +137,30 @@ def test_leftover_reports_of_a_failed_restore_are_dropped_and_others_kept(monkey
                                         'never retrieved', None, (type(error), error, None))
   assert not checkpoint._asyncio_filter(log(RuntimeError('Event loop is closed')))
   assert checkpoint._asyncio_filter(log(ValueError('an unrelated error')))
+
+
+SHARDED_CHECK = """
+import jax, jax.numpy as jnp, numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from onestep_jax.train.state import shards_all_finite
+assert jax.device_count() == 8
+mesh = Mesh(np.array(jax.devices()).reshape(4, 2), ('data', 'fsdp'))
+put = lambda x, spec: jax.device_put(x, NamedSharding(mesh, spec))
+x = np.arange(64.0, dtype=np.float32).reshape(8, 8)
+bad = x.copy()
+bad[7, 7] = np.inf  # in the last device's shard only
+good = {'sharded': put(x, P('data', 'fsdp')), 'replicated': put(x, P()),
+        'half': put(x, P(None, 'fsdp')).astype(jnp.bfloat16), 'count': jnp.arange(3)}
+print(shards_all_finite(good), shards_all_finite({**good, 'bad': put(bad, P('data', 'fsdp'))}),
+      shards_all_finite({'bad': put(bad, P(None, 'fsdp'))}),
+      shards_all_finite({'bad': put(bad, P()).astype(jnp.bfloat16)}))
+"""
+
+
+def test_finiteness_check_reads_every_shard_of_sharded_and_replicated_state():
+  env = {**os.environ, 'JAX_PLATFORMS': 'cpu',
+         'XLA_FLAGS': '--xla_force_host_platform_device_count=8'}
+  out = subprocess.run([sys.executable, '-c', SHARDED_CHECK], env=env, capture_output=True,
+                       text=True, timeout=120)
+  assert out.returncode == 0, out.stderr
+  assert out.stdout.split() == ['True', 'False', 'False', 'False']

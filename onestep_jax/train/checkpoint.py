@@ -15,7 +15,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
-from onestep_jax.train.state import TrainState, all_finite, host_value
+from onestep_jax.train.state import TrainState, host_value, shards_all_finite
 
 
 class NonFiniteError(FloatingPointError):
@@ -101,7 +101,6 @@ class Checkpointer:
                                            cleanup_tmp_directories=True)
     self._manager = ocp.CheckpointManager(self.directory, options=options,
                                           item_names=('state', 'meta'))
-    self._all_finite = jax.jit(all_finite)
 
   def latest_step(self) -> Optional[int]:
     return self._manager.latest_step()
@@ -117,7 +116,7 @@ class Checkpointer:
     """
     step = int(host_value(state.step))
     items = state.checkpoint_items()
-    if not bool(host_value(self._all_finite(items))):
+    if not shards_all_finite(items):
       raise NonFiniteError(f'Refusing to checkpoint step {step}: the training state holds '
                            f'NaN/Inf values; earlier checkpoints in {self.directory} are kept.')
     if step in self._manager.all_steps():

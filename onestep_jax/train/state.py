@@ -7,6 +7,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 
 
 @flax.struct.dataclass
@@ -45,6 +46,26 @@ def all_finite(tree: Any) -> jax.Array:
   flags = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
            if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)]
   return jnp.all(jnp.stack(flags)) if flags else jnp.asarray(True)
+
+
+def shards_all_finite(tree: Any) -> bool:
+  """True iff every floating-point value of `tree` is finite, checked on the host.
+
+  Each process reads one copy (replica 0) of the shards it holds, so every value is read once
+  across processes, and the processes agree on the answer (call it on all of them). No XLA
+  program is compiled: a jitted `all_finite` over a training state's ~1,000 leaves took 18 s of
+  CPU to compile, the check itself 20 ms.
+  """
+  ok = True
+  for x in jax.tree.leaves(tree):
+    if not jnp.issubdtype(x.dtype, jnp.inexact):
+      continue
+    shards = ([s.data for s in x.addressable_shards if s.replica_id == 0]
+              if isinstance(x, jax.Array) else [x])
+    ok = ok and all(np.isfinite(np.asarray(d)).all() for d in shards)
+  if jax.process_count() > 1:
+    ok = bool(np.all(multihost_utils.process_allgather(np.int32(ok))))
+  return bool(ok)
 
 
 def host_value(x: jax.Array) -> np.ndarray:
