@@ -58,7 +58,7 @@ def shards_all_finite(tree: Any) -> bool:
   """
   ok = True
   for x in jax.tree.leaves(tree):
-    if not jnp.issubdtype(x.dtype, jnp.inexact):
+    if not jnp.issubdtype(jnp.result_type(x), jnp.inexact):  # also Python scalars, as all_finite
       continue
     shards = ([s.data for s in x.addressable_shards if s.replica_id == 0]
               if isinstance(x, jax.Array) else [x])
