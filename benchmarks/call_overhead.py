@@ -10,8 +10,9 @@ CPU time and minor page faults (getrusage of this process; CPU time and faults h
 the machine's load, wall time does). A loop reuses its temporary buffers across its iterations; a
 single call gets them from the allocator each time, so the difference in faults and system time
 is the price of the allocator handing them back to the system between calls (issue 6).
-Writes benchmarks/results/call_overhead_<config>_<allocator>.json (allocator: the LD_PRELOAD
-library's name, or glibc).
+Writes benchmarks/results/call_overhead_<config>_<allocator>.json (allocator: the malloc this
+process loaded, `allocator.allocator_in_use()`: tcmalloc, jemalloc or system). Unlike the timing
+benchmarks, this script does not restart itself under tcmalloc: it compares allocators.
 """
 import argparse
 import json
@@ -26,6 +27,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / 'benchmarks'))
 
 from sampling_speed import method_setup  # noqa: E402
+
+from onestep_jax.experiment.allocator import allocator_in_use  # noqa: E402
 
 
 def per_call(fn, args, calls: int, repeats: int) -> dict:
@@ -71,14 +74,14 @@ def main():
   results = {'single call': per_call(single, (params, key), 1, args.repeats),
              f'in a fori_loop of {args.loop}': per_call(jax.jit(looped), (params, key), args.loop,
                                                          args.repeats)}
-  allocator = os.path.basename(os.environ.get('LD_PRELOAD', '')).split('.')[0] or 'glibc'
+  allocator = allocator_in_use()
   for name, r in results.items():
     print(f'{name:22s} per call: wall {r["wall_s"]:.3f} s, user {r["user_s"]:.3f} s, '
           f'system {r["system_s"]:.3f} s, {r["minor_faults"]:.0f} minor faults ({allocator})')
   path = ROOT / 'benchmarks' / 'results' / f'call_overhead_{args.config}_{allocator}.json'
   with open(path, 'w') as f:
     json.dump({'command': 'python benchmarks/call_overhead.py ' + ' '.join(sys.argv[1:]),
-               'ld_preload': os.environ.get('LD_PRELOAD', ''), 'date': time.strftime('%Y-%m-%d'),
+               'allocator': allocator, 'ld_preload': os.environ.get('LD_PRELOAD', ''), 'date': time.strftime('%Y-%m-%d'),
                'load_avg': os.getloadavg(), **vars(args), 'per_call': results}, f, indent=2)
   print(f'wrote {path}')
 
