@@ -31,6 +31,10 @@ MATMUL_REPEATS = 10
 COMPILE_EVENTS = {'/jax/core/compile/jaxpr_trace_duration': 'trace_s',
                   '/jax/core/compile/jaxpr_to_mlir_module_duration': 'lower_s',
                   '/jax/core/compile/backend_compile_duration': 'xla_s'}
+# The persistent compilation cache's events (jax/_src/compiler.py, compilation_cache.py).
+CACHE_RETRIEVAL_EVENT = '/jax/compilation_cache/cache_retrieval_time_sec'
+CACHE_COUNT_EVENTS = {'/jax/compilation_cache/cache_hits': 'hits',
+                      '/jax/compilation_cache/cache_misses': 'misses'}
 
 
 def memory_mb() -> dict[str, float]:
@@ -63,18 +67,29 @@ def matmul_seconds(size: int = MATMUL_SIZE, repeats: int = MATMUL_REPEATS) -> fl
 
 class CompileClock:
   """Sums JAX's tracing + lowering + compilation durations reported while it is entered
-  (`seconds`), and each of the three (`parts`, keyed by the values of COMPILE_EVENTS)."""
+  (`seconds`), and each of the three (`parts`, keyed by the values of COMPILE_EVENTS); `cache`
+  counts the persistent cache's hits and misses and the time spent reading hits (part of
+  `xla_s`, which covers 'compile or get cached')."""
 
   def __enter__(self):
     import jax
     self.parts = dict.fromkeys(COMPILE_EVENTS.values(), 0.0)
+    self.cache = {'hits': 0, 'misses': 0, 'retrieval_s': 0.0}
     self._listener = lambda event, duration, **_: self._add(event, duration)
+    self._counter = lambda event, **_: self._count(event)
     jax.monitoring.register_event_duration_secs_listener(self._listener)
+    jax.monitoring.register_event_listener(self._counter)
     return self
 
   def _add(self, event: str, duration: float) -> None:
     if event in COMPILE_EVENTS:
       self.parts[COMPILE_EVENTS[event]] += duration
+    elif event == CACHE_RETRIEVAL_EVENT:
+      self.cache['retrieval_s'] += duration
+
+  def _count(self, event: str) -> None:
+    if event in CACHE_COUNT_EVENTS:
+      self.cache[CACHE_COUNT_EVENTS[event]] += 1
 
   @property
   def seconds(self) -> float:
@@ -83,6 +98,7 @@ class CompileClock:
   def __exit__(self, *exc):
     from jax._src import monitoring  # no public unregister in jax.monitoring
     monitoring.unregister_event_duration_listener(self._listener)
+    monitoring.unregister_event_listener(self._counter)
 
 
 def _timed(fn: Callable[[], Any]) -> tuple[Any, float, CompileClock]:
@@ -137,6 +153,7 @@ def measure(config, *, steps: int, warmup: int, network_init: Optional[Callable]
     if i == 0:
       r['memory_mb']['first_step'] = memory_mb()
       r['compile_parts'] = clock.parts
+      r['compile_cache'] = clock.cache
   r['memory_mb']['end'] = memory_mb()
   r.update(first_step_s=times[0], compile_s=sum(compile_s[:1]),
            compile_s_after_first=sum(compile_s[1:]), step_s=statistics.median(times[warmup:]),

@@ -96,6 +96,7 @@ def warm_start(args) -> dict:
   start_up = lambda r: r['network_init_s'] + r['state_init_s'] + r['first_step_s'] - r['step_s']
   return {'cold_compile_s': cold['compile_s'], 'warm_compile_s': warm['compile_s'],
           'cold_compile_parts': cold['compile_parts'], 'warm_compile_parts': warm['compile_parts'],
+          'warm_compile_cache': warm['compile_cache'],
           'cold_start_up_s': start_up(cold), 'warm_start_up_s': start_up(warm),
           'warm_network_init_s': warm['network_init_s'],
           'start_up': 'network init + state placement + first step - a steady step'}
@@ -126,7 +127,10 @@ def main():
     print(f'warm start ({REFERENCE}): compile {w["cold_compile_s"]:.2f} s cold, '
           f'{w["warm_compile_s"]:.2f} s warm; start-up {w["cold_start_up_s"]:.2f} s cold, '
           f'{w["warm_start_up_s"]:.2f} s warm; warm compile = '
-          + ', '.join(f'{k} {v:.2f}' for k, v in w['warm_compile_parts'].items()), flush=True)
+          + ', '.join(f'{k} {v:.2f}' for k, v in w['warm_compile_parts'].items())
+          + '; persistent cache: ' + ', '.join(f'{k} {v:.4g}'
+                                               for k, v in w['warm_compile_cache'].items()),
+          flush=True)
   step_timing.write(args.out, results, started=started, repeats=args.repeats,
                     counts={'steps': args.steps, 'warmup': args.warmup}, note=args.note)
 
