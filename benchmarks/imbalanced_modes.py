@@ -38,6 +38,9 @@ from onestep_jax.train.trainer import Trainer
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 MAJOR_ONLY = 1e-6  # stage 1's minor weight: the major mode alone
+# Stage 2 keeps f-distill's own recipe (DMD2's: five fake-score updates per generator update and
+# DMD's normaliser), not the cheaper ring settings of configs/distill_toy2d.py.
+STAGE2_FIELDS = {'fdistill': {'fake_score_steps': 5, 'normalize': True}}
 NUM_SAMPLES = 10_000
 
 
@@ -137,7 +140,8 @@ def main():
   results = {}
   for divergence in divergences:
     cfg, data = make_config(args.method, 0.1, args, divergence=divergence,
-                            fake_score_warmup_steps=args.warmup_steps, sigma_data=sigma_data)
+                            fake_score_warmup_steps=args.warmup_steps, sigma_data=sigma_data,
+                            **STAGE2_FIELDS.get(args.method, {}))
     setup = build_method(cfg, data)
     trainer = trainer_for(setup, cfg)
     results[divergence] = {}
