@@ -81,7 +81,8 @@ def main():
   path = ROOT / 'benchmarks' / 'results' / f'call_overhead_{args.config}_{allocator}.json'
   with open(path, 'w') as f:
     json.dump({'command': 'python benchmarks/call_overhead.py ' + ' '.join(sys.argv[1:]),
-               'allocator': allocator, 'ld_preload': os.environ.get('LD_PRELOAD', ''), 'date': time.strftime('%Y-%m-%d'),
+               'allocator': allocator, 'ld_preload': os.environ.get('LD_PRELOAD', ''),
+               'date': time.strftime('%Y-%m-%d'),
                'load_avg': os.getloadavg(), **vars(args), 'per_call': results}, f, indent=2)
   print(f'wrote {path}')
 
