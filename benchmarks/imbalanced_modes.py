@@ -26,10 +26,12 @@ import time
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
 from onestep_jax.data import get_dataset
 from onestep_jax.eval import mixture_metrics
+from onestep_jax.experiment.defaults import one_step_method_fields
 from onestep_jax.experiment.evaluation import low_dim_metrics
 from onestep_jax.experiment.overrides import load_config_file
 from onestep_jax.experiment.runner import resolve_config
@@ -40,8 +42,15 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 MAJOR_ONLY = 1e-6  # stage 1's minor weight: the major mode alone
 # Stage 2 keeps f-distill's own recipe (DMD2's: five fake-score updates per generator update and
 # DMD's normaliser), not the cheaper ring settings of configs/distill_toy2d.py.
-STAGE2_FIELDS = {'fdistill': {'fake_score_steps': 5, 'normalize': True}}
+OWN_RECIPE = {'fdistill': ('fake_score_steps', 'normalize')}
 NUM_SAMPLES = 10_000
+
+
+def own_recipe(method: str) -> dict:
+  """The fields of OWN_RECIPE[method] at the method's defaults (its image settings)."""
+  defaults = ml_collections.ConfigDict()
+  one_step_method_fields(defaults, method)
+  return {name: defaults[name] for name in OWN_RECIPE.get(method, ())}
 
 
 def make_config(method: str, minor_weight: float, args, **method_fields):
@@ -141,7 +150,7 @@ def main():
   for divergence in divergences:
     cfg, data = make_config(args.method, 0.1, args, divergence=divergence,
                             fake_score_warmup_steps=args.warmup_steps, sigma_data=sigma_data,
-                            **STAGE2_FIELDS.get(args.method, {}))
+                            **own_recipe(args.method))
     setup = build_method(cfg, data)
     trainer = trainer_for(setup, cfg)
     results[divergence] = {}
