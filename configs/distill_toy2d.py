@@ -20,7 +20,9 @@ from onestep_jax.methods.flow_map_config import FLOW_MAP_VARIANTS, flow_map_meth
 # distance into a sign: 8.2x, against 2.1x with L2. Diff-Instruct: 3.0x at 3,000 steps, 2.2x
 # at 5,000. f-distill with its image recipe (DMD2's five fake-score updates per step, DMD's
 # normaliser): reverse KL 14.6x at 1,500 steps, which already took 763 s; with one update and no
-# normaliser, as DMD and Uni-Instruct here: 2.85x at 3,000 steps in 482 s (2026-12-01).
+# normaliser, as DMD and Uni-Instruct here: 2.85x at 3,000 steps in 482 s (2026-12-01). DMD2
+# with its image recipe: 1.49x but 1,245 s; with one update and no normaliser: 2.32x in 471 s of
+# CPU (2026-12-01).
 LOW_DIMENSIONAL = {
     'diff_instruct': {'train.num_steps': 5000},
     'dmd': {'method.normalize': False},
@@ -28,6 +30,7 @@ LOW_DIMENSIONAL = {
     'sim': {'method.distance': 'l2'},
     'uni_instruct': {'method.normalize': False},
     'fdistill': {'method.normalize': False, 'method.fake_score_steps': 1},
+    'dmd2': {'method.normalize': False, 'method.fake_score_steps': 1},
     # The ring's modes have std 0.05: the discriminator sees samples at sigma ~ 0.05 (EDM's
     # sigma ~ 0.3 blurs the bridges away), and R1/R2, which scale as 1 / length^2, need a small
     # gamma: with gamma = 1 its loss stayed at log 2 for 1,000 steps; with 1e-3 it fell to 0.47 in
