@@ -187,7 +187,11 @@ class Conv2d(nn.Module):
 
 
 class GroupNorm(nn.Module):
-  """Group normalisation with min(num_groups, C // min_channels_per_group) groups (biased var)."""
+  """Group normalisation with min(num_groups, C // min_channels_per_group) groups (biased var).
+
+  The group statistics are per-channel sums over the spatial axes, then summed over each
+  group's channels: on XLA:CPU this runs forward and backward 7-10x faster than reducing the
+  [..., groups, C // groups] view in one go (benchmarks/group_norm_speed.py)."""
   num_groups: int = 32
   min_channels_per_group: int = 4
   eps: float = 1e-5
@@ -200,12 +204,18 @@ class GroupNorm(nn.Module):
       raise ValueError(f'GroupNorm: {c} channels cannot be split into {groups} groups')
     weight = self.param('weight', nn.initializers.ones, (c,))
     bias = self.param('bias', nn.initializers.zeros, (c,))
-    xg = x.reshape(x.shape[:-1] + (groups, c // groups))
-    axes = tuple(range(1, x.ndim - 1)) + (x.ndim,)
-    mean = xg.mean(axes, keepdims=True)
-    var = jnp.square(xg - mean).mean(axes, keepdims=True)
-    xg = (xg - mean) * jax.lax.rsqrt(var + self.eps)
-    return xg.reshape(x.shape) * weight + bias
+    spatial = tuple(range(1, x.ndim - 1))
+    per_group = c // groups
+    count = per_group * math.prod(x.shape[1:-1])
+
+    def group_mean(y):  # [B, 1, ..., 1, C]: the mean of y over each example's group
+      sums = y.sum(spatial).reshape(y.shape[0], groups, per_group).sum(-1)
+      return jnp.repeat(sums / count, per_group, axis=-1).reshape(
+          (y.shape[0],) + (1,) * len(spatial) + (c,))
+
+    centred = x - group_mean(x)
+    scale = jax.lax.rsqrt(group_mean(jnp.square(centred)) + self.eps)
+    return centred * (scale * weight) + bias
 
 
 class PositionalEmbedding(nn.Module):
