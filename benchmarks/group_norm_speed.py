@@ -19,11 +19,13 @@ import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / 'benchmarks'))
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
+import step_timing  # noqa: E402
 from onestep_jax.nets import edm_layers  # noqa: E402
 
 NORM_SHAPES = ((16, 32, 32, 32), (16, 32, 32, 96), (16, 16, 16, 64), (16, 8, 8, 64))
@@ -73,6 +75,8 @@ def main():
   parser.add_argument('--out', default=str(ROOT / 'benchmarks' / 'results' /
                                              'group_norm_speed.json'))
   args = parser.parse_args()
+  if args.repeats < 1:
+    parser.error(f'--repeats must be at least 1, not {args.repeats}')
   keys = iter(jax.random.split(jax.random.key(0), 64))
   results = {}
   for shape in NORM_SHAPES:
@@ -84,10 +88,7 @@ def main():
     results[f'group_norm {shape}'] = compare(
         f'group norm {shape}', lambda x, w, b: group_norm_library(x, w, b, groups),
         lambda x, w, b: group_norm_one_reduction(x, w, b, groups), (x, weight, bias), args.repeats)
-  out = {'results': results, 'repeats': args.repeats, 'jax': jax.__version__,
-         'cpu_count': os.cpu_count(), 'threads_available': len(os.sched_getaffinity(0)),
-         'devices': [str(d) for d in jax.devices()],
-         'date_utc': time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}
+  out = {'results': results, 'repeats': args.repeats, '_measured': step_timing.machine()}
   os.makedirs(os.path.dirname(args.out), exist_ok=True)
   with open(args.out, 'w') as f:
     json.dump(out, f, indent=2)
