@@ -7,11 +7,12 @@ tracing, lowering and XLA compilation, read from JAX's own compile events, are `
 each of the three is in `compile_parts`), `warmup - 1` more steps, `steps` timed steps (their
 median is `step_s`), then a 2048^3 float32 matmul (`matmul_s`, the median of
 `MATMUL_REPEATS`). Peak RSS is the child's VmHWM before the matmul (RSS and VmHWM are also
-recorded after each stage). The parent reports, per configuration, the median over processes
-of each child's figures, every step time also in matmul units (step_s / matmul_s of the same
-process), and the machine: date, JAX version, CPU model, threads, load averages, and the malloc
-in use (the scripts restart themselves with tcmalloc when it is installed, as experiments/main.py
-does: onestep_jax/experiment/allocator.py; ONESTEP_JAX_MALLOC=system measures glibc's).
+recorded after each stage); `xla_temp_mb` is each compiled phase's temporary buffer size. The
+parent reports, per configuration, the median over processes of each child's figures, every
+step time also in matmul units (step_s / matmul_s of the same process), and the machine: date,
+JAX version, CPU model, threads, load averages, and the malloc in use (the scripts restart
+themselves with tcmalloc when it is installed, as experiments/main.py does:
+onestep_jax/experiment/allocator.py; ONESTEP_JAX_MALLOC=system measures glibc's).
 """
 from __future__ import annotations
 
@@ -155,6 +156,7 @@ def measure(config, *, steps: int, warmup: int, network_init: Optional[Callable]
       r['compile_parts'] = clock.parts
       r['compile_cache'] = clock.cache
   r['memory_mb']['end'] = memory_mb()
+  r['xla_temp_mb'] = xla_temp_mb(trainer)
   r.update(first_step_s=times[0], compile_s=sum(compile_s[:1]),
            compile_s_after_first=sum(compile_s[1:]), step_s=statistics.median(times[warmup:]),
            step_s_all=times[warmup:], batch_size=config.train.batch_size,
@@ -173,6 +175,13 @@ def measure(config, *, steps: int, warmup: int, network_init: Optional[Callable]
   r['matmul_s'] = matmul_seconds()  # last, so that its buffers do not count in peak_rss_mb
   r['load_avg_end'] = os.getloadavg()[0]
   return r
+
+
+def xla_temp_mb(trainer) -> dict[str, float]:
+  """Per compiled phase of `trainer` ('end' for the end of step), the temporary buffers XLA's
+  buffer assignment gives it, MB: the step's working memory beyond its arguments and outputs."""
+  return {str(phase or 'end'): executable.memory_analysis().temp_size_in_bytes / 2**20
+          for phase, executable in trainer._executables.items()}  # pylint: disable=protected-access
 
 
 def run_children(script: str, names: Sequence[str], *, repeats: int,
@@ -226,6 +235,7 @@ def summarize(runs: Sequence[dict]) -> dict:
       'network_init_s': med('network_init_s'), 'state_init_s': med('state_init_s'),
       'first_step_s': med('first_step_s'), 'peak_rss_mb': med('peak_rss_mb'),
       'peak_rss_mb_max': max(r['peak_rss_mb'] for r in runs),
+      'xla_temp_mb': runs[0]['xla_temp_mb'],
       'batch_size': runs[0]['batch_size'], 'samples_per_s': runs[0]['batch_size'] / med('step_s'),
       'per_process': {k: [r[k] for r in runs] for k in
                       ('step_s', 'matmul_s', 'compile_s', 'network_init_s', 'peak_rss_mb',
