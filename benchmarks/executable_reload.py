@@ -46,24 +46,23 @@ def child(mode: str, directory: str) -> dict:
   # The step's phases take (state, batch, step); its end (None: EMA and step count) takes state.
   phases = [name for name, _ in setup.stages[-1].schedule] + [None]
   arguments = lambda name, state: (state,) if name is None else (state, batch, np.int32(0))
+  path = lambda name: os.path.join(directory, f'{name}.pkl')
   r, executables = {}, {}
   t0 = time.perf_counter()
   for name in phases:
-    path = os.path.join(directory, f'{name}.pkl')
     if mode == 'compile':  # pylint: disable-next=protected-access
       executables[name] = trainer._executable(name, *arguments(name, state))
     else:
-      with open(path, 'rb') as f:
+      with open(path(name), 'rb') as f:
         executables[name] = serialize_executable.deserialize_and_load(*pickle.load(f))
   r[f'{mode}_s'] = time.perf_counter() - t0
   if mode == 'compile':
     t0 = time.perf_counter()
     for name, executable in executables.items():
-      with open(os.path.join(directory, f'{name}.pkl'), 'wb') as f:
+      with open(path(name), 'wb') as f:
         pickle.dump(serialize_executable.serialize(executable), f)
     r['serialize_s'] = time.perf_counter() - t0
-    r['serialized_mb'] = sum(os.path.getsize(os.path.join(directory, f'{n}.pkl'))
-                             for n in phases) / 2**20
+    r['serialized_mb'] = sum(os.path.getsize(path(name)) for name in phases) / 2**20
   t0 = time.perf_counter()
   for name in phases:
     out = executables[name](*arguments(name, state))
