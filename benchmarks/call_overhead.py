@@ -56,6 +56,7 @@ def main():
   args = parser.parse_args()
   import jax
   import jax.numpy as jnp
+  from onestep_jax import xla_cpu
   from onestep_jax.methods.networks import random_labels
 
   setup, params, num_classes = method_setup(args.config, args.method)
@@ -64,7 +65,7 @@ def main():
     raise SystemExit(f'{args.method} has no one-step student generator')
   key = jax.random.PRNGKey(0)
   labels = random_labels(key, args.batch, num_classes)
-  single = jax.jit(lambda p, k: student.sample_fn(p, k, args.batch, labels))
+  single = xla_cpu.jit(lambda p, k: student.sample_fn(p, k, args.batch, labels))
   shape = jax.eval_shape(single, params, key).shape
 
   def looped(p, k):
@@ -72,7 +73,7 @@ def main():
     return jax.lax.fori_loop(0, args.loop, body, jnp.zeros(shape))
 
   results = {'single call': per_call(single, (params, key), 1, args.repeats),
-             f'in a fori_loop of {args.loop}': per_call(jax.jit(looped), (params, key), args.loop,
+             f'in a fori_loop of {args.loop}': per_call(xla_cpu.jit(looped), (params, key), args.loop,
                                                          args.repeats)}
   allocator = allocator_in_use()
   for name, r in results.items():

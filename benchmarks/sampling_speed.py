@@ -49,6 +49,7 @@ def child(method: str, args) -> dict:
   """images/s of every generator of `method`, timed in this process."""
   import jax
   import numpy as np
+  from onestep_jax import xla_cpu
   from onestep_jax.methods.networks import random_labels
 
   setup, params, num_classes = method_setup(args.config, method)
@@ -56,7 +57,7 @@ def child(method: str, args) -> dict:
   for g in setup.generators:
     key = jax.random.PRNGKey(1)
     labels = random_labels(key, args.batch, num_classes)
-    fn = jax.jit(lambda p, k, c, g=g: g.sample_fn(p, k, args.batch, c))
+    fn = xla_cpu.jit(lambda p, k, c, g=g: g.sample_fn(p, k, args.batch, c))
     fn = fn.lower(params, key, labels).compile()
     times = []
     for i in range(args.draws + 1):

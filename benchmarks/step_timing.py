@@ -262,6 +262,7 @@ def machine() -> dict:
   """Date, software versions, CPU model, threads and load: the context of the figures."""
   import jax
   import jaxlib
+  from onestep_jax import xla_cpu
   from onestep_jax.experiment.allocator import allocator_in_use
   model = platform.processor()
   try:
@@ -275,7 +276,8 @@ def machine() -> dict:
           'threads_available': len(os.sched_getaffinity(0)),
           'devices': [str(d) for d in jax.devices()],
           'xla_flags': os.environ.get('XLA_FLAGS', ''), 'load_avg': list(os.getloadavg()),
-          'allocator': allocator_in_use()}
+          'allocator': allocator_in_use(),
+          'ynn_fusion': (xla_cpu.compiler_options() or {}).get(xla_cpu.FLAG, 'xla default')}
 
 
 def write(path: str, results: dict, *, started: dict, repeats: int, counts: dict,

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from onestep_jax import xla_cpu
 from onestep_jax.export_format import load_exported, save_export
 
 _KIND = 'onestep_jax.eval.classifier'
@@ -48,7 +49,7 @@ class FeatureExtractor:
     self.net_kwargs = dict(num_classes=int(num_classes), widths=tuple(int(w) for w in widths),
                            feature_dim=int(feature_dim))
     self.module = SmallCNN(**self.net_kwargs)
-    self._apply = jax.jit(self.module.apply)
+    self._apply = xla_cpu.jit(self.module.apply)
 
   def _check(self, images) -> np.ndarray:
     x = np.asarray(images, np.float32)

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 import tqdm
 
+from onestep_jax import xla_cpu
 from onestep_jax.convert.torch_layout import name_list, to_flax, torch_shape
 from onestep_jax.eval.inception_layers import ConvBN
 from onestep_jax.eval.inception_layers import InceptionA
@@ -209,8 +210,8 @@ class InceptionFeatures:
   def __init__(self, variables: Mapping[str, Any]):
     self.variables = variables
     # Two jits: inputs of any size share the network's compilation (per batch size).
-    self._preprocess = jax.jit(preprocess)
-    self._network = jax.jit(FIDInceptionV3().apply)
+    self._preprocess = xla_cpu.jit(preprocess)
+    self._network = xla_cpu.jit(FIDInceptionV3().apply)
 
   def __call__(self, images: jax.Array) -> jax.Array:
     """Jitted float32 features [B, 2048] of one batch; no range check."""

@@ -11,6 +11,7 @@ from typing import Any, Callable, Mapping, Optional
 import jax
 import numpy as np
 
+from onestep_jax import xla_cpu
 from onestep_jax.atomic import atomic_path
 from onestep_jax.data import Dataset
 from onestep_jax.data.registry import get_held_out
@@ -99,7 +100,7 @@ def sample_generators(*, generators: tuple[Generator, ...], params: Mapping[str,
   out = {}
   for g in generators:
     size = min(batch_size, num_samples)
-    fn = jax.jit(lambda p, k, labels, g=g: g.sample_fn(p, k, size, labels))
+    fn = xla_cpu.jit(lambda p, k, labels, g=g: g.sample_fn(p, k, size, labels))
     # compiled ahead, outside the timing (a warm-up draw would sample a second time)
     fn = fn.lower(params, key, random_labels(key, size, num_classes)).compile()
     t0 = time.perf_counter()

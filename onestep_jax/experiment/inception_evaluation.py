@@ -22,6 +22,7 @@ import numpy as np
 import tqdm
 from jax.experimental import multihost_utils
 
+from onestep_jax import xla_cpu
 from onestep_jax.atomic import atomic_path
 from onestep_jax.eval.fid_pipeline import (FeatureNetwork, Reference, ScoreAccumulator,
                                            inception_network, load_reference, save_reference,
@@ -55,7 +56,7 @@ def generator_images(g: Generator, params: Mapping[str, Any], *, seed: int, batc
     x = g.sample_fn(params, k_x, batch_size, random_labels(k_c, batch_size, num_classes))
     return scale_for_uint8(x), jnp.sum(~jnp.isfinite(x))
 
-  fn = jax.jit(scaled_images, out_shardings=(batch_sharding(mesh), replicated(mesh)))
+  fn = xla_cpu.jit(scaled_images, out_shardings=(batch_sharding(mesh), replicated(mesh)))
 
   def images(i):
     scaled, bad = fn(params, np.uint32(i))
@@ -186,7 +187,7 @@ def accumulate(images: ImagesFn, network: FeatureNetwork, *, num_samples: int, b
   """
   check_batch_size(batch_size, mesh)
   num_batches = -(-num_samples // batch_size)
-  features_fn = jax.jit(network.apply, out_shardings=(batch_sharding(mesh),) * 2)
+  features_fn = xla_cpu.jit(network.apply, out_shardings=(batch_sharding(mesh),) * 2)
   variables = jax.device_put(network.variables, replicated(mesh))
   acc = ScoreAccumulator(num_samples=num_samples, feature_dim=network.feature_dim,
                          num_classes=network.num_classes, keep=keep)

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from onestep_jax import xla_cpu
 from onestep_jax.losses.diff_instruct import diff_instruct_generator_loss
 from onestep_jax.losses.divergences import get_divergence
 from onestep_jax.losses.dmd import dmd_generator_loss, regression_loss
@@ -60,7 +61,7 @@ def regression_pairs(ctx: OneStep, params, key) -> dict:
   k_z, k_c = jax.random.split(key)
   z = jax.random.normal(k_z, (m.regression_pairs,) + ctx.shape)
   labels = random_labels(k_c, m.regression_pairs, ctx.num_classes)
-  x = jax.jit(lambda p, z, c: ctx.teacher_ode(p, z, c, m.teacher_sample_steps))(params, z, labels)
+  x = xla_cpu.jit(lambda p, z, c: ctx.teacher_ode(p, z, c, m.teacher_sample_steps))(params, z, labels)
   pairs = {'z': z, 'x': x}
   if labels is not None:
     pairs['labels'] = labels

@@ -21,6 +21,7 @@ import optax
 import tqdm
 from jax.sharding import Mesh
 
+from onestep_jax import xla_cpu
 from onestep_jax.train import mesh as mesh_lib
 from onestep_jax.train import spec
 from onestep_jax.train.checkpoint import Checkpointer, NonFiniteError
@@ -112,7 +113,7 @@ class Trainer:
     if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
       key = jax.random.key_data(key)  # raw uint32 keys are checkpointable.
     abstract = jax.eval_shape(self._new_state, params, key)
-    return jax.jit(self._new_state, out_shardings=self.state_shardings(abstract))(params, key)
+    return xla_cpu.jit(self._new_state, out_shardings=self.state_shardings(abstract))(params, key)
 
   def _new_state(self, params: Mapping[str, Any], key: jax.Array) -> TrainState:
     trainable = {n: params[n] for n, g in self.groups.items() if g.trainable}
@@ -193,13 +194,13 @@ class Trainer:
     if phase not in self._compiled:
       state_sh = self.state_shardings(state)
       if phase is None:
-        fn = jax.jit(self._end_step, in_shardings=(state_sh,), out_shardings=state_sh,
-                     donate_argnums=0)
+        fn = xla_cpu.jit(self._end_step, in_shardings=(state_sh,), out_shardings=state_sh,
+                         donate_argnums=0)
       else:
         repl = mesh_lib.replicated(self.mesh)
-        fn = jax.jit(functools.partial(self._phase_update, self.phases[phase]),
-                     in_shardings=(state_sh, mesh_lib.batch_sharding(self.mesh), repl),
-                     out_shardings=(state_sh, repl), donate_argnums=0)
+        fn = xla_cpu.jit(functools.partial(self._phase_update, self.phases[phase]),
+                         in_shardings=(state_sh, mesh_lib.batch_sharding(self.mesh), repl),
+                         out_shardings=(state_sh, repl), donate_argnums=0)
       self._compiled[phase] = fn
     return self._compiled[phase]
 

@@ -1,0 +1,69 @@
+"""XLA:CPU's YNNPACK choices against each other, on the EDM reference step and the Diff-Instruct
+iteration (issue 6).
+
+  python benchmarks/ynn_fusion.py [--choices=xla_default,dot+eltwise+reduce] [--repeats=3]
+      [--steps=8] [--warmup=2] [--note=...] [--out benchmarks/results/ynn_fusion.json]
+
+Each choice is a value of ONESTEP_JAX_YNN_FUSION (fusion types joined by '+'; see
+onestep_jax/xla_cpu.py), or xla_default for jaxlib's own. Fresh processes of
+benchmarks/train_step.py (EDM teacher step) and benchmarks/distill_step.py (Diff-Instruct
+iteration) run round-robin over the choices, so that a change of machine load hits all of them
+alike; figures are medians over processes, also in units of the 2048^3 float32 matmul, which
+every process times with jaxlib's default compile options.
+"""
+import argparse
+import os
+import pathlib
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / 'benchmarks'))
+
+import step_timing  # noqa: E402
+from onestep_jax import xla_cpu  # noqa: E402
+from onestep_jax.experiment.allocator import reexec_with_tcmalloc  # noqa: E402
+
+ROWS = (('train_step.py', 'edm_reference_32x32'), ('distill_step.py', 'diff_instruct'))
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  default_choices = f'{xla_cpu.XLA_DEFAULT},{xla_cpu.DEFAULT.replace(",", "+")}'
+  parser.add_argument('--choices', default=default_choices,
+                      help='comma-separated ONESTEP_JAX_YNN_FUSION values, types joined by +')
+  parser.add_argument('--repeats', type=int, default=3, help='fresh processes per choice and row')
+  parser.add_argument('--steps', type=int, default=8, help='timed steps per process')
+  parser.add_argument('--warmup', type=int, default=2, help='untimed steps first (compile)')
+  parser.add_argument('--note', default='', help='recorded in the JSON (e.g. machine load)')
+  parser.add_argument('--out', default=str(ROOT / 'benchmarks' / 'results' / 'ynn_fusion.json'))
+  args = parser.parse_args()
+  if args.repeats < 1:
+    parser.error('--repeats must be at least 1')
+  choices = args.choices.split(',')
+  for choice in choices:
+    if choice != xla_cpu.XLA_DEFAULT:
+      xla_cpu.parse_fusion_types(choice.replace('+', ','))
+  started = step_timing.machine()
+  runs = {(c, name): [] for c in choices for _, name in ROWS}
+  for rep in range(args.repeats):
+    for choice in choices:
+      env = {**os.environ, xla_cpu.ENV: choice.replace('+', ',')}
+      for script, name in ROWS:
+        r = step_timing.run_children(str(ROOT / 'benchmarks' / script), [name], repeats=1, env=env,
+                                     args=[f'--steps={args.steps}', f'--warmup={args.warmup}'])
+        runs[choice, name] += r[name]
+        print(f'  {choice} {name} process {rep}: {1000 * r[name][0]["step_s"]:.1f} ms, '
+              f'matmul {1000 * r[name][0]["matmul_s"]:.1f} ms', flush=True)
+  results = {}
+  for (choice, name), rs in runs.items():
+    results.setdefault(choice, {})[name] = summary = step_timing.summarize(rs)
+    summary['runs'] = rs
+    print(step_timing.format_row(f'{choice} {name}', summary), flush=True)
+  step_timing.write(args.out, results, started=started, repeats=args.repeats,
+                    counts={'steps': args.steps, 'warmup': args.warmup}, note=args.note)
+
+
+if __name__ == '__main__':
+  reexec_with_tcmalloc()
+  main()

@@ -1,0 +1,82 @@
+"""The CPU compile options of onestep_jax.xla_cpu: choice, overrides, and unchanged results."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from onestep_jax import xla_cpu
+
+
+@pytest.fixture(autouse=True)
+def fresh_options(monkeypatch):
+  monkeypatch.delenv(xla_cpu.ENV, raising=False)
+  xla_cpu.compiler_options.cache_clear()
+  yield
+  xla_cpu.compiler_options.cache_clear()
+
+
+def test_parse_fusion_types():
+  assert xla_cpu.parse_fusion_types('dot, eltwise,REDUCE') == (
+      'LIBRARY_FUSION_TYPE_DOT,LIBRARY_FUSION_TYPE_ELTWISE,LIBRARY_FUSION_TYPE_REDUCE')
+  assert xla_cpu.parse_fusion_types('') == ''
+  with pytest.raises(ValueError, match='unknown YNNPACK fusion type'):
+    xla_cpu.parse_fusion_types('dot,convolution')
+
+
+def test_default_options_on_cpu():
+  assert jax.default_backend() == 'cpu'
+  assert xla_cpu.compiler_options() == {xla_cpu.FLAG: xla_cpu.parse_fusion_types(xla_cpu.DEFAULT)}
+
+
+@pytest.mark.parametrize('env, xla_flags, expected', [
+    ('individual_dot,reduce', '', 'LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE'),
+    ('xla_default', '', None),
+    (None, f'--{xla_cpu.FLAG}=individual_dot', None),  # the user's XLA_FLAGS win
+    ('dot', f'--{xla_cpu.FLAG}=reduce', None),
+])
+def test_overrides(monkeypatch, env, xla_flags, expected):
+  if env is not None:
+    monkeypatch.setenv(xla_cpu.ENV, env)
+  monkeypatch.setenv('XLA_FLAGS', xla_flags)
+  options = xla_cpu.compiler_options()
+  assert (options if expected is None else options[xla_cpu.FLAG]) == expected
+
+
+def test_unknown_type_in_environment_is_an_error(monkeypatch):
+  monkeypatch.setenv(xla_cpu.ENV, 'dot,convolutions')
+  with pytest.raises(ValueError, match=xla_cpu.ENV):
+    xla_cpu.compiler_options()
+
+
+def test_option_unknown_to_jaxlib_falls_back_with_a_warning(monkeypatch):
+  monkeypatch.setattr(xla_cpu, 'FLAG', 'xla_cpu_no_such_option_in_any_jaxlib')
+  with pytest.warns(UserWarning, match='does not accept'):
+    assert xla_cpu.compiler_options() is None
+
+
+def test_conv_net_values_and_gradients_unchanged():
+  """A convolution + group norm + SiLU + attention-like product net: forward and parameter
+  gradient with the library's options equal XLA's defaults up to float32 rounding."""
+  keys = jax.random.split(jax.random.PRNGKey(0), 4)
+  x = jax.random.normal(keys[0], (4, 16, 16, 8))
+  params = {'w1': 0.2 * jax.random.normal(keys[1], (3, 3, 8, 16)),
+            'w2': 0.2 * jax.random.normal(keys[2], (1, 1, 16, 8)),
+            'q': 0.2 * jax.random.normal(keys[3], (8, 8))}
+
+  def loss(p, x):
+    conv = lambda h, w: jax.lax.conv_general_dilated(h, w, (1, 1), 'SAME',
+                                                     dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+    h = conv(x, p['w1'])
+    g = h.reshape(*h.shape[:3], 4, 4)
+    g = (g - g.mean((1, 2, 4), keepdims=True)) / jnp.sqrt(g.var((1, 2, 4), keepdims=True) + 1e-5)
+    h = jax.nn.silu(g.reshape(h.shape))
+    h = conv(h, p['w2']) + x
+    tokens = h.reshape(h.shape[0], -1, h.shape[-1])
+    attn = jax.nn.softmax(tokens @ p['q'] @ tokens.transpose(0, 2, 1) / 8.0, axis=-1)
+    return jnp.mean((attn @ tokens) ** 2)
+
+  grad = lambda p, x: jax.value_and_grad(loss)(p, x)
+  (v_ref, g_ref), (v, g) = jax.jit(grad)(params, x), xla_cpu.jit(grad)(params, x)
+  np.testing.assert_allclose(v, v_ref, rtol=1e-5)
+  for name, ref in g_ref.items():
+    np.testing.assert_allclose(g[name], ref, rtol=1e-4, atol=1e-6 * np.abs(ref).max())
