@@ -2,12 +2,12 @@
 
 jaxlib 0.10's CPU compiler sends every convolution, every standalone matrix product and the
 reductions to its YNNPACK kernels (`xla_cpu_experimental_ynn_fusion_type` = individual_dot,
-individual_convolution, reduce). At the U-Net's small channel counts YNNPACK's convolutions are
-slower than XLA's own: on the 2-core AMD EPYC the 3x3 filter gradient of a 32-channel layer at
-batch 16, 32x32 took 58-67 ms against 12-18 ms (forward and input gradient 13-15 ms against
-8-10 ms). We compile with `dot, eltwise, reduce` instead: convolutions stay with XLA, and YNNPACK
-takes the matrix-product fusions, the element-wise fusions and the reductions.
-`benchmarks/ynn_fusion.py` measures the choices against each other.
+individual_convolution, reduce). At the U-Net's small channel counts YNNPACK's convolutions, the
+filter gradient above all, are slower than XLA's own. We compile with `dot, eltwise, reduce`
+instead: convolutions stay with XLA, and YNNPACK takes the matrix-product fusions, the
+element-wise fusions and the reductions. `benchmarks/ynn_fusion.py` measures the choices against
+each other: on a 2-core AMD EPYC the EDM reference step and the Diff-Instruct iteration took
+about half the time (README, Results).
 
 Only the CPU backend is affected; GPU and TPU programs compile as before. Set
 `ONESTEP_JAX_YNN_FUSION` to a comma-separated subset of `YNN_FUSION_TYPES` (or to `xla_default`
