@@ -73,8 +73,8 @@ def main():
     return jax.lax.fori_loop(0, args.loop, body, jnp.zeros(shape))
 
   results = {'single call': per_call(single, (params, key), 1, args.repeats),
-             f'in a fori_loop of {args.loop}': per_call(xla_cpu.jit(looped), (params, key), args.loop,
-                                                         args.repeats)}
+             f'in a fori_loop of {args.loop}': per_call(xla_cpu.jit(looped), (params, key),
+                                                         args.loop, args.repeats)}
   allocator = allocator_in_use()
   for name, r in results.items():
     print(f'{name:22s} per call: wall {r["wall_s"]:.3f} s, user {r["user_s"]:.3f} s, '

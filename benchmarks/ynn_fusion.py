@@ -43,7 +43,10 @@ def main():
   choices = args.choices.split(',')
   for choice in choices:
     if choice != xla_cpu.XLA_DEFAULT:
-      xla_cpu.parse_fusion_types(choice.replace('+', ','))
+      try:
+        xla_cpu.parse_fusion_types(choice.replace('+', ','))
+      except ValueError as e:
+        parser.error(f'--choices: {e}')
   started = step_timing.machine()
   runs = {(c, name): [] for c in choices for _, name in ROWS}
   for rep in range(args.repeats):

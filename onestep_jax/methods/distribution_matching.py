@@ -61,7 +61,8 @@ def regression_pairs(ctx: OneStep, params, key) -> dict:
   k_z, k_c = jax.random.split(key)
   z = jax.random.normal(k_z, (m.regression_pairs,) + ctx.shape)
   labels = random_labels(k_c, m.regression_pairs, ctx.num_classes)
-  x = xla_cpu.jit(lambda p, z, c: ctx.teacher_ode(p, z, c, m.teacher_sample_steps))(params, z, labels)
+  ode = xla_cpu.jit(lambda p, z, c: ctx.teacher_ode(p, z, c, m.teacher_sample_steps))
+  x = ode(params, z, labels)
   pairs = {'z': z, 'x': x}
   if labels is not None:
     pairs['labels'] = labels
