@@ -75,12 +75,13 @@ def rss_mb():
 libc = ctypes.CDLL(None)
 libc.malloc.restype = ctypes.c_void_p
 size = 256 << 20
+before = rss_mb()
 block = libc.malloc(size)
 ctypes.memset(block, 1, size)  # resident
 libc.free(ctypes.c_void_p(block))
 freed = rss_mb()
 release_freed_memory()
-print(allocator_in_use(), freed, rss_mb())
+print(allocator_in_use(), before, freed, rss_mb())
 """
 
 
@@ -93,9 +94,11 @@ def test_release_hands_tcmallocs_freed_pages_back(tmp_path):
   environ = {k: v for k, v in os.environ.items() if k != allocator.SWITCH}
   out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, check=True,
                        env={**environ, 'LD_PRELOAD': allocator.find_tcmalloc()})
-  name, freed, released = out.stdout.split()
+  name, before, freed, released = (int(v) if v.isdigit() else v for v in out.stdout.split())
   assert name == 'tcmalloc'
-  assert int(freed) - int(released) > 200, out.stdout
+  if freed - before < 200:
+    pytest.skip(f'this tcmalloc returned the freed block by itself: {out.stdout}')
+  assert released - before < 50, out.stdout
 
 
 def test_main_script_refuses_a_bad_switch_without_a_traceback():
