@@ -92,4 +92,3 @@ def release_freed_memory() -> None:
     if function is not None:
       function(*([0] if release == 'malloc_trim' else []))
       return
-

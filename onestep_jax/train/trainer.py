@@ -215,7 +215,7 @@ class Trainer:
     """`_jitted(phase)` traced and lowered without garbage collection (see `_gc_paused`) and
     compiled for `args` ahead of its first run, after which the memory the compiler freed is
     handed back to the OS: malloc keeps it, and the first run's buffers came on top of it (peak
-    RSS of the EDM reference step 1.5 GB -> 1.2 GB with glibc)."""
+    RSS of the EDM reference step 1.5 GB -> 1.2 GB with glibc, 1.27 GB -> 0.99 GB with tcmalloc)."""
     if phase not in self._executables:
       with _gc_paused():
         lowered = self._jitted(args[0], phase).lower(*args)
