@@ -87,8 +87,8 @@ def release_freed_memory() -> None:
     library = ctypes.CDLL(None)
   except (OSError, TypeError):  # no handle on the process's own symbols (Windows)
     return
-  for release in ('MallocExtension_ReleaseFreeMemory', 'malloc_trim'):
-    function = getattr(library, release, None)
-    if function is not None:
-      function(*([0] if release == 'malloc_trim' else []))
-      return
+  tcmalloc_release = getattr(library, 'MallocExtension_ReleaseFreeMemory', None)
+  if tcmalloc_release is not None:
+    tcmalloc_release()
+  elif hasattr(library, 'malloc_trim'):
+    library.malloc_trim(0)
