@@ -69,3 +69,23 @@ def test_gamma_time_and_input_checks():
     flow_maps.sample(exact_average_velocity, x, times=grid, gamma=2.0)
   with pytest.raises(ValueError, match='num_steps'):
     flow_maps.time_grid(0)
+
+
+@pytest.mark.parametrize('gamma,steps', [(0.0, 1), (0.0, 3), (0.5, 3)])
+def test_unrolled_sampling_equals_the_loop_and_compiles_without_one(gamma, steps):
+  """unroll=True (for differentiated samples: XLA:CPU's convolution gradients are slow in loop
+  bodies) gives the loop's samples and gradients, and its gradient traces no loop (XLA removes a
+  one-step loop around this tiny map by itself, but not around the U-Net)."""
+  x = jax.random.normal(jax.random.PRNGKey(3), (8, 2))
+  key = jax.random.PRNGKey(4)
+  times = flow_maps.time_grid(steps, t_max=0.98)
+
+  def loss(scale, unroll):
+    velocity = lambda x, t, s, labels=None: scale * exact_average_velocity(x, t, s)
+    return jnp.sum(flow_maps.sample(velocity, x, times=times, gamma=gamma, key=key,
+                                    unroll=unroll) ** 2)
+
+  grad = {u: jax.jit(jax.value_and_grad(loss), static_argnums=1) for u in (False, True)}
+  np.testing.assert_allclose(grad[True](1.1, True), grad[False](1.1, False), rtol=1e-6)
+  jaxpr = {u: str(jax.make_jaxpr(jax.grad(loss), static_argnums=1)(1.1, u)) for u in (False, True)}
+  assert 'scan[' in jaxpr[False] and 'scan[' not in jaxpr[True]

@@ -146,7 +146,7 @@ def gamma_time(t_next, gamma: float) -> jnp.ndarray:
 
 
 def sample(average_velocity: Callable, x_init, *, times, labels=None, gamma: float = 0.0,
-           key: Optional[jax.Array] = None) -> jnp.ndarray:
+           key: Optional[jax.Array] = None, unroll: bool = False) -> jnp.ndarray:
   """Multi-step flow-map sampling from x_init at times[0] along a decreasing grid `times`
   (e.g. `time_grid(N, t_max=...)`), one network evaluation per step.
 
@@ -154,6 +154,11 @@ def sample(average_velocity: Callable, x_init, *, times, labels=None, gamma: flo
   gamma > 0, re-noises from there to times[i+1] with fresh noise (AYF, Sec. 4; CTM's
   gamma-sampling). gamma = 0 is deterministic; gamma = 1 is consistency-model multistep sampling.
   The last step (to time 0) never re-noises.
+
+  `unroll=True` traces the steps one after another instead of in a loop. Use it when the samples
+  are differentiated: XLA:CPU runs a convolution's filter gradient over 100x slower inside a loop
+  body than outside one (jax-ml/jax#12868; 5.1 s against 34 ms for a 3x3 kernel, 64 channels and a
+  32x28x28 batch).
   """
   times = jnp.asarray(times, x_init.dtype)
   if times.ndim != 1 or times.shape[0] < 2:
@@ -175,5 +180,10 @@ def sample(average_velocity: Callable, x_init, *, times, labels=None, gamma: flo
     x_next = renoise(x_s, s, t_next, jax.random.normal(k, x.shape, x.dtype))
     return jnp.where(t_next > 0, x_next, x_s), None
 
-  x, _ = jax.lax.scan(step, x_init, (times[:-1], times[1:], keys))
+  inputs = (times[:-1], times[1:], keys)
+  if not unroll:
+    return jax.lax.scan(step, x_init, inputs)[0]
+  x = x_init  # a Python loop: scan(unroll=True) still loops when there is a single step
+  for i in range(times.shape[0] - 1):
+    x, _ = step(x, jax.tree.map(lambda a: a[i], inputs))
   return x

@@ -104,14 +104,15 @@ class AdversarialFlowMap(FlowMapDistillation):
     return d(k_real), d(k_fake), x_real
 
   def fake_samples(self, student_params, batch, key):
-    """The student's `gan_steps`-step samples from noise, with the batch's labels."""
+    """The student's `gan_steps`-step samples from noise, with the batch's labels; unrolled, since
+    the student loss differentiates them (see flow_maps.sample)."""
     m = self.m
     k_z, k_gamma = jax.random.split(key)
     z = jax.random.normal(k_z, batch['x'].shape)
     return flow_maps.sample(self.student.bind(student_params), self.t_max * z,
                             times=flow_maps.time_grid(m.gan_steps, t_max=self.t_max),
                             labels=one_hot_labels(batch, self.num_classes), gamma=m.gamma,
-                            key=k_gamma)
+                            key=k_gamma, unroll=True)
 
   def discriminator_loss(self, params, batch, key):
     """softplus(D(fake) - D(real)) + gan_gamma / 2 (R1 + R2), on stop-gradient fake samples."""
