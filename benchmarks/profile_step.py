@@ -10,7 +10,7 @@ convolution's window: a filter gradient is a convolution whose window is the ima
 products, reductions (group norm, softmax), copies and transposes, and the rest (element-wise
 fusions). Prints one table per phase (milliseconds per run, summed over the threads that ran each
 op, so the total can exceed the wall time; and each category's share) and writes the JSON.
-Configs are those of benchmarks/train_step.py.
+Configs are those of benchmarks/train_step.py, or any `<file>:<variant>` of configs/.
 """
 import argparse
 import collections
@@ -146,7 +146,8 @@ def profile_phase(trainer, state, batch, phase: str, steps: int) -> dict:
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--config', default='edm_reference_32x32', choices=CONFIGS)
+  parser.add_argument('--config', default='edm_reference_32x32',
+                      help='one of ' + ', '.join(CONFIGS) + ', or any configs/<file>.py:<variant>')
   parser.add_argument('--steps', type=int, default=5, help='profiled runs of each phase')
   parser.add_argument('--out', default=str(ROOT / 'benchmarks' / 'results' / 'profile_step.json'))
   args = parser.parse_args()
