@@ -13,8 +13,8 @@ from onestep_jax.experiment.overrides import load_config_file
 from onestep_jax.experiment.runner import resolve_config, run
 from onestep_jax.methods import build_method
 from onestep_jax.methods.flow_map_config import FLOW_MAP_METHODS
-from onestep_jax.methods.networks import build_network, init_network
-from onestep_jax.train.export import export_params
+
+from train_helpers.configs import export_tiny_unet, shorten_image_run
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -61,24 +61,10 @@ def test_two_step_ayf_emd_run_writes_finite_student_metrics(tmp_path, monkeypatc
   the JVP goes through it), the trainer, and the evaluation of teacher and student (the feature
   classifier trained for a few steps only). The bundled teacher is the same code path but takes
   minutes to compile on 2 cores."""
-  kwargs = dict(img_resolution=8, in_channels=1, out_channels=1, model_channels=8,
-                channel_mult=(1,), num_blocks=1, attn_resolutions=(8,), dropout=0.0)
-  params = init_network(build_network('song_unet', kwargs), jax.random.PRNGKey(0),
-                        example_shape=(8, 8, 1), num_classes=0)
-  export_params(tmp_path / 'teacher', params, net_kwargs=kwargs,
-                metadata={'network': 'song_unet', 'objective': 'edm', 'sigma_data': 0.5,
-                          'num_classes': 0})
   monkeypatch.setattr(image_metrics, 'CLASSIFIER_STEPS', 5)
   c = _config('ayf_emd')
-  c.method.teacher = str(tmp_path / 'teacher')
-  c.method.teacher_sample_steps = 2
-  c.method.sample_steps = (1, 2)  # the samplers at 4 and 8 steps are the same code, compiled again
-  c.train.num_steps = 2
-  c.train.batch_size = 8
-  c.train.save_every = 2
-  c.train.compilation_cache = False
-  c.eval.num_samples = 32
-  c.eval.batch_size = 32
+  c.method.teacher = export_tiny_unet(tmp_path / 'teacher')
+  shorten_image_run(c)
   metrics = run(c, str(tmp_path / 'run'), progress=False)
   for steps in (1, 2):
     for name in ('fid', 'kid', 'precision', 'recall'):

@@ -3,7 +3,6 @@ load with the digits teacher's network and schedule, and a short run writes fini
 at every student step count, beside a reference teacher."""
 import pathlib
 
-import jax
 import numpy as np
 import pytest
 
@@ -11,12 +10,9 @@ from onestep_jax.experiment import image_metrics
 from onestep_jax.experiment.overrides import load_config_file
 from onestep_jax.experiment.runner import run
 from onestep_jax.methods.flow_map_config import TEACHER_FREE_METHODS
-from onestep_jax.methods.networks import build_network, init_network
-from onestep_jax.train.export import export_params
+from train_helpers.configs import TINY_UNET, export_tiny_unet, shorten_image_run
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-TINY_UNET = dict(img_resolution=8, in_channels=1, out_channels=1, model_channels=8,
-                 channel_mult=(1,), num_blocks=1, attn_resolutions=(8,), dropout=0.0)
 
 
 def _config(method):
@@ -42,23 +38,11 @@ def test_unknown_method_lists_the_valid_ones():
 def test_short_run_writes_finite_image_metrics(tmp_path, monkeypatch, method):
   """Through the runner with a tiny U-Net student (attention included, so MeanFlow's JVP goes
   through it) and a tiny exported reference teacher; the feature classifier trains 5 steps."""
-  params = init_network(build_network('song_unet', TINY_UNET), jax.random.PRNGKey(0),
-                        example_shape=(8, 8, 1), num_classes=0)
-  export_params(tmp_path / 'reference', params, net_kwargs=TINY_UNET,
-                metadata={'network': 'song_unet', 'objective': 'edm', 'sigma_data': 0.5,
-                          'num_classes': 0})
   monkeypatch.setattr(image_metrics, 'CLASSIFIER_STEPS', 5)
   c = _config(method)
   c.net.kwargs.update(TINY_UNET)
-  c.method.reference = str(tmp_path / 'reference')
-  c.method.teacher_sample_steps = 2
-  c.method.sample_steps = (1, 2)
-  c.train.num_steps = 2
-  c.train.batch_size = 8
-  c.train.save_every = 2
-  c.train.compilation_cache = False
-  c.eval.num_samples = 32
-  c.eval.batch_size = 32
+  c.method.reference = export_tiny_unet(tmp_path / 'reference')
+  shorten_image_run(c)
   metrics = run(c, str(tmp_path / 'run'), progress=False)
   for steps in (1, 2):
     for name in ('fid', 'kid', 'precision', 'recall'):
