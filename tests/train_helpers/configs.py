@@ -48,3 +48,13 @@ def shorten_image_run(c) -> None:
   c.train.compilation_cache = False
   c.eval.num_samples = 32
   c.eval.batch_size = 32
+
+
+def assert_finite_image_metrics(metrics: dict) -> None:
+  """FID, KID, precision and recall of a shortened run's students (1 and 2 steps) and teacher
+  (3 NFE) are all present and finite."""
+  import numpy as np
+  for steps in (1, 2):
+    for name in ('fid', 'kid', 'precision', 'recall'):
+      assert np.isfinite(metrics[f'student/{name}@{steps}']), (name, steps)
+  assert np.isfinite(metrics['teacher/fid@3'])
