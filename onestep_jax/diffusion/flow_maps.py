@@ -157,8 +157,7 @@ def sample(average_velocity: Callable, x_init, *, times, labels=None, gamma: flo
 
   `unroll=True` traces the steps one after another instead of in a loop. Use it when the samples
   are differentiated: XLA:CPU runs a convolution's filter gradient over 100x slower inside a loop
-  body than outside one (jax-ml/jax#12868; 5.1 s against 34 ms for a 3x3 kernel, 64 channels and a
-  32x28x28 batch).
+  body than outside one (jax-ml/jax#12868; benchmarks/loop_body_convolution.py).
   """
   times = jnp.asarray(times, x_init.dtype)
   if times.ndim != 1 or times.shape[0] < 2:
