@@ -4,6 +4,11 @@ FID/KID/precision-recall need features; Inception-v3 needs a weights file users 
 8x8 digits and 28x28 Fashion-MNIST this library instead trains a small classifier in seconds and
 uses its penultimate layer (like Inception's pool3) as features. Images are NHWC in [-1, 1].
 Saved as an export directory (params.npz + export.json with the network kwargs).
+
+Training steps one jitted step at a time from the host. In a `lax.scan` the convolutions' filter
+gradients run inside a loop body, where XLA:CPU is about 100x slower (jax-ml/jax#12868;
+benchmarks/loop_body_convolution.py); the Fashion-MNIST classifier's 1,000 steps took over 20
+minutes of a distillation run's evaluation that way, and 2-3 minutes now (README, Results).
 """
 from __future__ import annotations
 
@@ -96,28 +101,38 @@ class FeatureExtractor:
     return cls(params, image_shape=exported.metadata['image_shape'], **exported.net_kwargs)
 
 
-@functools.partial(jax.jit, static_argnames=('net_kwargs', 'steps', 'batch_size'))
-def _train(images, labels, key, learning_rate, weight_decay, *, net_kwargs, steps, batch_size):
-  """Initialises and trains with AdamW (cosine-decayed learning rate) in one compiled scan."""
-  module = SmallCNN(**dict(net_kwargs))
+def _optimizer(learning_rate: float, weight_decay: float, steps: int):
+  return optax.adamw(optax.cosine_decay_schedule(learning_rate, steps), weight_decay=weight_decay)
+
+
+@functools.partial(xla_cpu.jit, static_argnames=('net_kwargs', 'learning_rate', 'weight_decay',
+                                                  'steps'))
+def _init(images, key, *, net_kwargs, learning_rate, weight_decay, steps):
+  """(params, optimizer state) and one key per training step."""
   init_key, loop_key = jax.random.split(key)
-  params = module.init(init_key, images[:1])
-  tx = optax.adamw(optax.cosine_decay_schedule(learning_rate, steps), weight_decay=weight_decay)
+  params = SmallCNN(**dict(net_kwargs)).init(init_key, images[:1])
+  opt_state = _optimizer(learning_rate, weight_decay, steps).init(params)
+  return (params, opt_state), jax.random.split(loop_key, steps)
+
+
+@functools.partial(xla_cpu.jit, donate_argnums=(0,),
+                   static_argnames=('net_kwargs', 'learning_rate', 'weight_decay', 'steps',
+                                    'batch_size'))
+def _train_step(state, images, labels, key, *, net_kwargs, learning_rate, weight_decay, steps,
+                batch_size):
+  """One AdamW step on a minibatch drawn uniformly with replacement."""
+  module = SmallCNN(**dict(net_kwargs))
+  params, opt_state = state
 
   def loss_fn(p, x, y):
     logits, _ = module.apply(p, x)
     return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
-  def step(carry, k):
-    p, opt_state = carry
-    idx = jax.random.randint(k, (batch_size,), 0, images.shape[0])
-    loss, grads = jax.value_and_grad(loss_fn)(p, images[idx], labels[idx])
-    updates, opt_state = tx.update(grads, opt_state, p)
-    return (optax.apply_updates(p, updates), opt_state), loss
-
-  (params, _), losses = jax.lax.scan(step, (params, tx.init(params)),
-                                     jax.random.split(loop_key, steps))
-  return params, losses
+  idx = jax.random.randint(key, (batch_size,), 0, images.shape[0])
+  grads = jax.grad(loss_fn)(params, images[idx], labels[idx])
+  updates, opt_state = _optimizer(learning_rate, weight_decay, steps).update(grads, opt_state,
+                                                                             params)
+  return optax.apply_updates(params, updates), opt_state
 
 
 def train_classifier(images, labels, *, num_classes: int, steps: int = 300, batch_size: int = 64,
@@ -127,7 +142,7 @@ def train_classifier(images, labels, *, num_classes: int, steps: int = 300, batc
   """Trains a `SmallCNN` on NHWC images in [-1, 1] with integer labels; deterministic per seed.
 
   Minibatches are drawn uniformly with replacement; the loss is softmax cross-entropy; AdamW
-  with the learning rate cosine-decayed to zero over `steps`. The whole run is one jitted scan.
+  with the learning rate cosine-decayed to zero over `steps`, one jitted step at a time.
   """
   x = np.asarray(images, np.float32)
   y = np.asarray(labels)
@@ -142,7 +157,10 @@ def train_classifier(images, labels, *, num_classes: int, steps: int = 300, batc
     raise ValueError(f'steps and batch_size must be positive, got {steps} and {batch_size}')
   net_kwargs = dict(num_classes=int(num_classes), widths=tuple(int(w) for w in widths),
                     feature_dim=int(feature_dim))
-  params, _ = _train(jnp.asarray(x), jnp.asarray(y, jnp.int32), jax.random.key(seed),
-                     learning_rate, weight_decay, net_kwargs=tuple(sorted(net_kwargs.items())),
-                     steps=int(steps), batch_size=int(batch_size))
-  return FeatureExtractor(params, image_shape=x.shape[1:], **net_kwargs)
+  hyper = dict(net_kwargs=tuple(sorted(net_kwargs.items())), learning_rate=float(learning_rate),
+               weight_decay=float(weight_decay), steps=int(steps))
+  images, labels = jnp.asarray(x), jnp.asarray(y, jnp.int32)
+  state, keys = _init(images, jax.random.key(seed), **hyper)
+  for key in keys:  # a host loop, not a lax.scan: see the module docstring
+    state = _train_step(state, images, labels, key, batch_size=int(batch_size), **hyper)
+  return FeatureExtractor(state[0], image_shape=x.shape[1:], **net_kwargs)
