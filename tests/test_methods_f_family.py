@@ -12,6 +12,8 @@ from onestep_jax.data import get_dataset
 from onestep_jax.experiment.overrides import load_config_file
 from onestep_jax.experiment.runner import resolve_config
 from onestep_jax.methods import build_method
+from onestep_jax.methods.one_step import LEAD_IN
+from onestep_jax.train.spec import stage_at
 from train_helpers.phases import groups_changed_by_each_phase
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -80,6 +82,36 @@ def test_diffratio_run_updates_only_the_scheduled_groups():
   changed = groups_changed_by_each_phase(setup, data, params)
   for phase in setup.phases:
     assert changed[phase.name] == set(phase.updates), phase.name
+
+
+@pytest.mark.parametrize('method,divergence', [('fdistill', 'forward_kl'),
+                                               ('uni_instruct', 'pearson_chi2')])
+def test_reverse_kl_lead_in_runs_the_reverse_kl_loss_between_warm_up_and_divergence(method,
+                                                                                    divergence):
+  """With method.reverse_kl_steps = 7 the generator's phase after the fake-score warm-up is the
+  reverse-KL method's generator phase (same loss and metrics on the same inputs) for 7 steps,
+  then the divergence's own."""
+  data, setup = _setup(method, divergence=divergence, reverse_kl_steps=7,
+                       fake_score_warmup_steps=3)
+  _, reverse_kl = _setup(method, divergence='reverse_kl')
+  _, plain = _setup(method, divergence=divergence)
+  schedule = [dict(stage_at(setup.stages, step).schedule) for step in (2, 3, 9, 10)]
+  assert [set(s) for s in schedule] == [{'fake_score'}, {'fake_score', LEAD_IN},
+                                        {'fake_score', LEAD_IN}, {'fake_score', 'generator'}]
+  phases = {p.name: p for p in setup.phases}
+  params = setup.init_params(jax.random.PRNGKey(0))
+  batch = {k: jnp.asarray(v) for k, v in data.get_batch(0, 32, seed=0).items()}
+  key = jax.random.PRNGKey(3)
+  lead_loss, lead_metrics = phases[LEAD_IN].loss_fn(params, batch, key)
+  rkl_loss, rkl_metrics = {p.name: p for p in reverse_kl.phases}['generator'].loss_fn(
+      params, batch, key)
+  own_loss, own_metrics = phases['generator'].loss_fn(params, batch, key)
+  plain_loss, _ = {p.name: p for p in plain.phases}['generator'].loss_fn(params, batch, key)
+  np.testing.assert_allclose(lead_loss, rkl_loss, rtol=1e-6)
+  np.testing.assert_allclose(own_loss, plain_loss, rtol=1e-6)
+  assert set(lead_metrics) == set(rkl_metrics) and 'ratio_std' in own_metrics
+  # The discriminator starts near r = 1, so the two losses differ little, but they differ.
+  assert abs(float(own_loss) - float(lead_loss)) > 1e-5 * abs(float(lead_loss))
 
 
 def test_config_errors_name_the_fix():

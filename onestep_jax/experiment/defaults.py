@@ -125,6 +125,12 @@ def _divergence_fields(default: str) -> tuple:
       ('ratio_bins', 10, 'noise-level bins normalising the ratio by its batch mean (0: off)'))
 
 
+# fdistill and uni_instruct: a reverse-KL lead-in (Uni-Instruct's official schedule trains with
+# plain SIM before its divergence; methods/distribution_matching.py).
+_LEAD_IN_FIELDS = (('reverse_kl_steps', 0, 'steps after the fake-score warm-up in which the '
+                    'generator uses reverse KL (h = 1) before method.divergence'),)
+
+
 # Per-method generator settings of the one-step family: (noise levels of the generator loss,
 # Karras index range of 1000 levels, extra fields as (name, value, comment)).
 ONE_STEP_METHODS = {
@@ -142,9 +148,9 @@ ONE_STEP_METHODS = {
     'sim': ('karras', (0, 800), (
         ('distance', 'pseudo_huber', "'l2' or 'pseudo_huber' on denoiser differences"),
         ('huber_c', None, 'pseudo-Huber constant c (None: 0.00054 sqrt(data dimension))'))),
-    'fdistill': ('karras', (20, 981), _divergence_fields('jensen_shannon') + (
+    'fdistill': ('karras', (20, 981), _divergence_fields('jensen_shannon') + _LEAD_IN_FIELDS + (
         ('normalize', True, 'divide the gradient by mean|x_g - D_teacher| (DMD Eq. 8)'),)),
-    'uni_instruct': ('karras', (0, 800), _divergence_fields('forward_kl') + (
+    'uni_instruct': ('karras', (0, 800), _divergence_fields('forward_kl') + _LEAD_IN_FIELDS + (
         ('normalize', True, 'divide by mean|x_g - D_teacher| (SiD normaliser)'),
         ('sampling_path', True, 'keep the gradient of ||D_fake - D_teacher||^2 through the '
          'samples (exact; False: the official code)'),

@@ -100,12 +100,16 @@ def build(config: ml_collections.ConfigDict, dataset) -> MethodSetup:
   m = config.method
   loss_fn, fields = LOSSES[m.name]
   ctx = OneStep(config, dataset)
-  terms = [distribution_term(loss_fn, ratio=ratio_settings(ctx),
-                             **{k: m[f] for k, f in fields.items()})]
+  hyper = {k: m[f] for k, f in fields.items()}
+  terms = [distribution_term(loss_fn, ratio=ratio_settings(ctx), **hyper)]
   if m.get('regression_weight'):
     terms.append(regression_term)
     return ctx.setup(terms, extra_frozen=regression_pairs, frozen_groups=(PAIRS,))
-  return ctx.setup(terms)
+  lead_in = None
+  if m.get('reverse_kl_steps'):  # Uni-Instruct's official schedule: plain SIM, then D_f
+    lead_in = ([distribution_term(loss_fn, **{**hyper, 'divergence': 'reverse_kl'})],
+               m.reverse_kl_steps)
+  return ctx.setup(terms, lead_in=lead_in)
 
 
 def resolve_config(config: ml_collections.ConfigDict, dataset) -> ml_collections.ConfigDict:

@@ -39,6 +39,7 @@ from onestep_jax.train.spec import Group, Phase, Stage
 
 SIGMA_DISTRIBUTIONS = ('log_normal', 'karras')
 NUM_KARRAS_LEVELS = 1000  # grid of the 'karras' generator noise levels (DMD2, SiD)
+LEAD_IN = 'generator_lead_in'  # the generator's phase before its own loss (see OneStep.setup)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -235,25 +236,34 @@ class OneStep:
     return tuple(stages)
 
   def setup(self, terms: Sequence[GeneratorTerm], *,
+            lead_in: Optional[tuple[Sequence[GeneratorTerm], int]] = None,
             extra_frozen: Optional[Callable] = None,
             frozen_groups: Sequence[str] = ()) -> MethodSetup:
     """The MethodSetup of a method whose generator minimises the sum of `terms` (plus the GAN
-    term when enabled). `extra_frozen(ctx, params, key) -> {group: params}` adds frozen groups
-    (e.g. DMD's regression pairs) named in `frozen_groups`."""
+    term when enabled). `lead_in=(terms, steps)` has the generator minimise those terms instead
+    for `steps` trainer steps after the fake-score warm-up (phase 'generator_lead_in').
+    `extra_frozen(ctx, params, key) -> {group: params}` adds frozen groups (e.g. DMD's regression
+    pairs) named in `frozen_groups`."""
     m = self.m
-    if self.use_gan:
-      terms = tuple(terms) + (gan_term,)
+    gan = (gan_term,) if self.use_gan else ()
+    terms = tuple(terms) + gan
     groups = [self.generator_group(), self.trainable_group('fake_score', m.lr_fake_score)]
     fake_updates = ('fake_score',)
     if self.use_gan:
       groups.append(self.trainable_group('discriminator', m.lr_fake_score))
       fake_updates += ('discriminator',)
     groups += self.frozen_groups(frozen_groups)
+    phases = [Phase('fake_score', self.fake_score_loss, fake_updates),
+              Phase('generator', self.generator_phase_loss(terms), ('generator',))]
+    stages = list(self.alternation('fake_score', m.fake_score_steps, m.fake_score_warmup_steps))
+    if lead_in is not None and lead_in[1]:
+      lead_terms, lead_steps = lead_in
+      phases.append(Phase(LEAD_IN, self.generator_phase_loss(tuple(lead_terms) + gan),
+                          ('generator',)))
+      stages.insert(-1, Stage((('fake_score', m.fake_score_steps), (LEAD_IN, 1)),
+                              until_step=m.fake_score_warmup_steps + lead_steps))
     return self.method_setup(
-        groups=groups,
-        phases=(Phase('fake_score', self.fake_score_loss, fake_updates),
-                Phase('generator', self.generator_phase_loss(terms), ('generator',))),
-        stages=self.alternation('fake_score', m.fake_score_steps, m.fake_score_warmup_steps),
+        groups=groups, phases=phases, stages=stages,
         init_params=lambda key: self.init_params(key, extra_frozen))
 
   def method_setup(self, *, groups, phases, stages, init_params) -> MethodSetup:
