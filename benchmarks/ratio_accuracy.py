@@ -40,6 +40,10 @@ def restore(workdir: str):
   dataset = get_dataset(config.data.name, **config.data.kwargs.to_dict())
   if dataset.mixture is None:
     raise ValueError(f'{workdir} was not trained on a mixture toy: its exact density is unknown')
+  m = config.method
+  if m.name not in ('fdistill', 'uni_instruct') or not m.gan_weight_discriminator:
+    raise ValueError(f'{workdir} is a {m.name!r} run without a discriminator; this '
+                     'script reads the density ratio of an fdistill or uni_instruct run')
   config = resolve_config(config, dataset)
   setup = build_method(config, dataset)
   trainer = Trainer(groups=setup.groups, phases=setup.phases, stages=setup.stages,

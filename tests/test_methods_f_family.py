@@ -119,6 +119,8 @@ def test_config_errors_name_the_fix():
     _setup('fdistill', divergence='kl')
   with pytest.raises(ValueError, match='unknown divergence'):
     _setup('diffratio', divergence='kl')
+  with pytest.raises(ValueError, match='reverse_kl_steps must be >= 0'):
+    _setup('uni_instruct', reverse_kl_steps=-5)
   with pytest.raises(ValueError, match='gan_weight_discriminator > 0'):
     _setup('uni_instruct', gan_weight_discriminator=0.0)
   # Reverse KL needs no ratio, so no discriminator either.

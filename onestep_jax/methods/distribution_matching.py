@@ -106,6 +106,8 @@ def build(config: ml_collections.ConfigDict, dataset) -> MethodSetup:
     terms.append(regression_term)
     return ctx.setup(terms, extra_frozen=regression_pairs, frozen_groups=(PAIRS,))
   lead_in = None
+  if m.get('reverse_kl_steps', 0) < 0:
+    raise ValueError(f'method.reverse_kl_steps must be >= 0, got {m.reverse_kl_steps}')
   if m.get('reverse_kl_steps'):  # Uni-Instruct's official schedule: plain SIM, then D_f
     lead_in = ([distribution_term(loss_fn, **{**hyper, 'divergence': 'reverse_kl'})],
                m.reverse_kl_steps)
