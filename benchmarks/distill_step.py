@@ -1,6 +1,6 @@
 """Time, start-up and peak memory of one distillation iteration at the EDM reference setting.
 
-  python benchmarks/distill_step.py [--methods=diff_instruct,sid,dmd2] [--repeats=3]
+  python benchmarks/distill_step.py [--methods=diff_instruct,sid,dmd2,dmd2:reuse] [--repeats=3]
       [--steps=15] [--warmup=3] [--per_phase] [--note=...]
 
 One iteration = one fake-score update + one generator update (update ratio 1, no GAN head), with
@@ -9,7 +9,9 @@ weights), batch 16, float32. Measured as in benchmarks/train_step.py: fresh proc
 round-robin, medians over processes, every time also in units of a 2048^3 float32 matmul timed
 in the same process. The official PyTorch code on this kind of machine: Diff-Instruct 0.886 s
 per iteration (626 MB peak RSS; with an 87.8 ms matmul, 10.1 units), SiD 1.06 s (925 MB), DMD2
-0.82 s (599 MB). Writes benchmarks/results/distill_step.json.
+0.82 s (599 MB). `<method>:reuse` sets method.reuse_generator_samples: the fake-score update uses
+the generator update's samples, as DMD2's official loop does, so an iteration is one phase.
+Writes benchmarks/results/distill_step.json.
 """
 import argparse
 import json
@@ -29,8 +31,12 @@ from train_step import edm_reference_config  # noqa: E402
 METHODS = ('diff_instruct', 'sid', 'dmd2')
 
 
-def child(method: str, args) -> dict:
-  """Benchmarks `method` in this process, after exporting a randomly initialised teacher."""
+def child(name: str, args) -> dict:
+  """Benchmarks `name` (a method, or `<method>:reuse`) in this process, after exporting a randomly
+  initialised teacher."""
+  method, _, variant = name.partition(':')
+  if variant not in ('', 'reuse'):
+    raise ValueError(f'unknown variant {variant!r} of {method!r}; valid: <method>:reuse')
   import jax
   from onestep_jax.experiment.defaults import one_step_method_fields
   from onestep_jax.methods.networks import build_network, init_network
@@ -54,6 +60,7 @@ def child(method: str, args) -> dict:
     c.method.fake_score_warmup_steps = 0
     c.method.fake_score_steps = 1
     c.method.gan_weight_generator = c.method.gan_weight_discriminator = 0.0
+    c.method.reuse_generator_samples = variant == 'reuse'
     c.train.compilation_cache = False
     return step_timing.measure(c, steps=args.steps, warmup=args.warmup,
                                network_init=make_teacher, per_phase=args.per_phase)

@@ -114,6 +114,17 @@ def test_reverse_kl_lead_in_runs_the_reverse_kl_loss_between_warm_up_and_diverge
   assert abs(float(own_loss) - float(lead_loss)) > 1e-5 * abs(float(lead_loss))
 
 
+def test_reverse_kl_lead_in_reuses_its_samples_for_the_fake_score_too():
+  """With method.reuse_generator_samples the lead-in phase, like the generator's, updates the
+  fake score and discriminator and stands in for one of the fake-score updates."""
+  _, setup = _setup('fdistill', divergence='forward_kl', reverse_kl_steps=7,
+                    fake_score_warmup_steps=3, fake_score_steps=2, reuse_generator_samples=True)
+  assert [dict(stage_at(setup.stages, step).schedule) for step in (2, 3, 10)] == [
+      {'fake_score': 1}, {'fake_score': 1, LEAD_IN: 1}, {'fake_score': 1, 'generator': 1}]
+  updates = {p.name: set(p.updates) for p in setup.phases}
+  assert updates[LEAD_IN] == updates['generator'] == {'generator', 'fake_score', 'discriminator'}
+
+
 def test_config_errors_name_the_fix():
   with pytest.raises(ValueError, match='unknown divergence.*jensen_shannon'):
     _setup('fdistill', divergence='kl')

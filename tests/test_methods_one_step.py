@@ -52,11 +52,18 @@ def test_each_phase_has_finite_loss_and_gradients_for_its_groups(method):
   assert {u for p in setup.phases for u in p.updates} == trainable
 
 
-def test_one_step_run_updates_only_the_scheduled_groups():
+@pytest.mark.parametrize('reuse', [False, True])
+def test_one_step_run_updates_only_the_scheduled_groups(reuse):
   """Through the trainer, a fake-score-only stage leaves the generator untouched and a
-  generator-only stage leaves the fake score and discriminator untouched (DMD2: three groups)."""
+  generator-only stage leaves the fake score and discriminator untouched (DMD2: three groups);
+  with method.reuse_generator_samples the generator phase updates all three."""
   data = get_dataset('ring8')
-  setup = build_method(resolve_config(_toy_config('dmd2'), data), data)
+  c = _toy_config('dmd2')
+  c.method.reuse_generator_samples = reuse
+  setup = build_method(resolve_config(c, data), data)
+  generator_phase = {p.name: p for p in setup.phases}['generator']
+  assert set(generator_phase.updates) == ({'generator', 'fake_score', 'discriminator'} if reuse
+                                          else {'generator'})
   params = setup.init_params(jax.random.PRNGKey(0))
   changed = groups_changed_by_each_phase(setup, data, params)
   for phase in setup.phases:
@@ -74,3 +81,64 @@ def test_dmd_regression_pairs_are_teacher_ode_samples():
   expected = samplers.heun_sampler(lambda x, s, labels=None: data.mixture.denoise(x, s),
                                    80.0 * pairs['z'], sigmas=sigmas)
   np.testing.assert_allclose(pairs['x'], expected, rtol=1e-4, atol=1e-5)
+
+
+def test_reused_samples_give_each_group_the_gradient_of_its_own_loss():
+  """method.reuse_generator_samples: the joint phase's gradient w.r.t. the generator is the
+  generator loss's (GAN term included, discriminator untouched by it), and w.r.t. the fake score
+  and discriminator that of the fake-score loss on the same samples, stop-gradient (DMD2's
+  official loop)."""
+  from onestep_jax.methods.one_step import OneStep
+  data = get_dataset('ring8')
+  c = resolve_config(_toy_config('dmd2'), data)
+  c.method.reuse_generator_samples = True
+  setup = build_method(c, data)
+  params = setup.init_params(jax.random.PRNGKey(0))
+  batch = {k: jax.numpy.asarray(v) for k, v in data.get_batch(0, 32, seed=0).items()}
+  key = jax.random.PRNGKey(3)
+  joint = {p.name: p for p in setup.phases}['generator'].loss_fn
+  grads, metrics = jax.grad(lambda p: joint(p, batch, key), has_aux=True)(params)
+
+  ctx = OneStep(c, data)
+  k_draw, *k_fake = jax.random.split(key, 4)
+  plain = ctx.generator_phase_loss(_dmd2_terms(c, data, ctx))
+  g_gen, m_gen = jax.grad(lambda p: plain(p, batch, k_draw), has_aux=True)(params)
+  d = ctx.draw(k_draw, batch)
+  x_g = ctx.generate(params['generator'], d.z, d.labels)
+  g_fake, m_fake = jax.grad(lambda p: ctx.fake_score_objective(p, batch, k_fake, x_g, d.labels),
+                            has_aux=True)(params)
+  assert float(_norms(g_gen)['discriminator']) > 0  # the GAN term alone would move it
+  for group, expected in (('generator', g_gen), ('fake_score', g_fake),
+                          ('discriminator', g_fake)):
+    for a, b in zip(jax.tree.leaves(grads[group]), jax.tree.leaves(expected[group])):
+      np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7, err_msg=group)
+  np.testing.assert_allclose(metrics['loss'], m_gen['loss'], rtol=1e-6)
+  np.testing.assert_allclose(metrics['fake_score/denoising'], m_fake['denoising'], rtol=1e-6)
+
+
+def _dmd2_terms(c, data, ctx):
+  """The generator terms DMD2's build gives `ctx` (its distribution term and the GAN term)."""
+  from onestep_jax.losses.dmd import dmd_generator_loss
+  from onestep_jax.methods.one_step import distribution_term, gan_term
+  return (distribution_term(dmd_generator_loss, normalize=c.method.normalize), gan_term)
+
+
+@pytest.mark.parametrize('fake_score_steps,schedule', [
+    (1, (('generator', 1),)),
+    (5, (('fake_score', 4), ('generator', 1)))])
+def test_reused_samples_stand_in_for_one_fake_score_update(fake_score_steps, schedule):
+  data = get_dataset('ring8')
+  c = _toy_config('dmd2')
+  c.method.update(reuse_generator_samples=True, fake_score_steps=fake_score_steps,
+                  fake_score_warmup_steps=10)
+  stages = build_method(resolve_config(c, data), data).stages
+  assert stages[0].schedule == (('fake_score', 1),) and stages[0].until_step == 10
+  assert stages[-1].schedule == schedule
+
+
+def test_no_fake_score_steps_is_refused_by_name():
+  data = get_dataset('ring8')
+  c = _toy_config('sid')
+  c.method.fake_score_steps = 0
+  with pytest.raises(ValueError, match='method.fake_score_steps'):
+    build_method(resolve_config(c, data), data)

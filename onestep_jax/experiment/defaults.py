@@ -190,6 +190,9 @@ def one_step_method_fields(m: ml_collections.ConfigDict, name: str) -> None:
     m.lr_fake_score = 1e-3  # fake-score (and discriminator) learning rate
     m.fake_score_steps = 1  # fake-score updates per generator update (two time-scale rule)
     m.fake_score_warmup_steps = 300  # steps training only the fake score at the start
+    # The generator update's samples also serve one fake-score update (DMD2's official loop):
+    # one generator forward pass fewer per iteration; off to keep the published runs' draws.
+    m.reuse_generator_samples = False
     m.gan_weight_generator = 0.0  # weight of the generator's GAN term (0: no discriminator)
     m.gan_weight_discriminator = 0.0  # weight of the discriminator loss in the fake-score phase
     m.discriminator_width = 256  # hidden width of the discriminator head

@@ -133,15 +133,21 @@ class OneStep:
 
   def fake_score_loss(self, params, batch, key):
     """EDM denoising on stop-gradient generator samples (+ the discriminator's GAN loss)."""
-    m = self.m
-    k_draw, k_sigma, k_noise, k_real = jax.random.split(key, 4)
+    k_draw, *keys = jax.random.split(key, 4)
     d = self.draw(k_draw, batch)
     x_g = jax.lax.stop_gradient(self.generate(params['generator'], d.z, d.labels))
+    return self.fake_score_objective(params, batch, keys, x_g, d.labels)
+
+  def fake_score_objective(self, params, batch, keys, x_g, labels):
+    """The fake-score phase's loss and metrics on given generator samples x_g; `keys`: three
+    keys (noise levels, noise, discriminator)."""
+    m = self.m
+    k_sigma, k_noise, k_real = keys
     n = x_g.shape[0]
     sigma = noise_levels.sample_log_normal_sigma(k_sigma, n, p_mean=m.p_mean, p_std=m.p_std)
     dsm = jnp.mean(edm_denoising_loss(
         denoiser=self.fake_denoiser(params), x0=x_g, sigma=sigma,
-        noise=jax.random.normal(k_noise, x_g.shape), labels=d.labels, sigma_data=m.sigma_data))
+        noise=jax.random.normal(k_noise, x_g.shape), labels=labels, sigma_data=m.sigma_data))
     metrics = {'denoising': dsm}
     loss = dsm
     if self.use_gan:
@@ -149,27 +155,45 @@ class OneStep:
       s = self.sample_sigma(k_s, n)
       x_real = batch['x'].astype(x_g.dtype)
       real_logits = self.logits(params, noised(x_real, s, jax.random.normal(k_nr, x_g.shape)), s,
-                                d.labels)
+                                labels)
       fake_logits = self.logits(params, noised(x_g, s, jax.random.normal(k_nf, x_g.shape)), s,
-                                d.labels)
+                                labels)
       disc = jnp.mean(gan_discriminator_loss(real_logits=real_logits, fake_logits=fake_logits))
       loss = loss + m.gan_weight_discriminator * disc
       metrics.update(discriminator=disc, real_logit=jnp.mean(real_logits),
                      fake_logit=jnp.mean(fake_logits))
     return loss, {'loss': loss, **metrics}
 
-  def generator_phase_loss(self, terms: Sequence[GeneratorTerm]):
+  def generator_phase_loss(self, terms: Sequence[GeneratorTerm], *, with_fake_score=False):
+    """The generator's loss: the sum of `terms` on one batch of generator samples.
+
+    `with_fake_score=True` adds the fake-score phase's loss on the same samples, stop-gradient
+    (DMD2's official loop reuses the generator turn's images for the fake-score turn): one
+    generator forward pass fewer per iteration. The terms then see the fake score and the
+    discriminator through stop_gradient, so each group's gradient is that of its own loss.
+    """
     def loss_fn(params, batch, key):
+      term_params = params
+      if with_fake_score:
+        key, *k_fake = jax.random.split(key, 4)
+        term_params = {n: jax.lax.stop_gradient(p) if n in ('fake_score', 'discriminator') else p
+                       for n, p in params.items()}
       d = self.draw(key, batch)
       x_g = self.generate(params['generator'], d.z, d.labels)
       total = jnp.zeros((x_g.shape[0],), jnp.float32)
       metrics = {}
       for term in terms:
-        per_example, term_metrics = term(self, params, batch, d, x_g)
+        per_example, term_metrics = term(self, term_params, batch, d, x_g)
         total = total + per_example
         metrics.update(term_metrics)
       loss = jnp.mean(total)
-      return loss, {'loss': loss, 'sample_std': jnp.std(x_g), **metrics}
+      metrics = {'loss': loss, 'sample_std': jnp.std(x_g), **metrics}
+      if not with_fake_score:
+        return loss, metrics
+      fake_loss, fake_metrics = self.fake_score_objective(
+          params, batch, k_fake, jax.lax.stop_gradient(x_g), d.labels)
+      metrics.update({f'fake_score/{k}': v for k, v in fake_metrics.items()})
+      return loss + fake_loss, metrics
     return loss_fn
 
   # Setup -----------------------------------------------------------------------------------
@@ -228,9 +252,11 @@ class OneStep:
     return teacher + [Group(name, trainable=False) for name in names]
 
   @staticmethod
-  def alternation(phase: str, steps: int, warmup_steps: int) -> tuple:
-    """`warmup_steps` trainer steps of `phase` alone, then `steps` of it per generator update."""
-    stages = [Stage(((phase, steps), ('generator', 1)))]
+  def alternation(phase: str, steps: int, warmup_steps: int, generator: str = 'generator'
+                  ) -> tuple:
+    """`warmup_steps` trainer steps of `phase` alone, then `steps` of it (none if 0) per update of
+    phase `generator`."""
+    stages = [Stage(((phase, steps),) * bool(steps) + ((generator, 1),))]
     if warmup_steps:
       stages.insert(0, Stage(((phase, 1),), until_step=warmup_steps))
     return tuple(stages)
@@ -243,7 +269,10 @@ class OneStep:
     term when enabled). `lead_in=(terms, steps)` has the generator minimise those terms instead
     for `steps` trainer steps after the fake-score warm-up (phase 'generator_lead_in').
     `extra_frozen(ctx, params, key) -> {group: params}` adds frozen groups (e.g. DMD's regression
-    pairs) named in `frozen_groups`."""
+    pairs) named in `frozen_groups`.
+
+    With `method.reuse_generator_samples` the generator phases also update the fake score (and
+    discriminator) on their own samples, standing in for one of the `fake_score_steps`."""
     m = self.m
     gan = (gan_term,) if self.use_gan else ()
     terms = tuple(terms) + gan
@@ -253,15 +282,25 @@ class OneStep:
       groups.append(self.trainable_group('discriminator', m.lr_fake_score))
       fake_updates += ('discriminator',)
     groups += self.frozen_groups(frozen_groups)
+    if m.fake_score_steps < 1:
+      raise ValueError(f'method.fake_score_steps must be >= 1, got {m.fake_score_steps}')
+    reuse = bool(m.get('reuse_generator_samples'))
+    generator_updates = ('generator',) + fake_updates * reuse
+    fake_steps = m.fake_score_steps - reuse
+
+    def generator_phase(name, phase_terms):
+      return Phase(name, self.generator_phase_loss(phase_terms, with_fake_score=reuse),
+                   generator_updates)
+
     phases = [Phase('fake_score', self.fake_score_loss, fake_updates),
-              Phase('generator', self.generator_phase_loss(terms), ('generator',))]
-    stages = list(self.alternation('fake_score', m.fake_score_steps, m.fake_score_warmup_steps))
+              generator_phase('generator', terms)]
+    stages = list(self.alternation('fake_score', fake_steps, m.fake_score_warmup_steps))
     if lead_in is not None and lead_in[1]:
       lead_terms, lead_steps = lead_in
-      phases.append(Phase(LEAD_IN, self.generator_phase_loss(tuple(lead_terms) + gan),
-                          ('generator',)))
-      stages.insert(-1, Stage((('fake_score', m.fake_score_steps), (LEAD_IN, 1)),
-                              until_step=m.fake_score_warmup_steps + lead_steps))
+      phases.append(generator_phase(LEAD_IN, tuple(lead_terms) + gan))
+      lead_stage = self.alternation('fake_score', fake_steps, 0, generator=LEAD_IN)[0]
+      stages.insert(-1, dataclasses.replace(lead_stage,
+                                            until_step=m.fake_score_warmup_steps + lead_steps))
     return self.method_setup(
         groups=groups, phases=phases, stages=stages,
         init_params=lambda key: self.init_params(key, extra_frozen))
