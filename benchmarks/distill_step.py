@@ -31,9 +31,9 @@ from train_step import edm_reference_config  # noqa: E402
 METHODS = ('diff_instruct', 'sid', 'dmd2')
 
 
-def child(name: str, args) -> dict:
-  """Benchmarks `name` (a method, or `<method>:reuse`) in this process, after exporting a randomly
-  initialised teacher."""
+def distill_config(name: str, tmp: str):
+  """(config, make_teacher) of `name` (a method, or `<method>:reuse`) at the reference setting;
+  make_teacher() exports the randomly initialised teacher the config reads, to `tmp`."""
   method, _, variant = name.partition(':')
   if variant not in ('', 'reuse'):
     raise ValueError(f'unknown variant {variant!r} of {method!r}; valid: <method>:reuse')
@@ -42,26 +42,32 @@ def child(name: str, args) -> dict:
   from onestep_jax.methods.networks import build_network, init_network
   from onestep_jax.train.export import export_params
 
+  c = edm_reference_config(tmp)
+  kwargs = c.net.kwargs.to_dict()
+  teacher = os.path.join(tmp, 'teacher')
+
+  def make_teacher():
+    params = init_network(build_network('song_unet', kwargs), jax.random.PRNGKey(0),
+                          example_shape=(32, 32, 3), num_classes=10)
+    export_params(teacher, params, net_kwargs=kwargs,
+                  metadata={'network': 'song_unet', 'objective': 'edm', 'sigma_data': 0.5,
+                            'num_classes': 10})
+
+  one_step_method_fields(c.method, method)
+  c.method.teacher = teacher
+  c.method.init_from_teacher = True
+  c.method.fake_score_warmup_steps = 0
+  c.method.fake_score_steps = 1
+  c.method.gan_weight_generator = c.method.gan_weight_discriminator = 0.0
+  c.method.reuse_generator_samples = variant == 'reuse'
+  c.train.compilation_cache = False
+  return c, make_teacher
+
+
+def child(name: str, args) -> dict:
+  """Benchmarks `name` (see distill_config) in this process."""
   with tempfile.TemporaryDirectory() as tmp:
-    c = edm_reference_config(tmp)
-    kwargs = c.net.kwargs.to_dict()
-    teacher = os.path.join(tmp, 'teacher')
-
-    def make_teacher():
-      params = init_network(build_network('song_unet', kwargs), jax.random.PRNGKey(0),
-                            example_shape=(32, 32, 3), num_classes=10)
-      export_params(teacher, params, net_kwargs=kwargs,
-                    metadata={'network': 'song_unet', 'objective': 'edm', 'sigma_data': 0.5,
-                              'num_classes': 10})
-
-    one_step_method_fields(c.method, method)
-    c.method.teacher = teacher
-    c.method.init_from_teacher = True
-    c.method.fake_score_warmup_steps = 0
-    c.method.fake_score_steps = 1
-    c.method.gan_weight_generator = c.method.gan_weight_discriminator = 0.0
-    c.method.reuse_generator_samples = variant == 'reuse'
-    c.train.compilation_cache = False
+    c, make_teacher = distill_config(name, tmp)
     return step_timing.measure(c, steps=args.steps, warmup=args.warmup,
                                network_init=make_teacher, per_phase=args.per_phase)
 

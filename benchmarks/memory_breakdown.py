@@ -1,0 +1,130 @@
+"""Where the resident memory of a training step goes, stage by stage (issue 6).
+
+  python benchmarks/memory_breakdown.py [--row=edm_reference_32x32 | --row=<method>[:reuse]]
+      [--steps=4] [--out=benchmarks/results/memory_breakdown.json]
+
+Runs one row of benchmarks/train_step.py (the EDM reference step) or of
+benchmarks/distill_step.py (a distillation iteration) in this process, under tcmalloc when it is
+installed, and records after each stage (imports, method built, networks initialised, state
+initialised, each phase compiled, each step): resident memory, and tcmalloc's own counts (live
+allocations, heap mapped from the OS, freed pages it keeps, pages it has returned). Also XLA's
+buffer sizes of every compiled phase and the resident size of the largest mapped files (shared
+libraries' code). Prints a table and writes JSON.
+"""
+import argparse
+import ctypes
+import json
+import pathlib
+import sys
+import tempfile
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / 'benchmarks'))
+
+from onestep_jax.experiment.allocator import allocator_in_use, reexec_with_tcmalloc  # noqa: E402
+
+TCMALLOC_PROPERTIES = {'allocated_mb': 'generic.current_allocated_bytes',
+                       'heap_mb': 'generic.heap_size',
+                       'kept_free_mb': 'tcmalloc.pageheap_free_bytes',
+                       'returned_mb': 'tcmalloc.pageheap_unmapped_bytes'}
+
+
+def snapshot() -> dict:
+  """Resident and peak memory, and tcmalloc's counts when it is the allocator, in MB."""
+  import step_timing
+  out = step_timing.memory_mb()
+  if allocator_in_use() == 'tcmalloc':
+    get = ctypes.CDLL(None).MallocExtension_GetNumericProperty
+    value = ctypes.c_size_t()
+    for name, prop in TCMALLOC_PROPERTIES.items():
+      get(prop.encode(), ctypes.byref(value))
+      out[name] = value.value / 2**20
+    out['outside_heap_mb'] = out['rss_mb'] - (out['heap_mb'] - out['returned_mb'])
+  return out
+
+
+def mapped_files(top: int = 5) -> dict[str, float]:
+  """Resident MB of the `top` largest file mappings (summed over each file's mappings)."""
+  sizes, path = {}, None
+  with open('/proc/self/smaps') as f:
+    for line in f:
+      fields = line.split()
+      if '-' in fields[0] and len(fields) >= 5:  # a mapping's header line
+        path = fields[5] if len(fields) > 5 and fields[5].startswith('/') else None
+      elif fields[0] == 'Rss:' and path:
+        sizes[path] = sizes.get(path, 0.0) + int(fields[1]) / 1024
+  return dict(sorted(sizes.items(), key=lambda kv: -kv[1])[:top])
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('--row', default='edm_reference_32x32',
+                      help='edm_reference_32x32, or a distill_step.py method (<method>[:reuse])')
+  parser.add_argument('--steps', type=int, default=4)
+  parser.add_argument('--out', default=str(ROOT / 'benchmarks' / 'results' /
+                                            'memory_breakdown.json'))
+  args = parser.parse_args()
+  reexec_with_tcmalloc()
+  stages = {'start': snapshot()}
+  import jax
+  import numpy as np
+  import step_timing
+  from distill_step import distill_config
+  from onestep_jax.data import get_dataset
+  from onestep_jax.experiment.runner import resolve_config
+  from onestep_jax.methods import build_method
+  from onestep_jax.train.mesh import global_batch
+  from onestep_jax.train.trainer import Trainer
+  from train_step import REFERENCE, edm_reference_config
+  stages['imports'] = snapshot()
+
+  with tempfile.TemporaryDirectory() as tmp:
+    if args.row == REFERENCE:
+      config = edm_reference_config(tmp)
+      config.train.compilation_cache = False
+    else:
+      config, make_teacher = distill_config(args.row, tmp)
+      make_teacher()
+    dataset = get_dataset(config.data.name, **dict(config.data.kwargs))
+    config = resolve_config(config, dataset)
+    setup = build_method(config, dataset)
+    stages['method_built'] = snapshot()
+    trainer = Trainer(groups=setup.groups, phases=setup.phases, stages=setup.stages,
+                      batch_size=config.train.batch_size)
+    params = jax.block_until_ready(setup.init_params(jax.random.PRNGKey(0)))
+    stages['networks_initialised'] = snapshot()
+    state = jax.block_until_ready(trainer.init_state(params, key=jax.random.PRNGKey(1)))
+    del params
+    stages['state_initialised'] = snapshot()
+    first = max(s.until_step or 0 for s in setup.stages)
+    batches = [global_batch(dataset.get_batch(first + i, config.train.batch_size, seed=0),
+                            trainer.mesh) for i in range(args.steps)]
+    xla = {}
+    for name, _ in setup.stages[-1].schedule:
+      # pylint: disable-next=protected-access
+      analysis = trainer._executable(name, state, batches[0], np.int32(0)).memory_analysis()
+      xla[name] = {k: getattr(analysis, f'{k}_size_in_bytes') / 2**20
+                   for k in ('temp', 'argument', 'output', 'alias', 'generated_code')}
+      stages[f'compiled_{name}'] = snapshot()
+    for i, batch in enumerate(batches):
+      state, _ = trainer.train_step(state, batch, step=first + i)
+      jax.block_until_ready(state)
+      stages[f'step_{i}'] = snapshot()
+
+  result = {'row': args.row, 'allocator': allocator_in_use(), 'stages': stages,
+            'xla_buffers_mb': xla, 'largest_mapped_files_mb': mapped_files(),
+            'measured': step_timing.machine()}
+  columns = ('rss_mb', 'allocated_mb', 'kept_free_mb', 'outside_heap_mb')
+  print(f'{"stage":24s}' + ''.join(f'{c:>17s}' for c in columns))
+  for name, snap in stages.items():
+    print(f'{name:24s}' + ''.join(f'{snap.get(c, float("nan")):17.0f}' for c in columns))
+  print('XLA buffers (MB):', json.dumps(xla))
+  print('largest mapped files (MB):', json.dumps(result['largest_mapped_files_mb']))
+  with open(args.out, 'w') as f:
+    json.dump(result, f, indent=2)
+  print(f'wrote {args.out}')
+
+
+if __name__ == '__main__':
+  main()
