@@ -142,3 +142,6 @@ def test_no_fake_score_steps_is_refused_by_name():
   c.method.fake_score_steps = 0
   with pytest.raises(ValueError, match='method.fake_score_steps'):
     build_method(resolve_config(c, data), data)
+  c = tiny_config('distill_toy2d', 'diffratio', ratio_steps=0)  # shares the alternation
+  with pytest.raises(ValueError, match="'ratio' repeats must be >= 1"):
+    build_method(resolve_config(c, data), data)

@@ -252,11 +252,13 @@ class OneStep:
     return teacher + [Group(name, trainable=False) for name in names]
 
   @staticmethod
-  def alternation(phase: str, steps: int, warmup_steps: int, generator: str = 'generator'
-                  ) -> tuple:
-    """`warmup_steps` trainer steps of `phase` alone, then `steps` of it (none if 0) per update of
-    phase `generator`."""
-    stages = [Stage(((phase, steps),) * bool(steps) + ((generator, 1),))]
+  def alternation(phase: str, steps: int, warmup_steps: int, generator: str = 'generator',
+                  shared: bool = False) -> tuple:
+    """`warmup_steps` trainer steps of `phase` alone, then `steps` updates of it per update of
+    phase `generator`; with `shared`, that phase makes one of them itself, so `phase` runs
+    `steps - 1` times (none if 0)."""
+    repeats = steps - shared
+    stages = [Stage(((phase, repeats),) * bool(repeats or not shared) + ((generator, 1),))]
     if warmup_steps:
       stages.insert(0, Stage(((phase, 1),), until_step=warmup_steps))
     return tuple(stages)
@@ -286,7 +288,6 @@ class OneStep:
       raise ValueError(f'method.fake_score_steps must be >= 1, got {m.fake_score_steps}')
     reuse = bool(m.get('reuse_generator_samples'))
     generator_updates = ('generator',) + fake_updates * reuse
-    fake_steps = m.fake_score_steps - reuse
 
     def generator_phase(name, phase_terms):
       return Phase(name, self.generator_phase_loss(phase_terms, with_fake_score=reuse),
@@ -294,11 +295,13 @@ class OneStep:
 
     phases = [Phase('fake_score', self.fake_score_loss, fake_updates),
               generator_phase('generator', terms)]
-    stages = list(self.alternation('fake_score', fake_steps, m.fake_score_warmup_steps))
+    stages = list(self.alternation('fake_score', m.fake_score_steps, m.fake_score_warmup_steps,
+                                   shared=reuse))
     if lead_in is not None and lead_in[1]:
       lead_terms, lead_steps = lead_in
       phases.append(generator_phase(LEAD_IN, tuple(lead_terms) + gan))
-      lead_stage = self.alternation('fake_score', fake_steps, 0, generator=LEAD_IN)[0]
+      lead_stage = self.alternation('fake_score', m.fake_score_steps, 0, generator=LEAD_IN,
+                                    shared=reuse)[0]
       stages.insert(-1, dataclasses.replace(lead_stage,
                                             until_step=m.fake_score_warmup_steps + lead_steps))
     return self.method_setup(
