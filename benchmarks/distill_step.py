@@ -10,7 +10,9 @@ round-robin, medians over processes, every time also in units of a 2048^3 float3
 in the same process. The official PyTorch code on this kind of machine: Diff-Instruct 0.886 s
 per iteration (626 MB peak RSS; with an 87.8 ms matmul, 10.1 units), SiD 1.06 s (925 MB), DMD2
 0.82 s (599 MB). `<method>:reuse` sets method.reuse_generator_samples: the fake-score update uses
-the generator update's samples, as DMD2's official loop does, so an iteration is one phase.
+the generator update's samples, as DMD2's official loop does, so an iteration is one phase;
+`<method>:shared` also sets method.share_fake_score_noise: that update takes the generator loss's
+noise, and one fake-score forward pass serves both.
 Writes benchmarks/results/distill_step.json.
 """
 import argparse
@@ -32,11 +34,12 @@ METHODS = ('diff_instruct', 'sid', 'dmd2')
 
 
 def distill_config(name: str, tmp: str):
-  """(config, make_teacher) of `name` (a method, or `<method>:reuse`) at the reference setting;
-  make_teacher() exports the randomly initialised teacher the config reads, to `tmp`."""
+  """(config, make_teacher) of `name` (a method, `<method>:reuse` or `<method>:shared`) at the
+  reference setting; make_teacher() exports the randomly initialised teacher the config reads, to `tmp`."""
   method, _, variant = name.partition(':')
-  if variant not in ('', 'reuse'):
-    raise ValueError(f'unknown variant {variant!r} of {method!r}; valid: <method>:reuse')
+  if variant not in ('', 'reuse', 'shared'):
+    raise ValueError(f'unknown variant {variant!r} of {method!r}; valid: <method>:reuse, '
+                     '<method>:shared')
   import jax
   from onestep_jax.experiment.defaults import one_step_method_fields
   from onestep_jax.methods.networks import build_network, init_network
@@ -59,7 +62,8 @@ def distill_config(name: str, tmp: str):
   c.method.fake_score_warmup_steps = 0
   c.method.fake_score_steps = 1
   c.method.gan_weight_generator = c.method.gan_weight_discriminator = 0.0
-  c.method.reuse_generator_samples = variant == 'reuse'
+  c.method.reuse_generator_samples = variant in ('reuse', 'shared')
+  c.method.share_fake_score_noise = variant == 'shared'
   c.train.compilation_cache = False
   return c, make_teacher
 

@@ -1,5 +1,7 @@
 """Every one-step method on a tiny MLP: finite losses, and each phase changes exactly its groups."""
 
+import types
+
 import jax
 import numpy as np
 import pytest
@@ -52,14 +54,15 @@ def test_each_phase_has_finite_loss_and_gradients_for_its_groups(method):
   assert {u for p in setup.phases for u in p.updates} == trainable
 
 
-@pytest.mark.parametrize('reuse', [False, True])
-def test_one_step_run_updates_only_the_scheduled_groups(reuse):
+@pytest.mark.parametrize('reuse,share', [(False, False), (True, False), (True, True)])
+def test_one_step_run_updates_only_the_scheduled_groups(reuse, share):
   """Through the trainer, a fake-score-only stage leaves the generator untouched and a
   generator-only stage leaves the fake score and discriminator untouched (DMD2: three groups);
-  with method.reuse_generator_samples the generator phase updates all three."""
+  with method.reuse_generator_samples (and share_fake_score_noise) the generator phase updates
+  all three."""
   data = get_dataset('ring8')
   c = _toy_config('dmd2')
-  c.method.reuse_generator_samples = reuse
+  c.method.update(reuse_generator_samples=reuse, share_fake_score_noise=share)
   setup = build_method(resolve_config(c, data), data)
   generator_phase = {p.name: p for p in setup.phases}['generator']
   assert set(generator_phase.updates) == ({'generator', 'fake_score', 'discriminator'} if reuse
@@ -83,44 +86,97 @@ def test_dmd_regression_pairs_are_teacher_ode_samples():
   np.testing.assert_allclose(pairs['x'], expected, rtol=1e-4, atol=1e-5)
 
 
-def test_reused_samples_give_each_group_the_gradient_of_its_own_loss():
-  """method.reuse_generator_samples: the joint phase's gradient w.r.t. the generator is the
-  generator loss's (GAN term included, discriminator untouched by it), and w.r.t. the fake score
-  and discriminator that of the fake-score loss on the same samples, stop-gradient (DMD2's
-  official loop)."""
+def _joint_and_separate(method, **options):
+  """Gradients and metrics of the joint generator phase of `method` with `options`, and of the
+  plain generator phase (without them) on the same draw; with that draw's pieces."""
   from onestep_jax.methods.one_step import OneStep
   data = get_dataset('ring8')
-  c = resolve_config(_toy_config('dmd2'), data)
-  c.method.reuse_generator_samples = True
+  c = resolve_config(_toy_config(method), data)
+  plain = {p.name: p for p in build_method(c, data).phases}['generator'].loss_fn
+  c.method.update(options)
   setup = build_method(c, data)
   params = setup.init_params(jax.random.PRNGKey(0))
   batch = {k: jax.numpy.asarray(v) for k, v in data.get_batch(0, 32, seed=0).items()}
   key = jax.random.PRNGKey(3)
   joint = {p.name: p for p in setup.phases}['generator'].loss_fn
   grads, metrics = jax.grad(lambda p: joint(p, batch, key), has_aux=True)(params)
-
   ctx = OneStep(c, data)
   k_draw, *k_fake = jax.random.split(key, 4)
-  plain = ctx.generator_phase_loss(_dmd2_terms(c, data, ctx))
   g_gen, m_gen = jax.grad(lambda p: plain(p, batch, k_draw), has_aux=True)(params)
   d = ctx.draw(k_draw, batch)
   x_g = ctx.generate(params['generator'], d.z, d.labels)
-  g_fake, m_fake = jax.grad(lambda p: ctx.fake_score_objective(p, batch, k_fake, x_g, d.labels),
-                            has_aux=True)(params)
-  assert float(_norms(g_gen)['discriminator']) > 0  # the GAN term alone would move it
-  for group, expected in (('generator', g_gen), ('fake_score', g_fake),
-                          ('discriminator', g_fake)):
-    for a, b in zip(jax.tree.leaves(grads[group]), jax.tree.leaves(expected[group])):
-      np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7, err_msg=group)
-  np.testing.assert_allclose(metrics['loss'], m_gen['loss'], rtol=1e-6)
-  np.testing.assert_allclose(metrics['fake_score/denoising'], m_fake['denoising'], rtol=1e-6)
+  return types.SimpleNamespace(c=c, data=data, ctx=ctx, params=params, batch=batch, key=key,
+                               grads=grads, metrics=metrics, g_gen=g_gen, m_gen=m_gen, d=d,
+                               x_g=x_g, k_fake=k_fake)
 
 
-def _dmd2_terms(c, data, ctx):
-  """The generator terms DMD2's build gives `ctx` (its distribution term and the GAN term)."""
-  from onestep_jax.losses.dmd import dmd_generator_loss
-  from onestep_jax.methods.one_step import distribution_term, gan_term
-  return (distribution_term(dmd_generator_loss, normalize=c.method.normalize), gan_term)
+def _assert_each_group_gets(r, g_fake):
+  """The joint phase's gradients are the plain generator phase's for the generator and g_fake's
+  for the fake score and discriminator."""
+  expected = {'generator': r.g_gen, 'fake_score': g_fake, 'discriminator': g_fake}
+  assert set(r.grads) - set(expected) <= {'regression_pairs'}
+  for group in set(r.grads) & set(expected):
+    for a, b in zip(jax.tree.leaves(r.grads[group]), jax.tree.leaves(expected[group][group])):
+      np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-7, err_msg=group)
+  np.testing.assert_allclose(r.metrics['loss'], r.m_gen['loss'], rtol=1e-6)
+
+
+def test_reused_samples_give_each_group_the_gradient_of_its_own_loss():
+  """method.reuse_generator_samples: the joint phase's gradient w.r.t. the generator is the
+  generator loss's (GAN term included, discriminator untouched by it), and w.r.t. the fake score
+  and discriminator that of the fake-score loss on the same samples, stop-gradient (DMD2's
+  official loop)."""
+  r = _joint_and_separate('dmd2', reuse_generator_samples=True)
+  g_fake, m_fake = jax.grad(
+      lambda p: r.ctx.fake_score_objective(p, r.batch, r.k_fake, r.x_g, r.d.labels),
+      has_aux=True)(r.params)
+  assert float(_norms(r.g_gen)['discriminator']) > 0  # the GAN term alone would move it
+  _assert_each_group_gets(r, g_fake)
+  np.testing.assert_allclose(r.metrics['fake_score/denoising'], m_fake['denoising'], rtol=1e-6)
+
+
+# stop-gradient reads (DMD: with its regression term; DMD2: with the GAN term), reads through the
+# fake score's input (SiD), and a density ratio from the discriminator (Uni-Instruct)
+@pytest.mark.parametrize('method', ('dmd', 'dmd2', 'sid', 'uni_instruct'))
+def test_shared_noise_gives_each_group_the_gradient_of_its_own_loss_with_one_fake_pass_fewer(
+    method):
+  """method.share_fake_score_noise: the fake score's update in the joint phase takes the draw's
+  noise levels and noise, and its forward pass at x_t = x_g + sigma n also gives the generator
+  terms' D_fake. Each group's gradient is still that of its own loss with the network run
+  separately (through the fake score's input for SiD, SIM and Uni-Instruct), and the phase runs
+  the fake network once fewer."""
+  from onestep_jax.losses.common import noised
+  from onestep_jax.losses.denoising import edm_denoising_loss
+  r = _joint_and_separate(method, reuse_generator_samples=True, share_fake_score_noise=True)
+  ctx, d, x_g = r.ctx, r.d, r.x_g
+  x_t = noised(x_g, d.sigma, d.noise)
+
+  def fake_objective(p):  # the fake-score loss at the draw's noise, the network run here
+    denoised = ctx.fake_denoiser(p)(x_t, d.sigma, d.labels)
+    return ctx.fake_score_objective(p, r.batch, r.k_fake, x_g, d.labels,
+                                    (d.sigma, d.noise, denoised))
+
+  _assert_each_group_gets(r, jax.grad(fake_objective, has_aux=True)(r.params)[0])
+  denoising = edm_denoising_loss(denoiser=ctx.fake_denoiser(r.params), x0=x_g, sigma=d.sigma,
+                                 noise=d.noise, labels=d.labels, sigma_data=r.c.method.sigma_data)
+  np.testing.assert_allclose(r.metrics['fake_score/denoising'], np.mean(denoising), rtol=1e-6)
+
+  def matmuls(share):
+    r.c.method.share_fake_score_noise = share
+    phase = {p.name: p for p in build_method(r.c, r.data).phases}['generator']
+    jaxpr = jax.make_jaxpr(lambda p: phase.loss_fn(p, r.batch, r.key))(r.params)
+    return str(jaxpr).count('dot_general')
+
+  layers = len(jax.tree.leaves(r.params['fake_score'])) // 2  # a kernel and a bias per layer
+  assert matmuls(False) - matmuls(True) == layers
+
+
+def test_sharing_the_fake_score_noise_needs_the_reused_samples():
+  data = get_dataset('ring8')
+  c = _toy_config('sid')
+  c.method.share_fake_score_noise = True
+  with pytest.raises(ValueError, match='needs method.reuse_generator_samples'):
+    build_method(resolve_config(c, data), data)
 
 
 @pytest.mark.parametrize('fake_score_steps,schedule', [

@@ -193,6 +193,9 @@ def one_step_method_fields(m: ml_collections.ConfigDict, name: str) -> None:
     # The generator update's samples also serve one fake-score update (DMD2's official loop):
     # one generator forward pass fewer per iteration; off to keep the published runs' draws.
     m.reuse_generator_samples = False
+    # With it, that update also takes the distribution term's noise levels and noise, and one
+    # fake-score forward pass serves both: one pass fewer.
+    m.share_fake_score_noise = False
     m.gan_weight_generator = 0.0  # weight of the generator's GAN term (0: no discriminator)
     m.gan_weight_discriminator = 0.0  # weight of the discriminator loss in the fake-score phase
     m.discriminator_width = 256  # hidden width of the discriminator head

@@ -34,6 +34,7 @@ from onestep_jax.methods.base import Generator, MethodSetup
 from onestep_jax.methods.denoisers import NetworkDenoiser
 from onestep_jax.methods.networks import (build_network, init_feature_head, init_network,
                                          one_hot_labels)
+from onestep_jax.methods.split_gradients import split_gradients
 from onestep_jax.methods.teachers import load_teacher
 from onestep_jax.train.spec import Group, Phase, Stage
 
@@ -50,6 +51,9 @@ class Draw:
   noise: jnp.ndarray  # standard normal, shaped like the data
   labels: Optional[jnp.ndarray]  # one-hot [B, C] or None
   key: jax.Array  # for terms that need more randomness
+  # D_fake(x_g + sigma noise) when the phase has computed it already (share_fake_score_noise),
+  # differentiable in x_g only: the distribution term reads it instead of running the network.
+  fake_x0: Optional[jnp.ndarray] = None
 
 
 # term(ctx, params, batch, draw, x_g) -> (per-example loss [B], dict of scalar metrics)
@@ -138,16 +142,22 @@ class OneStep:
     x_g = jax.lax.stop_gradient(self.generate(params['generator'], d.z, d.labels))
     return self.fake_score_objective(params, batch, keys, x_g, d.labels)
 
-  def fake_score_objective(self, params, batch, keys, x_g, labels):
+  def fake_score_objective(self, params, batch, keys, x_g, labels, shared_draw=None):
     """The fake-score phase's loss and metrics on given generator samples x_g; `keys`: three
-    keys (noise levels, noise, discriminator)."""
+    keys (noise levels, noise, discriminator). `shared_draw=(sigma, noise, denoised)` gives the
+    denoising loss's noise levels and noise, and the fake score's output at x_g + sigma noise
+    (differentiable in its parameters), instead of drawing and evaluating them here."""
     m = self.m
     k_sigma, k_noise, k_real = keys
     n = x_g.shape[0]
-    sigma = noise_levels.sample_log_normal_sigma(k_sigma, n, p_mean=m.p_mean, p_std=m.p_std)
-    dsm = jnp.mean(edm_denoising_loss(
-        denoiser=self.fake_denoiser(params), x0=x_g, sigma=sigma,
-        noise=jax.random.normal(k_noise, x_g.shape), labels=labels, sigma_data=m.sigma_data))
+    if shared_draw is None:
+      sigma = noise_levels.sample_log_normal_sigma(k_sigma, n, p_mean=m.p_mean, p_std=m.p_std)
+      noise, denoiser = jax.random.normal(k_noise, x_g.shape), self.fake_denoiser(params)
+    else:
+      sigma, noise, denoised = shared_draw
+      denoiser = lambda x, s, labels=None: denoised  # noqa: E731 (computed by the caller)
+    dsm = jnp.mean(edm_denoising_loss(denoiser=denoiser, x0=x_g, sigma=sigma, noise=noise,
+                                      labels=labels, sigma_data=m.sigma_data))
     metrics = {'denoising': dsm}
     loss = dsm
     if self.use_gan:
@@ -164,13 +174,20 @@ class OneStep:
                      fake_logit=jnp.mean(fake_logits))
     return loss, {'loss': loss, **metrics}
 
-  def generator_phase_loss(self, terms: Sequence[GeneratorTerm], *, with_fake_score=False):
+  def generator_phase_loss(self, terms: Sequence[GeneratorTerm], *, with_fake_score=False,
+                           share_noise=False):
     """The generator's loss: the sum of `terms` on one batch of generator samples.
 
     `with_fake_score=True` adds the fake-score phase's loss on the same samples, stop-gradient
     (DMD2's official loop reuses the generator turn's images for the fake-score turn): one
     generator forward pass fewer per iteration. The terms then see the fake score and the
     discriminator through stop_gradient, so each group's gradient is that of its own loss.
+
+    `share_noise=True` (with `with_fake_score`) also gives the fake score's denoising loss the
+    draw's noise levels and noise, so that one fake-score forward pass at x_t = x_g + sigma n
+    serves both it (gradient into the fake score's parameters) and the terms (Draw.fake_x0,
+    gradient into x_g through the input; see split_gradients): one more forward pass fewer. Valid
+    for terms that read D_fake only at that x_t, as every distribution term does.
     """
     def loss_fn(params, batch, key):
       term_params = params
@@ -180,6 +197,13 @@ class OneStep:
                        for n, p in params.items()}
       d = self.draw(key, batch)
       x_g = self.generate(params['generator'], d.z, d.labels)
+      shared_draw = None
+      if share_noise:
+        for_fake_score, for_terms = split_gradients(
+            self.net.denoise, params['fake_score'], noised(x_g, d.sigma, d.noise), d.sigma,
+            d.labels)
+        shared_draw = (d.sigma, d.noise, for_fake_score)
+        d = dataclasses.replace(d, fake_x0=for_terms)
       total = jnp.zeros((x_g.shape[0],), jnp.float32)
       metrics = {}
       for term in terms:
@@ -191,7 +215,7 @@ class OneStep:
       if not with_fake_score:
         return loss, metrics
       fake_loss, fake_metrics = self.fake_score_objective(
-          params, batch, k_fake, jax.lax.stop_gradient(x_g), d.labels)
+          params, batch, k_fake, jax.lax.stop_gradient(x_g), d.labels, shared_draw)
       metrics.update({f'fake_score/{k}': v for k, v in fake_metrics.items()})
       return loss + fake_loss, metrics
     return loss_fn
@@ -274,7 +298,9 @@ class OneStep:
     pairs) named in `frozen_groups`.
 
     With `method.reuse_generator_samples` the generator phases also update the fake score (and
-    discriminator) on their own samples, standing in for one of the `fake_score_steps`."""
+    discriminator) on their own samples, standing in for one of the `fake_score_steps`; with
+    `method.share_fake_score_noise` too, that update uses the terms' noise and their D_fake pass
+    (see generator_phase_loss)."""
     m = self.m
     gan = (gan_term,) if self.use_gan else ()
     terms = tuple(terms) + gan
@@ -287,11 +313,15 @@ class OneStep:
     if m.fake_score_steps < 1:
       raise ValueError(f'method.fake_score_steps must be >= 1, got {m.fake_score_steps}')
     reuse = bool(m.get('reuse_generator_samples'))
+    share = bool(m.get('share_fake_score_noise'))
+    if share and not reuse:
+      raise ValueError('method.share_fake_score_noise needs method.reuse_generator_samples=True '
+                       '(it shares the generator phase\'s fake-score update)')
     generator_updates = ('generator',) + fake_updates * reuse
 
     def generator_phase(name, phase_terms):
-      return Phase(name, self.generator_phase_loss(phase_terms, with_fake_score=reuse),
-                   generator_updates)
+      return Phase(name, self.generator_phase_loss(phase_terms, with_fake_score=reuse,
+                                                   share_noise=share), generator_updates)
 
     phases = [Phase('fake_score', self.fake_score_loss, fake_updates),
               generator_phase('generator', terms)]
@@ -358,7 +388,8 @@ def distribution_term(loss_fn: Callable, *, ratio: Optional[Mapping[str, Any]] =
 
   With `ratio` (keyword arguments of onestep_jax.losses.f_distill.density_ratio) the loss also
   gets `ratio=`, the density ratio teacher / student read from the discriminator's logits at
-  x_t = sg(x_g) + sigma n (f-distill, Uni-Instruct).
+  x_t = sg(x_g) + sigma n (f-distill, Uni-Instruct). When the draw carries `fake_x0` (see
+  OneStep.generator_phase_loss), the loss's fake denoiser returns it instead of running the network.
   """
 
   def term(ctx: OneStep, params, batch, d: Draw, x_g):
@@ -368,10 +399,12 @@ def distribution_term(loss_fn: Callable, *, ratio: Optional[Mapping[str, Any]] =
       x_t = noised(jax.lax.stop_gradient(x_g), d.sigma, d.noise)
       extra['ratio'] = density_ratio(logits=ctx.logits(params, x_t, d.sigma, d.labels),
                                      sigma=d.sigma, **ratio)
+    fake_denoiser = ctx.fake_denoiser(params)
+    if d.fake_x0 is not None:  # D_fake(x_t) of this draw, computed by the phase
+      fake_denoiser = lambda x, sigma, labels=None: d.fake_x0  # noqa: E731
     per_example = loss_fn(x_g=x_g, sigma=d.sigma, noise=d.noise,
                           teacher_denoiser=ctx.teacher_denoiser(params),
-                          fake_denoiser=ctx.fake_denoiser(params), labels=d.labels, **hyper,
-                          **extra)
+                          fake_denoiser=fake_denoiser, labels=d.labels, **hyper, **extra)
     metrics = {'distribution': jnp.mean(per_example)}
     if ratio is not None:
       metrics['ratio_std'] = jnp.std(extra['ratio'])
