@@ -35,7 +35,8 @@ METHODS = ('diff_instruct', 'sid', 'dmd2')
 
 def distill_config(name: str, tmp: str):
   """(config, make_teacher) of `name` (a method, `<method>:reuse` or `<method>:shared`) at the
-  reference setting; make_teacher() exports the randomly initialised teacher the config reads, to `tmp`."""
+  reference setting; make_teacher() exports the randomly initialised teacher the config reads,
+  to `tmp`."""
   method, _, variant = name.partition(':')
   if variant not in ('', 'reuse', 'shared'):
     raise ValueError(f'unknown variant {variant!r} of {method!r}; valid: <method>:reuse, '
