@@ -277,7 +277,9 @@ def machine() -> dict:
           'devices': [str(d) for d in jax.devices()],
           'xla_flags': os.environ.get('XLA_FLAGS', ''), 'load_avg': list(os.getloadavg()),
           'allocator': allocator_in_use(),
-          'ynn_fusion': (xla_cpu.compiler_options() or {}).get(xla_cpu.FLAG, 'xla default')}
+          'ynn_fusion': (xla_cpu.compiler_options() or {}).get(xla_cpu.FLAG, 'xla default'),
+          'cpu_opt_level': (xla_cpu.compiler_options() or {}).get(xla_cpu.OPT_LEVEL_FLAG,
+                                                                   'xla default')}
 
 
 def write(path: str, results: dict, *, started: dict, repeats: int, counts: dict,

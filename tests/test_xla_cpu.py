@@ -10,6 +10,7 @@ from onestep_jax import xla_cpu
 @pytest.fixture(autouse=True)
 def fresh_options(monkeypatch):
   monkeypatch.delenv(xla_cpu.ENV, raising=False)
+  monkeypatch.delenv(xla_cpu.OPT_LEVEL_ENV, raising=False)
   xla_cpu.compiler_options.cache_clear()
   yield
   xla_cpu.compiler_options.cache_clear()
@@ -25,7 +26,8 @@ def test_parse_fusion_types():
 
 def test_default_options_on_cpu():
   assert jax.default_backend() == 'cpu'
-  assert xla_cpu.compiler_options() == {xla_cpu.FLAG: xla_cpu.parse_fusion_types(xla_cpu.DEFAULT)}
+  assert xla_cpu.compiler_options() == {xla_cpu.FLAG: xla_cpu.parse_fusion_types(xla_cpu.DEFAULT),
+                                        xla_cpu.OPT_LEVEL_FLAG: xla_cpu.DEFAULT_OPT_LEVEL}
 
 
 @pytest.mark.parametrize('env, xla_flags, expected', [
@@ -39,12 +41,36 @@ def test_overrides(monkeypatch, env, xla_flags, expected):
     monkeypatch.setenv(xla_cpu.ENV, env)
   monkeypatch.setenv('XLA_FLAGS', xla_flags)
   options = xla_cpu.compiler_options()
-  assert (options if expected is None else options[xla_cpu.FLAG]) == expected
+  assert options.get(xla_cpu.FLAG) == expected
+  assert options[xla_cpu.OPT_LEVEL_FLAG] == xla_cpu.DEFAULT_OPT_LEVEL
 
 
-def test_unknown_type_in_environment_is_an_error(monkeypatch):
-  monkeypatch.setenv(xla_cpu.ENV, 'dot,convolutions')
-  with pytest.raises(ValueError, match=xla_cpu.ENV):
+@pytest.mark.parametrize('env, xla_flags, expected', [
+    ('3', '', '3'),
+    ('xla_default', '', None),
+    (None, f'--{xla_cpu.OPT_LEVEL_FLAG}=2', None),  # the user's XLA_FLAGS win
+])
+def test_optimisation_level_overrides(monkeypatch, env, xla_flags, expected):
+  if env is not None:
+    monkeypatch.setenv(xla_cpu.OPT_LEVEL_ENV, env)
+  monkeypatch.setenv('XLA_FLAGS', xla_flags)
+  options = xla_cpu.compiler_options()
+  assert options.get(xla_cpu.OPT_LEVEL_FLAG) == expected
+  assert xla_cpu.FLAG in options
+
+
+def test_no_options_left_means_backend_default(monkeypatch):
+  monkeypatch.setenv(xla_cpu.ENV, xla_cpu.XLA_DEFAULT)
+  monkeypatch.setenv(xla_cpu.OPT_LEVEL_ENV, xla_cpu.XLA_DEFAULT)
+  assert xla_cpu.compiler_options() is None
+
+
+@pytest.mark.parametrize('variable, value', [
+    (xla_cpu.ENV, 'dot,convolutions'), (xla_cpu.OPT_LEVEL_ENV, '4'),
+    (xla_cpu.OPT_LEVEL_ENV, 'O2')])
+def test_bad_value_in_environment_is_an_error(monkeypatch, variable, value):
+  monkeypatch.setenv(variable, value)
+  with pytest.raises(ValueError, match=variable):
     xla_cpu.compiler_options()
 
 

@@ -1,11 +1,13 @@
-"""XLA:CPU's YNNPACK choices against each other, on the EDM reference step and the Diff-Instruct
-iteration (issue 6).
+"""The library's XLA:CPU compile options against each other, on the EDM reference step and the
+Diff-Instruct iteration (issue 6).
 
-  python benchmarks/ynn_fusion.py [--choices=xla_default,dot+eltwise+reduce] [--repeats=3]
-      [--steps=8] [--warmup=2] [--note=...] [--out benchmarks/results/ynn_fusion.json]
+  python benchmarks/compile_options.py [--variable=ONESTEP_JAX_YNN_FUSION]
+      [--choices=xla_default,dot+eltwise+reduce] [--repeats=3] [--steps=8] [--warmup=2]
+      [--note=...] [--out benchmarks/results/compile_options.json]
 
-Each choice is a value of ONESTEP_JAX_YNN_FUSION (fusion types joined by '+'; see
-onestep_jax/xla_cpu.py), or xla_default for jaxlib's own. Fresh processes of
+Each choice is a value of the environment variable `--variable` (see onestep_jax/xla_cpu.py):
+YNNPACK fusion types joined by '+' for ONESTEP_JAX_YNN_FUSION, an LLVM optimisation level 0-3 for
+ONESTEP_JAX_CPU_OPT_LEVEL, or xla_default for jaxlib's own. Fresh processes of
 benchmarks/train_step.py (EDM teacher step) and benchmarks/distill_step.py (Diff-Instruct
 iteration) run round-robin over the choices, so that a change of machine load hits all of them
 alike; figures are medians over processes, also in units of the 2048^3 float32 matmul, which
@@ -29,29 +31,34 @@ ROWS = (('train_step.py', 'edm_reference_32x32'), ('distill_step.py', 'diff_inst
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  default_choices = f'{xla_cpu.XLA_DEFAULT},{xla_cpu.DEFAULT.replace(",", "+")}'
-  parser.add_argument('--choices', default=default_choices,
-                      help='comma-separated ONESTEP_JAX_YNN_FUSION values, types joined by +')
+  variables = {xla_cpu.ENV: f'{xla_cpu.XLA_DEFAULT},{xla_cpu.DEFAULT.replace(",", "+")}',
+               xla_cpu.OPT_LEVEL_ENV: f'{xla_cpu.XLA_DEFAULT},{xla_cpu.DEFAULT_OPT_LEVEL}'}
+  parser.add_argument('--variable', default=xla_cpu.ENV, choices=sorted(variables),
+                      help='the environment variable that the choices set')
+  parser.add_argument('--choices', default=None,
+                      help='comma-separated values of --variable (YNNPACK types joined by +); '
+                           'default: xla_default and the library\'s default')
   parser.add_argument('--repeats', type=int, default=3, help='fresh processes per choice and row')
   parser.add_argument('--steps', type=int, default=8, help='timed steps per process')
   parser.add_argument('--warmup', type=int, default=2, help='untimed steps first (compile)')
   parser.add_argument('--note', default='', help='recorded in the JSON (e.g. machine load)')
-  parser.add_argument('--out', default=str(ROOT / 'benchmarks' / 'results' / 'ynn_fusion.json'))
+  parser.add_argument('--out', default=str(ROOT / 'benchmarks' / 'results' / 'compile_options.json'))
   args = parser.parse_args()
   if args.repeats < 1:
     parser.error('--repeats must be at least 1')
-  choices = args.choices.split(',')
+  choices = (args.choices or variables[args.variable]).split(',')
+  check = (xla_cpu.parse_fusion_types if args.variable == xla_cpu.ENV else xla_cpu.check_opt_level)
   for choice in choices:
     if choice != xla_cpu.XLA_DEFAULT:
       try:
-        xla_cpu.parse_fusion_types(choice.replace('+', ','))
+        check(choice.replace('+', ','))
       except ValueError as e:
         parser.error(f'--choices: {e}')
   started = step_timing.machine()
   runs = {(c, name): [] for c in choices for _, name in ROWS}
   for rep in range(args.repeats):
     for choice in choices:
-      env = {**os.environ, xla_cpu.ENV: choice.replace('+', ',')}
+      env = {**os.environ, args.variable: choice.replace('+', ',')}
       for script, name in ROWS:
         r = step_timing.run_children(str(ROOT / 'benchmarks' / script), [name], repeats=1, env=env,
                                      args=[f'--steps={args.steps}', f'--warmup={args.warmup}'])
@@ -64,7 +71,9 @@ def main():
     summary['runs'] = rs
     print(step_timing.format_row(f'{choice} {name}', summary), flush=True)
   step_timing.write(args.out, results, started=started, repeats=args.repeats,
-                    counts={'steps': args.steps, 'warmup': args.warmup}, note=args.note)
+                    counts={'steps': args.steps, 'warmup': args.warmup,
+                                                              'variable': args.variable},
+                    note=args.note)
 
 
 if __name__ == '__main__':
