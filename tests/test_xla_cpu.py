@@ -24,39 +24,31 @@ def test_parse_fusion_types():
     xla_cpu.parse_fusion_types('dot,convolution')
 
 
+_YNN_DEFAULT = {xla_cpu.FLAG: xla_cpu.parse_fusion_types(xla_cpu.DEFAULT)}
+_LEVEL_DEFAULT = {xla_cpu.OPT_LEVEL_FLAG: xla_cpu.DEFAULT_OPT_LEVEL}
+
+
 def test_default_options_on_cpu():
   assert jax.default_backend() == 'cpu'
-  assert xla_cpu.compiler_options() == {xla_cpu.FLAG: xla_cpu.parse_fusion_types(xla_cpu.DEFAULT),
-                                        xla_cpu.OPT_LEVEL_FLAG: xla_cpu.DEFAULT_OPT_LEVEL}
+  assert xla_cpu.compiler_options() == {**_YNN_DEFAULT, **_LEVEL_DEFAULT}
 
 
-@pytest.mark.parametrize('env, xla_flags, expected', [
-    ('individual_dot,reduce', '', 'LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE'),
-    ('xla_default', '', None),
-    (None, f'--{xla_cpu.FLAG}=individual_dot', None),  # the user's XLA_FLAGS win
-    ('dot', f'--{xla_cpu.FLAG}=reduce', None),
+@pytest.mark.parametrize('variable, env, xla_flags, expected', [
+    (xla_cpu.ENV, 'individual_dot,reduce', '',
+     {xla_cpu.FLAG: 'LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE',
+      **_LEVEL_DEFAULT}),
+    (xla_cpu.ENV, 'xla_default', '', _LEVEL_DEFAULT),
+    (xla_cpu.ENV, None, f'--{xla_cpu.FLAG}=individual_dot', _LEVEL_DEFAULT),  # XLA_FLAGS win
+    (xla_cpu.ENV, 'dot', f'--{xla_cpu.FLAG}=reduce', _LEVEL_DEFAULT),
+    (xla_cpu.OPT_LEVEL_ENV, '3', '', {**_YNN_DEFAULT, xla_cpu.OPT_LEVEL_FLAG: '3'}),
+    (xla_cpu.OPT_LEVEL_ENV, 'xla_default', '', _YNN_DEFAULT),
+    (xla_cpu.OPT_LEVEL_ENV, None, f'--{xla_cpu.OPT_LEVEL_FLAG}=2', _YNN_DEFAULT),
 ])
-def test_overrides(monkeypatch, env, xla_flags, expected):
+def test_overrides(monkeypatch, variable, env, xla_flags, expected):
   if env is not None:
-    monkeypatch.setenv(xla_cpu.ENV, env)
+    monkeypatch.setenv(variable, env)
   monkeypatch.setenv('XLA_FLAGS', xla_flags)
-  options = xla_cpu.compiler_options()
-  assert options.get(xla_cpu.FLAG) == expected
-  assert options[xla_cpu.OPT_LEVEL_FLAG] == xla_cpu.DEFAULT_OPT_LEVEL
-
-
-@pytest.mark.parametrize('env, xla_flags, expected', [
-    ('3', '', '3'),
-    ('xla_default', '', None),
-    (None, f'--{xla_cpu.OPT_LEVEL_FLAG}=2', None),  # the user's XLA_FLAGS win
-])
-def test_optimisation_level_overrides(monkeypatch, env, xla_flags, expected):
-  if env is not None:
-    monkeypatch.setenv(xla_cpu.OPT_LEVEL_ENV, env)
-  monkeypatch.setenv('XLA_FLAGS', xla_flags)
-  options = xla_cpu.compiler_options()
-  assert options.get(xla_cpu.OPT_LEVEL_FLAG) == expected
-  assert xla_cpu.FLAG in options
+  assert xla_cpu.compiler_options() == expected
 
 
 def test_no_options_left_means_backend_default(monkeypatch):
