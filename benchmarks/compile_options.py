@@ -42,7 +42,8 @@ def main():
   parser.add_argument('--steps', type=int, default=8, help='timed steps per process')
   parser.add_argument('--warmup', type=int, default=2, help='untimed steps first (compile)')
   parser.add_argument('--note', default='', help='recorded in the JSON (e.g. machine load)')
-  parser.add_argument('--out', default=str(ROOT / 'benchmarks' / 'results' / 'compile_options.json'))
+  parser.add_argument('--out',
+                      default=str(ROOT / 'benchmarks' / 'results' / 'compile_options.json'))
   args = parser.parse_args()
   if args.repeats < 1:
     parser.error('--repeats must be at least 1')
@@ -71,8 +72,7 @@ def main():
     summary['runs'] = rs
     print(step_timing.format_row(f'{choice} {name}', summary), flush=True)
   step_timing.write(args.out, results, started=started, repeats=args.repeats,
-                    counts={'steps': args.steps, 'warmup': args.warmup,
-                                                              'variable': args.variable},
+                    counts={'steps': args.steps, 'warmup': args.warmup, 'variable': args.variable},
                     note=args.note)
 
 

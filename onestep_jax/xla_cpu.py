@@ -5,14 +5,14 @@ reductions to its YNNPACK kernels (`xla_cpu_experimental_ynn_fusion_type` = indi
 individual_convolution, reduce). At the U-Net's small channel counts YNNPACK's convolutions, the
 filter gradient above all, are slower than XLA's own. We compile with `dot, eltwise, reduce`
 instead: convolutions stay with XLA, and YNNPACK takes the matrix-product fusions, the
-element-wise fusions and the reductions. `benchmarks/compile_options.py` measures the choices against
-each other: on a 2-core AMD EPYC the EDM reference step and the Diff-Instruct iteration took
-about half the time (README, Results).
+element-wise fusions and the reductions. `benchmarks/compile_options.py` measures the choices
+against each other: on a 2-core AMD EPYC the EDM reference step and the Diff-Instruct iteration
+took about half the time (README, Results).
 
 With those kernels in YNNPACK and the convolutions in XLA's runtime library, the code LLVM
 generates is mostly copies, transposes, pads and broadcasts, so LLVM's optimisation level 1
-(`xla_backend_optimization_level`, jaxlib's default 3) runs them as fast and compiles a U-Net
-phase in about a third less time (README, Results; `benchmarks/compile_options.py`). Level 0 doubles the step.
+(`xla_backend_optimization_level`, jaxlib's default 3) runs them as fast, and the EDM reference
+step compiles in a quarter less time (README, Results). Level 0 doubles that step's time.
 
 Only the CPU backend is affected; GPU and TPU programs compile as before. Set
 `ONESTEP_JAX_YNN_FUSION` to a comma-separated subset of `YNN_FUSION_TYPES` (or to `xla_default`
