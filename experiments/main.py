@@ -26,13 +26,14 @@ flags.mark_flags_as_required(['config', 'workdir'])
 
 
 def preflight(argv) -> None:
-  """Fails early, without a traceback, on a missing config file, variant or field."""
+  """Fails early, without a traceback, on a missing config file, variant or field, or a bad
+  value of the CPU compile options' environment variables."""
+  from onestep_jax import xla_cpu
   from onestep_jax.experiment.overrides import load_config_file, unknown_override
   spec = next((a.split('=', 1)[1] for a in argv if a.startswith('--config=')), None)
-  if spec is None:
-    return
   try:
-    problem = unknown_override(load_config_file(spec), argv)
+    xla_cpu.requested_options()
+    problem = spec and unknown_override(load_config_file(spec), argv)
   except (ValueError, FileNotFoundError) as e:
     problem = str(e)
   if problem:

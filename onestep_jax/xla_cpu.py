@@ -57,15 +57,12 @@ def check_opt_level(value: str) -> str:
   return value
 
 
-@functools.cache
-def compiler_options() -> Optional[dict[str, str]]:
-  """The compile options of this library's CPU programs, or None (backend default).
+def requested_options() -> dict[str, str]:
+  """The options that the environment asks for, checked, without touching any backend.
 
-  None on other backends and (with a warning) when this jaxlib does not know an option. Each
-  option is left out when `XLA_FLAGS` sets its flag or its environment variable is `xla_default`.
+  Each option is left out when `XLA_FLAGS` sets its flag or its environment variable is
+  `xla_default`. Raises ValueError, naming the variable, on a bad value.
   """
-  if jax.default_backend() != 'cpu':
-    return None
   xla_flags = os.environ.get('XLA_FLAGS', '')
   options = {}
   choice = os.environ.get(ENV, DEFAULT).strip()
@@ -74,6 +71,18 @@ def compiler_options() -> Optional[dict[str, str]]:
   level = os.environ.get(OPT_LEVEL_ENV, DEFAULT_OPT_LEVEL).strip()
   if OPT_LEVEL_FLAG not in xla_flags and level != XLA_DEFAULT:
     options[OPT_LEVEL_FLAG] = check_opt_level(level)
+  return options
+
+
+@functools.cache
+def compiler_options() -> Optional[dict[str, str]]:
+  """The compile options of this library's CPU programs (`requested_options()`), or None
+  (backend default): on other backends, when none is requested, and (with a warning) when this
+  jaxlib does not know one.
+  """
+  if jax.default_backend() != 'cpu':
+    return None
+  options = requested_options()
   if not options:
     return None
   try:  # One tiny program tells whether this jaxlib accepts the options.

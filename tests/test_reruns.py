@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from onestep_jax import xla_cpu
 from onestep_jax.experiment.runner import run
 from test_experiment import _cli, _config
 
@@ -144,6 +145,17 @@ def test_cli_bad_input_is_one_line_and_leaves_nothing(tmp_path):
     assert out.returncode == 2, out.stderr[-2000:]
     assert out.stderr.startswith('error: ') and len(out.stderr.splitlines()) == 1, out.stderr
   assert sorted(os.listdir(tmp_path)) == ['file']
+
+
+@pytest.mark.parametrize('variable, value', [(xla_cpu.OPT_LEVEL_ENV, '7'),
+                                             (xla_cpu.ENV, 'dot,conv')])
+def test_cli_bad_compile_option_is_one_line_and_leaves_nothing(tmp_path, variable, value):
+  out = subprocess.run(_cli(tmp_path / 'run'), capture_output=True, text=True, timeout=120,
+                       env={**os.environ, variable: value})
+  assert out.returncode == 2, out.stderr[-2000:]
+  assert out.stderr.startswith(f'error: {variable}: ') and len(out.stderr.splitlines()) == 1, (
+      out.stderr)
+  assert os.listdir(tmp_path) == []
 
 
 def test_cli_sigterm_saves_and_exits_143(tmp_path):
