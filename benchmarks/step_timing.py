@@ -270,6 +270,7 @@ def machine() -> dict:
       model = next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
   except (OSError, StopIteration):
     pass
+  options = xla_cpu.compiler_options() or {}
   return {'date_utc': time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()),
           'jax': jax.__version__, 'jaxlib': jaxlib.__version__, 'python': platform.python_version(),
           'cpu_model': model, 'cpu_count': os.cpu_count(),
@@ -277,9 +278,8 @@ def machine() -> dict:
           'devices': [str(d) for d in jax.devices()],
           'xla_flags': os.environ.get('XLA_FLAGS', ''), 'load_avg': list(os.getloadavg()),
           'allocator': allocator_in_use(),
-          'ynn_fusion': (xla_cpu.compiler_options() or {}).get(xla_cpu.FLAG, 'xla default'),
-          'cpu_opt_level': (xla_cpu.compiler_options() or {}).get(xla_cpu.OPT_LEVEL_FLAG,
-                                                                   'xla default')}
+          'ynn_fusion': options.get(xla_cpu.FLAG, 'xla default'),
+          'cpu_opt_level': options.get(xla_cpu.OPT_LEVEL_FLAG, 'xla default')}
 
 
 def write(path: str, results: dict, *, started: dict, repeats: int, counts: dict,

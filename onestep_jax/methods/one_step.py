@@ -56,6 +56,12 @@ class Draw:
   fake_x0: Optional[jnp.ndarray] = None
 
 
+def precomputed_denoiser(value: jnp.ndarray) -> Callable:
+  """A denoiser callable that returns `value`: D(x_t) of the one x_t it will be asked about,
+  already computed by the phase (share_fake_score_noise)."""
+  return lambda x, sigma, labels=None: value
+
+
 # term(ctx, params, batch, draw, x_g) -> (per-example loss [B], dict of scalar metrics)
 GeneratorTerm = Callable[['OneStep', Mapping[str, Any], Any, Draw, jnp.ndarray],
                          tuple[jnp.ndarray, Mapping[str, Any]]]
@@ -155,7 +161,7 @@ class OneStep:
       noise, denoiser = jax.random.normal(k_noise, x_g.shape), self.fake_denoiser(params)
     else:
       sigma, noise, denoised = shared_draw
-      denoiser = lambda x, s, labels=None: denoised  # noqa: E731 (computed by the caller)
+      denoiser = precomputed_denoiser(denoised)
     dsm = jnp.mean(edm_denoising_loss(denoiser=denoiser, x0=x_g, sigma=sigma, noise=noise,
                                       labels=labels, sigma_data=m.sigma_data))
     metrics = {'denoising': dsm}
@@ -401,7 +407,7 @@ def distribution_term(loss_fn: Callable, *, ratio: Optional[Mapping[str, Any]] =
                                      sigma=d.sigma, **ratio)
     fake_denoiser = ctx.fake_denoiser(params)
     if d.fake_x0 is not None:  # D_fake(x_t) of this draw, computed by the phase
-      fake_denoiser = lambda x, sigma, labels=None: d.fake_x0  # noqa: E731
+      fake_denoiser = precomputed_denoiser(d.fake_x0)
     per_example = loss_fn(x_g=x_g, sigma=d.sigma, noise=d.noise,
                           teacher_denoiser=ctx.teacher_denoiser(params),
                           fake_denoiser=fake_denoiser, labels=d.labels, **hyper, **extra)
