@@ -12,7 +12,7 @@ took about half the time (README, Results).
 With those kernels in YNNPACK and the convolutions in XLA's runtime library, the code LLVM
 generates is mostly copies, transposes, pads and broadcasts, so LLVM's optimisation level 1
 (`xla_backend_optimization_level`, jaxlib's default 3) runs them as fast, and the EDM reference
-step compiles in a tenth to a quarter less time (README, Results). Level 0 doubles the step.
+step compiles in a tenth to a quarter less time (README, Results). Level 0 slows it 1.6×.
 
 Only the CPU backend is affected; GPU and TPU programs compile as before. Set
 `ONESTEP_JAX_YNN_FUSION` to a comma-separated subset of `YNN_FUSION_TYPES` (or to `xla_default`
