@@ -7,7 +7,8 @@ Diff-Instruct iteration (issue 6).
 
 Each choice is a value of the environment variable `--variable` (see onestep_jax/xla_cpu.py):
 YNNPACK fusion types joined by '+' for ONESTEP_JAX_YNN_FUSION, an LLVM optimisation level 0-3 for
-ONESTEP_JAX_CPU_OPT_LEVEL, or xla_default for jaxlib's own. Fresh processes of
+ONESTEP_JAX_CPU_OPT_LEVEL, a scheduler for ONESTEP_JAX_CPU_SCHEDULER, or xla_default for jaxlib's
+own. Fresh processes of
 benchmarks/train_step.py (EDM teacher step) and benchmarks/distill_step.py (Diff-Instruct
 iteration) run round-robin over the choices, so that a change of machine load hits all of them
 alike; figures are medians over processes, also in units of the 2048^3 float32 matmul, which
@@ -31,8 +32,9 @@ ROWS = (('train_step.py', 'edm_reference_32x32'), ('distill_step.py', 'diff_inst
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  variables = {xla_cpu.ENV: f'{xla_cpu.XLA_DEFAULT},{xla_cpu.DEFAULT.replace(",", "+")}',
-               xla_cpu.OPT_LEVEL_ENV: f'{xla_cpu.XLA_DEFAULT},{xla_cpu.DEFAULT_OPT_LEVEL}'}
+  options = {o.env: o for o in xla_cpu.OPTIONS}
+  variables = {o.env: f'{xla_cpu.XLA_DEFAULT},{o.default.replace(",", "+")}'
+               for o in xla_cpu.OPTIONS}
   parser.add_argument('--variable', default=xla_cpu.ENV, choices=sorted(variables),
                       help='the environment variable that the choices set')
   parser.add_argument('--choices', default=None,
@@ -48,7 +50,7 @@ def main():
   if args.repeats < 1:
     parser.error('--repeats must be at least 1')
   choices = (args.choices or variables[args.variable]).split(',')
-  check = (xla_cpu.parse_fusion_types if args.variable == xla_cpu.ENV else xla_cpu.check_opt_level)
+  check = options[args.variable].parse
   for choice in choices:
     if choice != xla_cpu.XLA_DEFAULT:
       try:

@@ -279,7 +279,8 @@ def machine() -> dict:
           'xla_flags': os.environ.get('XLA_FLAGS', ''), 'load_avg': list(os.getloadavg()),
           'allocator': allocator_in_use(),
           'ynn_fusion': options.get(xla_cpu.FLAG, 'xla default'),
-          'cpu_opt_level': options.get(xla_cpu.OPT_LEVEL_FLAG, 'xla default')}
+          'cpu_opt_level': options.get(xla_cpu.OPT_LEVEL_FLAG, 'xla default'),
+          'cpu_scheduler': options.get(xla_cpu.SCHEDULER_FLAG, 'xla default')}
 
 
 def write(path: str, results: dict, *, started: dict, repeats: int, counts: dict,

@@ -1,4 +1,5 @@
-"""The compile options of this library's CPU programs (issue 6): YNNPACK's share, LLVM's effort.
+"""The compile options of this library's CPU programs (issue 6): YNNPACK's share, LLVM's effort,
+and the scheduler.
 
 jaxlib 0.10's CPU compiler sends every convolution, every standalone matrix product and the
 reductions to its YNNPACK kernels (`xla_cpu_experimental_ynn_fusion_type` = individual_dot,
@@ -14,13 +15,21 @@ generates is mostly copies, transposes, pads and broadcasts, so LLVM's optimisat
 (`xla_backend_optimization_level`, jaxlib's default 3) runs them as fast, and the EDM reference
 step compiles in a tenth to a quarter less time (README, Results). Level 0 slows it 1.6×.
 
+jaxlib's scheduler orders a program for concurrency: it computes values as soon as their operands
+exist, so, for example, the transposed activations that a U-Net's filter gradients need are made
+in the forward pass and held through it. `ONESTEP_JAX_CPU_SCHEDULER=memory_optimized`
+(`xla_cpu_scheduler_type`) makes them where they are used instead: the EDM reference step's
+temporary buffers fall by a sixth, but the two cores overlap less work and the Diff-Instruct
+iteration took about a tenth longer (README, Results), so it is not the default.
+
 Only the CPU backend is affected; GPU and TPU programs compile as before. Set
-`ONESTEP_JAX_YNN_FUSION` to a comma-separated subset of `YNN_FUSION_TYPES` (or to `xla_default`
-for jaxlib's own choice), and `ONESTEP_JAX_CPU_OPT_LEVEL` to 0-3 (or `xla_default`), to override;
-a flag set in `XLA_FLAGS` wins over both.
+`ONESTEP_JAX_YNN_FUSION` to a comma-separated subset of `YNN_FUSION_TYPES`,
+`ONESTEP_JAX_CPU_OPT_LEVEL` to 0-3 and `ONESTEP_JAX_CPU_SCHEDULER` to one of `SCHEDULERS` (each,
+or `xla_default` for jaxlib's own choice) to override; a flag set in `XLA_FLAGS` wins.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import warnings
@@ -37,6 +46,10 @@ DEFAULT = 'dot,eltwise,reduce'
 OPT_LEVEL_FLAG = 'xla_backend_optimization_level'
 OPT_LEVEL_ENV = 'ONESTEP_JAX_CPU_OPT_LEVEL'
 DEFAULT_OPT_LEVEL = '1'
+SCHEDULER_FLAG = 'xla_cpu_scheduler_type'
+SCHEDULER_ENV = 'ONESTEP_JAX_CPU_SCHEDULER'
+SCHEDULERS = ('memory_optimized', 'concurrency_optimized', 'default')
+DEFAULT_SCHEDULER = XLA_DEFAULT  # jaxlib's: CPU_SCHEDULER_TYPE_CONCURRENCY_OPTIMIZED
 
 
 def parse_fusion_types(value: str) -> str:
@@ -57,6 +70,28 @@ def check_opt_level(value: str) -> str:
   return value
 
 
+def parse_scheduler(value: str) -> str:
+  """The flag's value for a name of `SCHEDULERS`."""
+  if value not in SCHEDULERS:
+    raise ValueError(f'{SCHEDULER_ENV}: unknown scheduler {value!r}; use one of '
+                     f'{list(SCHEDULERS)}, or {XLA_DEFAULT!r}.')
+  return f'CPU_SCHEDULER_TYPE_{value.upper()}'
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+  """One compile option: its environment variable, XLA flag, default and value parser."""
+  env: str
+  flag: str
+  default: str
+  parse: Callable[[str], str]
+
+
+OPTIONS = (Option(ENV, FLAG, DEFAULT, parse_fusion_types),
+           Option(OPT_LEVEL_ENV, OPT_LEVEL_FLAG, DEFAULT_OPT_LEVEL, check_opt_level),
+           Option(SCHEDULER_ENV, SCHEDULER_FLAG, DEFAULT_SCHEDULER, parse_scheduler))
+
+
 def requested_options() -> dict[str, str]:
   """The options that the environment asks for, checked, without touching any backend.
 
@@ -65,12 +100,10 @@ def requested_options() -> dict[str, str]:
   """
   xla_flags = os.environ.get('XLA_FLAGS', '')
   options = {}
-  choice = os.environ.get(ENV, DEFAULT).strip()
-  if FLAG not in xla_flags and choice != XLA_DEFAULT:
-    options[FLAG] = parse_fusion_types(choice)
-  level = os.environ.get(OPT_LEVEL_ENV, DEFAULT_OPT_LEVEL).strip()
-  if OPT_LEVEL_FLAG not in xla_flags and level != XLA_DEFAULT:
-    options[OPT_LEVEL_FLAG] = check_opt_level(level)
+  for option in OPTIONS:
+    choice = os.environ.get(option.env, option.default).strip()
+    if option.flag not in xla_flags and choice != XLA_DEFAULT:
+      options[option.flag] = option.parse(choice)
   return options
 
 

@@ -1,4 +1,6 @@
 """The CPU compile options of onestep_jax.xla_cpu: choice, overrides, and unchanged results."""
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,6 +13,7 @@ from onestep_jax import xla_cpu
 def fresh_options(monkeypatch):
   monkeypatch.delenv(xla_cpu.ENV, raising=False)
   monkeypatch.delenv(xla_cpu.OPT_LEVEL_ENV, raising=False)
+  monkeypatch.delenv(xla_cpu.SCHEDULER_ENV, raising=False)
   xla_cpu.compiler_options.cache_clear()
   yield
   xla_cpu.compiler_options.cache_clear()
@@ -24,25 +27,38 @@ def test_parse_fusion_types():
     xla_cpu.parse_fusion_types('dot,convolution')
 
 
-_YNN_DEFAULT = {xla_cpu.FLAG: xla_cpu.parse_fusion_types(xla_cpu.DEFAULT)}
-_LEVEL_DEFAULT = {xla_cpu.OPT_LEVEL_FLAG: xla_cpu.DEFAULT_OPT_LEVEL}
+_DEFAULTS = {o.flag: o.parse(o.default) for o in xla_cpu.OPTIONS
+             if o.default != xla_cpu.XLA_DEFAULT}
+
+
+def _defaults_but(**changes):
+  """The default options with `changes` (flag: value, or None to leave the flag out)."""
+  out = {**_DEFAULTS, **changes}
+  return {flag: value for flag, value in out.items() if value is not None}
 
 
 def test_default_options_on_cpu():
   assert jax.default_backend() == 'cpu'
-  assert xla_cpu.compiler_options() == {**_YNN_DEFAULT, **_LEVEL_DEFAULT}
+  assert xla_cpu.compiler_options() == {
+      xla_cpu.FLAG: xla_cpu.parse_fusion_types(xla_cpu.DEFAULT),
+      xla_cpu.OPT_LEVEL_FLAG: xla_cpu.DEFAULT_OPT_LEVEL}  # jaxlib's own scheduler
 
 
 @pytest.mark.parametrize('variable, env, xla_flags, expected', [
-    (xla_cpu.ENV, 'individual_dot,reduce', '',
-     {xla_cpu.FLAG: 'LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE',
-      **_LEVEL_DEFAULT}),
-    (xla_cpu.ENV, 'xla_default', '', _LEVEL_DEFAULT),
-    (xla_cpu.ENV, None, f'--{xla_cpu.FLAG}=individual_dot', _LEVEL_DEFAULT),  # XLA_FLAGS win
-    (xla_cpu.ENV, 'dot', f'--{xla_cpu.FLAG}=reduce', _LEVEL_DEFAULT),
-    (xla_cpu.OPT_LEVEL_ENV, '3', '', {**_YNN_DEFAULT, xla_cpu.OPT_LEVEL_FLAG: '3'}),
-    (xla_cpu.OPT_LEVEL_ENV, 'xla_default', '', _YNN_DEFAULT),
-    (xla_cpu.OPT_LEVEL_ENV, None, f'--{xla_cpu.OPT_LEVEL_FLAG}=2', _YNN_DEFAULT),
+    (xla_cpu.ENV, 'individual_dot,reduce', '', _defaults_but(
+        **{xla_cpu.FLAG: 'LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE'})),
+    (xla_cpu.ENV, 'xla_default', '', _defaults_but(**{xla_cpu.FLAG: None})),
+    (xla_cpu.ENV, None, f'--{xla_cpu.FLAG}=individual_dot',  # XLA_FLAGS win
+     _defaults_but(**{xla_cpu.FLAG: None})),
+    (xla_cpu.ENV, 'dot', f'--{xla_cpu.FLAG}=reduce', _defaults_but(**{xla_cpu.FLAG: None})),
+    (xla_cpu.OPT_LEVEL_ENV, '3', '', _defaults_but(**{xla_cpu.OPT_LEVEL_FLAG: '3'})),
+    (xla_cpu.OPT_LEVEL_ENV, 'xla_default', '', _defaults_but(**{xla_cpu.OPT_LEVEL_FLAG: None})),
+    (xla_cpu.OPT_LEVEL_ENV, None, f'--{xla_cpu.OPT_LEVEL_FLAG}=2',
+     _defaults_but(**{xla_cpu.OPT_LEVEL_FLAG: None})),
+    (xla_cpu.SCHEDULER_ENV, 'memory_optimized', '',
+     _defaults_but(**{xla_cpu.SCHEDULER_FLAG: 'CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED'})),
+    (xla_cpu.SCHEDULER_ENV, 'memory_optimized',
+     f'--{xla_cpu.SCHEDULER_FLAG}=CPU_SCHEDULER_TYPE_DEFAULT', _defaults_but()),
 ])
 def test_overrides(monkeypatch, variable, env, xla_flags, expected):
   if env is not None:
@@ -52,14 +68,14 @@ def test_overrides(monkeypatch, variable, env, xla_flags, expected):
 
 
 def test_no_options_left_means_backend_default(monkeypatch):
-  monkeypatch.setenv(xla_cpu.ENV, xla_cpu.XLA_DEFAULT)
-  monkeypatch.setenv(xla_cpu.OPT_LEVEL_ENV, xla_cpu.XLA_DEFAULT)
+  for option in xla_cpu.OPTIONS:
+    monkeypatch.setenv(option.env, xla_cpu.XLA_DEFAULT)
   assert xla_cpu.compiler_options() is None
 
 
 @pytest.mark.parametrize('variable, value', [
     (xla_cpu.ENV, 'dot,convolutions'), (xla_cpu.OPT_LEVEL_ENV, '4'),
-    (xla_cpu.OPT_LEVEL_ENV, 'O2')])
+    (xla_cpu.OPT_LEVEL_ENV, 'O2'), (xla_cpu.SCHEDULER_ENV, 'memory')])
 def test_bad_value_in_environment_is_an_error(monkeypatch, variable, value):
   monkeypatch.setenv(variable, value)
   with pytest.raises(ValueError, match=variable):
@@ -67,7 +83,8 @@ def test_bad_value_in_environment_is_an_error(monkeypatch, variable, value):
 
 
 def test_option_unknown_to_jaxlib_falls_back_with_a_warning(monkeypatch):
-  monkeypatch.setattr(xla_cpu, 'FLAG', 'xla_cpu_no_such_option_in_any_jaxlib')
+  unknown = dataclasses.replace(xla_cpu.OPTIONS[0], flag='xla_cpu_no_such_option_in_any_jaxlib')
+  monkeypatch.setattr(xla_cpu, 'OPTIONS', (unknown,) + xla_cpu.OPTIONS[1:])
   with pytest.warns(UserWarning, match='does not accept'):
     assert xla_cpu.compiler_options() is None
 

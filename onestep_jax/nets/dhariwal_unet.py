@@ -104,6 +104,6 @@ class DhariwalUNet(nn.Module):
       for idx in range(self.num_blocks + 1):
         x = jnp.concatenate([x, skips.pop()], axis=-1)
         x = block(cout, attention=attention, name=f'dec_{res}_block{idx}')(x, emb, train=train)
-    x = nn.silu(GroupNorm(name='out_norm')(x))
+    x = GroupNorm(name='out_norm')(x, silu=True)
     out = Conv2d(self.out_channels, 3, init_spec=init_zero, name='out_conv')(x)
     return (out, features) if return_features else out

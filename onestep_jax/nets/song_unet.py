@@ -140,7 +140,7 @@ class SongUNet(nn.Module):
       if self.decoder_type == 'skip' or level == 0:
         if self.decoder_type == 'skip' and level < last:
           aux = Conv2d(self.out_channels, 0, up=True, name=f'dec_{res}_aux_up', **resample)(aux)
-        tmp = nn.silu(GroupNorm(eps=1e-6, name=f'dec_{res}_aux_norm')(x))
+        tmp = GroupNorm(eps=1e-6, name=f'dec_{res}_aux_norm')(x, silu=True)
         tmp = Conv2d(self.out_channels, 3, init_spec=init_zero, name=f'dec_{res}_aux_conv')(tmp)
         aux = tmp if aux is None else tmp + aux
     return (aux, features) if return_features else aux
