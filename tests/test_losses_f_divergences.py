@@ -139,6 +139,22 @@ class DensityRatioTest(chex.TestCase):
       divergence_weights(ratio=None, divergence='jensen_shannon', batch=4)
 
 
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_weights_binned_by_noise_level_have_mean_one_in_each_bin(self):
+    r = jnp.array([0.1, 1.0, 4.0, 9.0, 0.5, 2.0])
+    sigma = jnp.array([0.01, 0.01, 0.01, 0.01, 50.0, 50.0])  # two bins: 4 small, 2 large
+    h = self.variant(lambda r: divergence_weights(ratio=r, divergence='neyman_chi2', batch=6,
+                                                  sigma=sigma, weight_bins=10))(r)
+    want = 2 / r
+    np.testing.assert_allclose(h[:4], want[:4] / np.mean(want[:4]), rtol=1e-5)
+    np.testing.assert_allclose(h[4:], want[4:] / np.mean(want[4:]), rtol=1e-5)
+    one_bin = divergence_weights(ratio=r, divergence='neyman_chi2', batch=6,
+                                 sigma=jnp.full((6,), 1.0), weight_bins=10)
+    np.testing.assert_allclose(one_bin, want / np.mean(want), rtol=1e-5)  # = the batch mean
+    with pytest.raises(ValueError, match='needs the noise levels'):
+      divergence_weights(ratio=r, divergence='neyman_chi2', batch=6, weight_bins=10)
+
+
 class FDistillTest(chex.TestCase):
 
   @chex.variants(with_jit=True, without_jit=True)

@@ -149,7 +149,9 @@ ONE_STEP_METHODS = {
         ('distance', 'pseudo_huber', "'l2' or 'pseudo_huber' on denoiser differences"),
         ('huber_c', None, 'pseudo-Huber constant c (None: 0.00054 sqrt(data dimension))'))),
     'fdistill': ('karras', (20, 981), _divergence_fields('jensen_shannon') + _LEAD_IN_FIELDS + (
-        ('normalize', True, 'divide the gradient by mean|x_g - D_teacher| (DMD Eq. 8)'),)),
+        ('normalize', True, 'divide the gradient by mean|x_g - D_teacher| (DMD Eq. 8)'),
+        ('weight_bins', 0, 'normalise h by its mean within this many noise-level bins instead '
+         'of the batch mean (0: the paper\'s batch mean)'))),
     'uni_instruct': ('karras', (0, 800), _divergence_fields('forward_kl') + _LEAD_IN_FIELDS + (
         ('normalize', True, 'divide by mean|x_g - D_teacher| (SiD normaliser)'),
         ('sampling_path', True, 'keep the gradient of ||D_fake - D_teacher||^2 through the '

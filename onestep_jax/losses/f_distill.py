@@ -23,6 +23,18 @@ _SIGMA_MIN, _SIGMA_MAX, _RHO = 0.002, 80.0, 7.0
 MIN_WEIGHT_MEAN = 1e-6  # smallest batch mean of h used as a divisor
 
 
+def bin_means(values: jnp.ndarray, sigma: jnp.ndarray, num_bins: int) -> jnp.ndarray:
+  """Per example [B], the mean of `values` [B] over the batch's examples whose noise level falls
+  in the same of `num_bins` bins, which split EDM's rho = 7 time sigma^(1/7) on [0.002, 80]
+  evenly."""
+  lo, hi = _SIGMA_MIN**(1 / _RHO), _SIGMA_MAX**(1 / _RHO)
+  u = (jnp.asarray(sigma, jnp.float32)**(1 / _RHO) - lo) / (hi - lo)
+  onehot = jax.nn.one_hot(jnp.clip(jnp.floor(u * num_bins), 0, num_bins - 1).astype(jnp.int32),
+                          num_bins)
+  means = (onehot.T @ values) / jnp.maximum(onehot.sum(0), 1.0)
+  return onehot @ means
+
+
 def density_ratio(*, logits: jnp.ndarray, sigma: jnp.ndarray,
                   ratio_range: Optional[Sequence[float]] = (0.1, 20.0),
                   num_bins: int = 10) -> jnp.ndarray:
@@ -42,22 +54,24 @@ def density_ratio(*, logits: jnp.ndarray, sigma: jnp.ndarray,
     logits = jnp.clip(logits, math.log(lo), math.log(hi))
   ratio = jnp.exp(logits)
   if num_bins:
-    lo, hi = _SIGMA_MIN**(1 / _RHO), _SIGMA_MAX**(1 / _RHO)
-    u = (jnp.asarray(sigma, jnp.float32)**(1 / _RHO) - lo) / (hi - lo)
-    onehot = jax.nn.one_hot(jnp.clip(jnp.floor(u * num_bins), 0, num_bins - 1).astype(jnp.int32),
-                            num_bins)
-    bin_mean = (onehot.T @ ratio) / jnp.maximum(onehot.sum(0), 1.0)
-    ratio = ratio / (onehot @ bin_mean)
+    ratio = ratio / bin_means(ratio, sigma, num_bins)
   return jax.lax.stop_gradient(ratio)
 
 
 def divergence_weights(*, ratio: Optional[jnp.ndarray], divergence: str, batch: int,
-                       normalize: bool = True) -> jnp.ndarray:
+                       normalize: bool = True, sigma: Optional[jnp.ndarray] = None,
+                       weight_bins: int = 0) -> jnp.ndarray:
   """h(r) per example [B], stop-gradient; divided by its batch mean when `normalize` (f-distill's
-  second normalisation). `ratio` may be None only for divergences with a constant h."""
+  second normalisation), or, with `weight_bins` > 0, by its mean among the examples of the same
+  noise-level bin (`bin_means` of `sigma`), so that every noise level keeps reverse KL's share of
+  the gradient and h only redistributes it within the level. `ratio` may be None only for
+  divergences with a constant h."""
+  if weight_bins and sigma is None:
+    raise ValueError('weight_bins > 0 needs the noise levels sigma')
   h = get_divergence(divergence).h(checked_ratio(ratio, divergence, batch))
   if normalize:
-    h = h / jnp.maximum(jnp.mean(h), MIN_WEIGHT_MEAN)
+    mean = bin_means(h, sigma, weight_bins) if weight_bins else jnp.mean(h)
+    h = h / jnp.maximum(mean, MIN_WEIGHT_MEAN)
   return jax.lax.stop_gradient(h)
 
 
@@ -66,7 +80,7 @@ def f_distill_generator_loss(*, x_g: jnp.ndarray, sigma: jnp.ndarray, noise: jnp
                              ratio: Optional[jnp.ndarray] = None,
                              divergence: str = 'jensen_shannon',
                              labels: Optional[jnp.ndarray] = None, normalize: bool = True,
-                             normalize_weights: bool = True) -> jnp.ndarray:
+                             normalize_weights: bool = True, weight_bins: int = 0) -> jnp.ndarray:
   """f-distill's generator surrogate, per example [B].
 
   With x_t = sg(x_g) + sigma n, injects d loss / d x_g = h(r) (D_fake - D_teacher)(x_t) / w, the
@@ -81,9 +95,10 @@ def f_distill_generator_loss(*, x_g: jnp.ndarray, sigma: jnp.ndarray, noise: jnp
     ratio: r = p / q at x_t per example [B] (see `density_ratio`); None for reverse KL.
     divergence: a row of onestep_jax.losses.divergences.DIVERGENCES.
     normalize_weights: divide h by its batch mean (f-distill, Sec. 4.2).
+    weight_bins: > 0 divides h by its mean within each of this many noise-level bins instead.
   """
   h = divergence_weights(ratio=ratio, divergence=divergence, batch=x_g.shape[0],
-                         normalize=normalize_weights)
+                         normalize=normalize_weights, sigma=sigma, weight_bins=weight_bins)
   # Scaling the surrogate 0.5 ||x_g - sg(x_g - g)||^2 by a constant h scales its gradient g by h.
   return h * dmd_generator_loss(x_g=x_g, sigma=sigma, noise=noise,
                                 teacher_denoiser=teacher_denoiser, fake_denoiser=fake_denoiser,
