@@ -33,9 +33,7 @@ ROWS = (('train_step.py', 'edm_reference_32x32'), ('distill_step.py', 'diff_inst
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   options = {o.env: o for o in xla_cpu.OPTIONS}
-  variables = {o.env: f'{xla_cpu.XLA_DEFAULT},{o.default.replace(",", "+")}'
-               for o in xla_cpu.OPTIONS}
-  parser.add_argument('--variable', default=xla_cpu.ENV, choices=sorted(variables),
+  parser.add_argument('--variable', default=xla_cpu.ENV, choices=sorted(options),
                       help='the environment variable that the choices set')
   parser.add_argument('--choices', default=None,
                       help='comma-separated values of --variable (YNNPACK types joined by +); '
@@ -49,12 +47,14 @@ def main():
   args = parser.parse_args()
   if args.repeats < 1:
     parser.error('--repeats must be at least 1')
-  choices = (args.choices or variables[args.variable]).split(',')
-  check = options[args.variable].parse
+  option = options[args.variable]
+  if not args.choices and option.default == xla_cpu.XLA_DEFAULT:
+    parser.error(f'--choices is needed: the library leaves {args.variable} at jaxlib\'s default')
+  choices = (args.choices or f'{xla_cpu.XLA_DEFAULT},{option.default.replace(",", "+")}').split(',')
   for choice in choices:
     if choice != xla_cpu.XLA_DEFAULT:
       try:
-        check(choice.replace('+', ','))
+        option.parse(choice.replace('+', ','))
       except ValueError as e:
         parser.error(f'--choices: {e}')
   started = step_timing.machine()

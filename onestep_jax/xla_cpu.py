@@ -20,7 +20,8 @@ exist, so, for example, the transposed activations that a U-Net's filter gradien
 in the forward pass and held through it. `ONESTEP_JAX_CPU_SCHEDULER=memory_optimized`
 (`xla_cpu_scheduler_type`) makes them where they are used instead: the EDM reference step's
 temporary buffers fall by a sixth, but the two cores overlap less work and the Diff-Instruct
-iteration took about a tenth longer (README, Results), so it is not the default.
+iteration took 3% longer in seconds, 11% in matmul units (README, Results), so it is not the
+default.
 
 Only the CPU backend is affected; GPU and TPU programs compile as before. Set
 `ONESTEP_JAX_YNN_FUSION` to a comma-separated subset of `YNN_FUSION_TYPES`,

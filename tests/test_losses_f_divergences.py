@@ -153,6 +153,8 @@ class DensityRatioTest(chex.TestCase):
     np.testing.assert_allclose(one_bin, want / np.mean(want), rtol=1e-5)  # = the batch mean
     with pytest.raises(ValueError, match='needs the noise levels'):
       divergence_weights(ratio=r, divergence='neyman_chi2', batch=6, weight_bins=10)
+    with pytest.raises(ValueError, match='weight_bins must be >= 0'):
+      divergence_weights(ratio=r, divergence='neyman_chi2', batch=6, sigma=sigma, weight_bins=-1)
 
 
 class FDistillTest(chex.TestCase):

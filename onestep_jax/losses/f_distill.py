@@ -66,6 +66,8 @@ def divergence_weights(*, ratio: Optional[jnp.ndarray], divergence: str, batch: 
   noise-level bin (`bin_means` of `sigma`), so that every noise level keeps reverse KL's share of
   the gradient and h only redistributes it within the level. `ratio` may be None only for
   divergences with a constant h."""
+  if weight_bins < 0:
+    raise ValueError(f'weight_bins must be >= 0 (0: the batch mean), got {weight_bins}')
   if weight_bins and sigma is None:
     raise ValueError('weight_bins > 0 needs the noise levels sigma')
   h = get_divergence(divergence).h(checked_ratio(ratio, divergence, batch))
