@@ -439,6 +439,32 @@ class UniInstructTest(chex.TestCase):
     c = 2 * ratio * jnp.sum(u * (y_f - x_g), axis=1) / kw['sigma']**2
     np.testing.assert_allclose(g_exact, g_ui + c[:, None] * u, rtol=1e-4, atol=1e-5)
 
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_weights_binned_by_noise_level_divide_each_example_by_its_levels_mean_h(self):
+    # The loss is linear in (h, h', h''), so dividing all three by the mean of h within the
+    # example's noise-level bin divides the example's loss, and its gradient, by that mean.
+    n = 12
+    k1, k2, k3 = jax.random.split(jax.random.PRNGKey(8), 3)
+    sigma = jnp.where(jnp.arange(n) < 8, 0.05, 20.0)  # two bins: 8 small, 4 large
+    kw = dict(sigma=sigma, noise=jax.random.normal(k2, (n, 2)),
+              teacher_denoiser=lambda x, s, _: jnp.tanh(x) / (1.0 + s[:, None]),
+              fake_denoiser=lambda x, s, _: 0.3 * x + 0.2 * jnp.sin(2.0 * x),
+              ratio=jnp.exp(jax.random.normal(k3, (n,))), divergence='neyman_chi2',
+              normalize=False)
+    x_g = jax.random.normal(k1, (n, 2))
+    loss = lambda x, bins: uni_instruct_generator_loss(x_g=x, weight_bins=bins, **kw)
+    v, v_bins, g, g_bins = self.variant(lambda x: (
+        loss(x, 0), loss(x, 10), jax.grad(lambda y: loss(y, 0).sum())(x),
+        jax.grad(lambda y: loss(y, 10).sum())(x)))(x_g)
+    h = 2.0 / kw['ratio']
+    means = jnp.where(jnp.arange(n) < 8, jnp.mean(h[:8]), jnp.mean(h[8:]))
+    assert float(jnp.max(means) / jnp.min(means)) > 1.1  # the two levels' means differ
+    np.testing.assert_allclose(v_bins * means, v, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(g_bins * means[:, None], g, rtol=1e-5, atol=1e-6)
+    rkl = {**kw, 'ratio': None, 'divergence': 'reverse_kl'}  # h = 1: nothing to normalise
+    np.testing.assert_allclose(uni_instruct_generator_loss(x_g=x_g, weight_bins=10, **rkl),
+                               uni_instruct_generator_loss(x_g=x_g, **rkl), rtol=1e-6)
+
   def test_concave_rows_are_jensen_shannon_and_squared_hellinger(self):
     assert {n for n in DIVERGENCES if has_concave_h(n)} == {'jensen_shannon',
                                                             'squared_hellinger'}

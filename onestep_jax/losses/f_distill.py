@@ -58,22 +58,30 @@ def density_ratio(*, logits: jnp.ndarray, sigma: jnp.ndarray,
   return jax.lax.stop_gradient(ratio)
 
 
-def divergence_weights(*, ratio: Optional[jnp.ndarray], divergence: str, batch: int,
-                       normalize: bool = True, sigma: Optional[jnp.ndarray] = None,
-                       weight_bins: int = 0) -> jnp.ndarray:
-  """h(r) per example [B], stop-gradient; divided by its batch mean when `normalize` (f-distill's
-  second normalisation), or, with `weight_bins` > 0, by its mean among the examples of the same
-  noise-level bin (`bin_means` of `sigma`), so that every noise level keeps reverse KL's share of
-  the gradient and h only redistributes it within the level. `ratio` may be None only for
-  divergences with a constant h."""
+def weight_means(h: jnp.ndarray, *, sigma: Optional[jnp.ndarray] = None,
+                 weight_bins: int = 0) -> jnp.ndarray:
+  """The divisor that normalises the weights h [B]: their batch mean, or with `weight_bins` > 0
+  their mean among the examples of the same noise-level bin (`bin_means` of `sigma`); at least
+  MIN_WEIGHT_MEAN. Per noise level this is a positive constant, so dividing by it reweights the
+  noise levels of the objective and h only redistributes each level's share of the gradient."""
   if weight_bins < 0:
     raise ValueError(f'weight_bins must be >= 0 (0: the batch mean), got {weight_bins}')
   if weight_bins and sigma is None:
     raise ValueError('weight_bins > 0 needs the noise levels sigma')
+  mean = bin_means(h, sigma, weight_bins) if weight_bins else jnp.mean(h)
+  return jnp.maximum(mean, MIN_WEIGHT_MEAN)
+
+
+def divergence_weights(*, ratio: Optional[jnp.ndarray], divergence: str, batch: int,
+                       normalize: bool = True, sigma: Optional[jnp.ndarray] = None,
+                       weight_bins: int = 0) -> jnp.ndarray:
+  """h(r) per example [B], stop-gradient; divided by `weight_means` when `normalize` (f-distill's
+  second normalisation is the batch mean; `weight_bins` > 0 takes it within noise levels instead,
+  so that every level keeps reverse KL's share of the gradient). `ratio` may be None only for
+  divergences with a constant h."""
   h = get_divergence(divergence).h(checked_ratio(ratio, divergence, batch))
   if normalize:
-    mean = bin_means(h, sigma, weight_bins) if weight_bins else jnp.mean(h)
-    h = h / jnp.maximum(mean, MIN_WEIGHT_MEAN)
+    h = h / weight_means(h, sigma=sigma, weight_bins=weight_bins)
   return jax.lax.stop_gradient(h)
 
 

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 from onestep_jax.losses.common import (MIN_NORMALIZER, check_generator_inputs, mean_per_example,
                                        noised, noisy_denoisings, sum_per_example)
 from onestep_jax.losses.divergences import checked_ratio, h_and_derivatives
+from onestep_jax.losses.f_distill import weight_means
 
 
 def uni_instruct_generator_loss(*, x_g: jnp.ndarray, sigma: jnp.ndarray, noise: jnp.ndarray,
@@ -32,7 +33,8 @@ def uni_instruct_generator_loss(*, x_g: jnp.ndarray, sigma: jnp.ndarray, noise: 
                                 labels: Optional[jnp.ndarray] = None, normalize: bool = True,
                                 sampling_path: bool = True,
                                 projection_ratio_term: bool = True,
-                                clip_di_weight: bool = False) -> jnp.ndarray:
+                                clip_di_weight: bool = False,
+                                weight_bins: int = 0) -> jnp.ndarray:
   """Surrogate whose gradient is the gradient of the expanded f-divergence, per example [B].
 
   In denoiser units, with x_t = x_g + sigma n, y_r = D_teacher(x_t), y_f = D_fake(x_t),
@@ -63,10 +65,17 @@ def uni_instruct_generator_loss(*, x_g: jnp.ndarray, sigma: jnp.ndarray, noise: 
       concave: far from the teacher r^2 h'' ||u||^2 makes c negative, and the Diff-Instruct-type
       term then pushes the generator away from the teacher (on the ring, Jensen-Shannon and
       squared Hellinger collapsed to a point without it and covered 8/8 modes with it).
+    weight_bins: > 0 divides h, h' and h'' by the mean of h among the examples of the same
+      noise-level bin (onestep_jax.losses.f_distill.weight_means): the same divergence with each
+      noise level reweighted, so that every level keeps reverse KL's share of the gradient
+      (f-distill's normalisation, which the paper does not use; 0: none).
   """
   check_generator_inputs(x_g, sigma, noise)
   ratio = jax.lax.stop_gradient(checked_ratio(ratio, divergence, x_g.shape[0]))
   h, dh, d2h = h_and_derivatives(divergence, ratio)
+  if weight_bins:
+    scale = jax.lax.stop_gradient(weight_means(h, sigma=sigma, weight_bins=weight_bins))
+    h, dh, d2h = h / scale, dh / scale, d2h / scale
   x_t = noised(x_g, sigma, noise)
   y_real, y_fake = noisy_denoisings(x_t=x_t, sigma=sigma, teacher_denoiser=teacher_denoiser,
                                     fake_denoiser=fake_denoiser, labels=labels)

@@ -50,7 +50,8 @@ LOSSES = {
                                                    'sampling_path': 'sampling_path',
                                                    'projection_ratio_term':
                                                        'projection_ratio_term',
-                                                   'clip_di_weight': 'clip_di_weight'}),
+                                                   'clip_di_weight': 'clip_di_weight',
+                                                   'weight_bins': 'weight_bins'}),
 }
 PAIRS = 'regression_pairs'  # frozen group of DMD's (latent, teacher sample) pairs
 
