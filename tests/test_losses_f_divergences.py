@@ -465,6 +465,36 @@ class UniInstructTest(chex.TestCase):
     np.testing.assert_allclose(uni_instruct_generator_loss(x_g=x_g, weight_bins=10, **rkl),
                                uni_instruct_generator_loss(x_g=x_g, **rkl), rtol=1e-6)
 
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_without_the_di_term_the_loss_is_h_times_sim(self):
+    # di_term=False drops c / sigma^2 sg(u) . x_g; without the sampling path what is left,
+    # -2 h u . (y_f - x_g), is h(r) times SIM(L2) example by example, for every row.
+    n = 16
+    k1, k2, k3 = jax.random.split(jax.random.PRNGKey(9), 3)
+    kw = dict(sigma=jnp.linspace(0.05, 2.0, n), noise=jax.random.normal(k2, (n, 2)),
+              teacher_denoiser=lambda x, s, _: jnp.tanh(x) / (1.0 + s[:, None]),
+              fake_denoiser=lambda x, s, _: 0.3 * x + 0.2 * jnp.sin(2.0 * x))
+    x_g, ratio = jax.random.normal(k1, (n, 2)), jnp.exp(jax.random.normal(k3, (n,)))
+
+    def both(x):
+      out = {}
+      for name in ('pearson_chi2', 'neyman_chi2', 'jensen_shannon'):
+        h = get_divergence(name).h(ratio)
+        ui = lambda y, di: uni_instruct_generator_loss(
+            x_g=y, ratio=ratio, divergence=name, normalize=False, sampling_path=False,
+            di_term=di, **kw)
+        sim = lambda y: h * sim_generator_loss(x_g=y, distance='l2', **kw)
+        grad = lambda f: jax.grad(lambda y: f(y).sum())(x)
+        out[name] = (ui(x, False), sim(x), grad(lambda y: ui(y, False)), grad(sim),
+                     grad(lambda y: ui(y, True)))
+      return out
+
+    for name, (v_ui, v_sim, g_ui, g_sim, g_exact) in self.variant(both)(x_g).items():
+      assert float(jnp.min(jnp.abs(v_sim))) > 1e-5, name
+      np.testing.assert_allclose(v_ui, v_sim, rtol=1e-5, atol=1e-6, err_msg=name)
+      np.testing.assert_allclose(g_ui, g_sim, rtol=1e-5, atol=1e-6, err_msg=name)
+      assert float(jnp.max(jnp.abs(g_exact - g_ui))) > 1e-3, name  # the term was there
+
   def test_concave_rows_are_jensen_shannon_and_squared_hellinger(self):
     assert {n for n in DIVERGENCES if has_concave_h(n)} == {'jensen_shannon',
                                                             'squared_hellinger'}

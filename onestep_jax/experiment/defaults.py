@@ -161,7 +161,9 @@ ONE_STEP_METHODS = {
         ('clip_di_weight', config_dict.placeholder(bool), 'clip the Diff-Instruct-type weight at 0 (None: for concave h, '
          'i.e. jensen_shannon and squared_hellinger; losses/uni_instruct.py)'),
         ('weight_bins', 0, 'divide h and its derivatives by the mean of h within this many '
-         'noise-level bins (0: not normalised, as in the paper)'))),
+         'noise-level bins (0: not normalised, as in the paper)'),
+        ('di_term', True, 'keep the Diff-Instruct-type term (exact; False drops it: not exact; '
+         'losses/uni_instruct.py)'))),
     # DiffRatio: EDM's log-normal levels (on the ring, Karras levels up to sigma = 70 made the
     # sigma^2-weighted classifier gradient too noisy: MMD 99x the teacher's against 6x).
     'diffratio': ('log_normal', (0, 1000), _divergence_fields('reverse_kl') + (

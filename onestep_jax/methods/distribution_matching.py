@@ -51,7 +51,8 @@ LOSSES = {
                                                    'projection_ratio_term':
                                                        'projection_ratio_term',
                                                    'clip_di_weight': 'clip_di_weight',
-                                                   'weight_bins': 'weight_bins'}),
+                                                   'weight_bins': 'weight_bins',
+                                                   'di_term': 'di_term'}),
 }
 PAIRS = 'regression_pairs'  # frozen group of DMD's (latent, teacher sample) pairs
 
