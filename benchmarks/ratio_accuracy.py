@@ -23,6 +23,7 @@ import numpy as np
 
 from onestep_jax.data import get_dataset
 from onestep_jax.eval.mixture_metrics import assign_modes
+from onestep_jax.experiment.defaults import one_step_method_fields
 from onestep_jax.experiment.runner import resolve_config
 from onestep_jax.losses.divergences import get_divergence
 from onestep_jax.losses.f_distill import density_ratio
@@ -41,6 +42,11 @@ def restore(workdir: str):
   if dataset.mixture is None:
     raise ValueError(f'{workdir} was not trained on a mixture toy: its exact density is unknown')
   m = config.method
+  defaults = ml_collections.ConfigDict()
+  one_step_method_fields(defaults, m.name)
+  for field in defaults:  # method fields added since the run was saved keep their defaults
+    if field not in m:
+      m[field] = defaults[field]
   if m.name not in ('fdistill', 'uni_instruct') or not m.gan_weight_discriminator:
     raise ValueError(f'{workdir} is a {m.name!r} run without a discriminator; this '
                      'script reads the density ratio of an fdistill or uni_instruct run')
