@@ -8,8 +8,10 @@ benchmarks/distill_step.py (a distillation iteration) in this process, under tcm
 installed, and records after each stage (imports, method built, networks initialised, state
 initialised, each phase compiled, each step): resident memory, and tcmalloc's own counts (live
 allocations, heap mapped from the OS, freed pages it keeps, pages it has returned). Also XLA's
-buffer sizes of every compiled phase and the resident size of the largest mapped files (shared
-libraries' code). Prints a table and writes JSON.
+buffer sizes of every compiled phase, the resident size of the largest mapped files (shared
+libraries' code), and a timeline of memory while each phase compiles (`compile_timeline`: the
+largest resident and live-allocated MB in each half second, sampled every 2 ms). Prints a table
+and writes JSON.
 """
 import argparse
 import ctypes
@@ -42,6 +44,40 @@ def snapshot() -> dict:
       out[name] = value.value / 2**20
     out['outside_heap_mb'] = out['rss_mb'] - (out['heap_mb'] - out['returned_mb'])
   return out
+
+
+class Timeline:
+  """Samples snapshot() every `interval_s` on a thread while in a `with` block; `rows` keeps, per
+  `bucket_s` of elapsed time, the largest value of each count."""
+
+  def __init__(self, interval_s: float = 0.002, bucket_s: float = 0.5):
+    import threading
+    self.interval_s, self.bucket_s, self.rows = interval_s, bucket_s, {}
+    self._stop = threading.Event()
+    self._thread = threading.Thread(target=self._run, daemon=True)
+
+  def _run(self):
+    import time
+    start = time.perf_counter()
+    while not self._stop.is_set():
+      snap = snapshot()
+      bucket = round((time.perf_counter() - start) / self.bucket_s) * self.bucket_s
+      row = self.rows.setdefault(bucket, {})
+      for k in ('rss_mb', 'allocated_mb'):
+        if k in snap:
+          row[k] = max(row.get(k, 0.0), snap[k])
+      self._stop.wait(self.interval_s)
+
+  def __enter__(self):
+    self._thread.start()
+    return self
+
+  def __exit__(self, *exc):
+    self._stop.set()
+    self._thread.join()
+
+  def as_list(self) -> list:
+    return [{'t_s': t, **row} for t, row in sorted(self.rows.items())]
 
 
 def mapped_files(top: int = 5) -> dict[str, float]:
@@ -100,10 +136,12 @@ def main():
     first = max(s.until_step or 0 for s in setup.stages)
     batches = [global_batch(dataset.get_batch(first + i, config.train.batch_size, seed=0),
                             trainer.mesh) for i in range(args.steps)]
-    xla = {}
+    xla, timelines = {}, {}
     for name, _ in setup.stages[-1].schedule:
-      # pylint: disable-next=protected-access
-      analysis = trainer._executable(name, state, batches[0], np.int32(0)).memory_analysis()
+      with Timeline() as timeline:  # memory while the phase is traced, lowered and compiled
+        # pylint: disable-next=protected-access
+        analysis = trainer._executable(name, state, batches[0], np.int32(0)).memory_analysis()
+      timelines[name] = timeline.as_list()
       xla[name] = {k: getattr(analysis, f'{k}_size_in_bytes') / 2**20
                    for k in ('temp', 'argument', 'output', 'alias', 'generated_code')}
       stages[f'compiled_{name}'] = snapshot()
@@ -113,13 +151,19 @@ def main():
       stages[f'step_{i}'] = snapshot()
 
   result = {'row': args.row, 'allocator': allocator_in_use(), 'stages': stages,
-            'xla_buffers_mb': xla, 'largest_mapped_files_mb': mapped_files(),
+            'xla_buffers_mb': xla, 'compile_timeline': timelines,
+            'largest_mapped_files_mb': mapped_files(),
             'measured': step_timing.machine()}
   columns = ('rss_mb', 'allocated_mb', 'kept_free_mb', 'outside_heap_mb')
   print(f'{"stage":24s}' + ''.join(f'{c:>17s}' for c in columns))
   for name, snap in stages.items():
     print(f'{name:24s}' + ''.join(f'{snap.get(c, float("nan")):17.0f}' for c in columns))
   print('XLA buffers (MB):', json.dumps(xla))
+  for name, rows in timelines.items():
+    key = 'allocated_mb' if 'allocated_mb' in rows[0] else 'rss_mb'
+    top = max(rows, key=lambda r: r[key])
+    print(f'compiling {name} ({rows[-1]["t_s"]:.1f} s): {key} peaked at {top[key]:.0f} MB '
+          f'(resident {top["rss_mb"]:.0f} MB) {top["t_s"]:.1f} s in')
   print('largest mapped files (MB):', json.dumps(result['largest_mapped_files_mb']))
   with open(args.out, 'w') as f:
     json.dump(result, f, indent=2)
