@@ -61,6 +61,14 @@ def restore(workdir: str):
   return config, dataset, OneStep(config, dataset), {**state.frozen, **state.params}
 
 
+def write_json(path: str, result: dict) -> None:
+  """Writes `result` to `path` (nothing when `path` is empty)."""
+  if path:
+    with open(path, 'w') as f:
+      json.dump(result, f, indent=1)
+    print(f'wrote {path}')
+
+
 def student_log_density(x, centres, sigma, chunk: int = 512):
   """log q_sigma(x) = log mean_j N(x; centres_j, sigma^2 I), in chunks of x."""
   d = x.shape[-1]
@@ -118,10 +126,7 @@ def main():
   result = {'workdir': os.path.abspath(args.workdir), 'method': m.name,
             'divergence': m.divergence, 'off_mode_fraction': float(off.mean()),
             'args': vars(args), 'rows': rows}
-  if args.out:
-    with open(args.out, 'w') as f:
-      json.dump(result, f, indent=1)
-    print(f'wrote {args.out}')
+  write_json(args.out, result)
 
 
 if __name__ == '__main__':

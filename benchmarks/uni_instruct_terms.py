@@ -11,7 +11,6 @@ sampling-path term (with `sampling_path` minus without) and the SIM-type rest, b
 term's. Reported: the mean per-example norm of each part and the norm of its batch mean.
 """
 import argparse
-import json
 import os
 
 import jax
@@ -20,7 +19,7 @@ import jax.numpy as jnp
 from onestep_jax.losses.f_distill import density_ratio
 from onestep_jax.losses.gan import gan_generator_loss
 from onestep_jax.losses.uni_instruct import uni_instruct_generator_loss
-from ratio_accuracy import restore
+from ratio_accuracy import restore, write_json
 
 
 def term_gradients(loss_kwargs: dict, x_g: jnp.ndarray) -> dict:
@@ -74,10 +73,7 @@ def main():
             'settings': {k: m.get(k) for k in ('sampling_path', 'di_term', 'projection_ratio_term',
                                                'clip_di_weight', 'weight_bins', 'ratio_range')},
             'args': vars(args), 'rows': rows}
-  if args.out:
-    with open(args.out, 'w') as f:
-      json.dump(result, f, indent=1)
-    print(f'wrote {args.out}')
+  write_json(args.out, result)
 
 
 if __name__ == '__main__':

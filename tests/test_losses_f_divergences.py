@@ -91,6 +91,16 @@ def _exact_ratio(theta):
   return jnp.exp(_log_p(x_t) - _log_q(x_t, jax.lax.stop_gradient(theta)))
 
 
+def _nonlinear_problem(seed, n, sigma):
+  """Generator samples x_g [n, 2], a positive ratio [n], and the loss keywords of two nonlinear
+  denoisers at noise levels `sigma` [n], for identities that hold example by example."""
+  k1, k2, k3 = jax.random.split(jax.random.PRNGKey(seed), 3)
+  kw = dict(sigma=sigma, noise=jax.random.normal(k2, (n, 2)),
+            teacher_denoiser=lambda x, s, _: jnp.tanh(x) / (1.0 + s[:, None]),
+            fake_denoiser=lambda x, s, _: 0.3 * x + 0.2 * jnp.sin(2.0 * x))
+  return jax.random.normal(k1, (n, 2)), jnp.exp(jax.random.normal(k3, (n,))), kw
+
+
 class FTableTest(chex.TestCase):
 
   def test_h_is_f_second_derivative_times_r_squared(self):
@@ -414,12 +424,7 @@ class UniInstructTest(chex.TestCase):
     # h = r: h'' = 0 and h - r h' = 0, so the only Diff-Instruct-type weight is 2 r b / sigma^2;
     # without it the loss is r * SIM(L2) example by example (the official forward-KL branch),
     # and with it the gradient in x_g differs by exactly c / sigma^2 u.
-    n = 16
-    k1, k2, k3 = jax.random.split(jax.random.PRNGKey(7), 3)
-    kw = dict(sigma=jnp.linspace(0.2, 2.0, n), noise=jax.random.normal(k2, (n, 2)),
-              teacher_denoiser=lambda x, s, _: jnp.tanh(x) / (1.0 + s[:, None]),
-              fake_denoiser=lambda x, s, _: 0.3 * x + 0.2 * jnp.sin(2.0 * x))
-    x_g, ratio = jax.random.normal(k1, (n, 2)), jnp.exp(jax.random.normal(k3, (n,)))
+    x_g, ratio, kw = _nonlinear_problem(7, 16, jnp.linspace(0.2, 2.0, 16))
     loss = lambda x, term: uni_instruct_generator_loss(
         x_g=x, ratio=ratio, divergence='forward_kl', normalize=False, projection_ratio_term=term,
         **kw)
@@ -444,14 +449,9 @@ class UniInstructTest(chex.TestCase):
     # The loss is linear in (h, h', h''), so dividing all three by the mean of h within the
     # example's noise-level bin divides the example's loss, and its gradient, by that mean.
     n = 12
-    k1, k2, k3 = jax.random.split(jax.random.PRNGKey(8), 3)
     sigma = jnp.where(jnp.arange(n) < 8, 0.05, 20.0)  # two bins: 8 small, 4 large
-    kw = dict(sigma=sigma, noise=jax.random.normal(k2, (n, 2)),
-              teacher_denoiser=lambda x, s, _: jnp.tanh(x) / (1.0 + s[:, None]),
-              fake_denoiser=lambda x, s, _: 0.3 * x + 0.2 * jnp.sin(2.0 * x),
-              ratio=jnp.exp(jax.random.normal(k3, (n,))), divergence='neyman_chi2',
-              normalize=False)
-    x_g = jax.random.normal(k1, (n, 2))
+    x_g, ratio, kw = _nonlinear_problem(8, n, sigma)
+    kw.update(ratio=ratio, divergence='neyman_chi2', normalize=False)
     loss = lambda x, bins: uni_instruct_generator_loss(x_g=x, weight_bins=bins, **kw)
     v, v_bins, g, g_bins = self.variant(lambda x: (
         loss(x, 0), loss(x, 10), jax.grad(lambda y: loss(y, 0).sum())(x),
@@ -469,12 +469,7 @@ class UniInstructTest(chex.TestCase):
   def test_without_the_di_term_the_loss_is_h_times_sim(self):
     # di_term=False drops c / sigma^2 sg(u) . x_g; without the sampling path what is left,
     # -2 h u . (y_f - x_g), is h(r) times SIM(L2) example by example, for every row.
-    n = 16
-    k1, k2, k3 = jax.random.split(jax.random.PRNGKey(9), 3)
-    kw = dict(sigma=jnp.linspace(0.05, 2.0, n), noise=jax.random.normal(k2, (n, 2)),
-              teacher_denoiser=lambda x, s, _: jnp.tanh(x) / (1.0 + s[:, None]),
-              fake_denoiser=lambda x, s, _: 0.3 * x + 0.2 * jnp.sin(2.0 * x))
-    x_g, ratio = jax.random.normal(k1, (n, 2)), jnp.exp(jax.random.normal(k3, (n,)))
+    x_g, ratio, kw = _nonlinear_problem(9, 16, jnp.linspace(0.05, 2.0, 16))
 
     def both(x):
       out = {}
