@@ -36,6 +36,8 @@ from onestep_jax.train.trainer import Trainer
 
 def restore(workdir: str):
   """(config, dataset, OneStep context, parameters) of the newest checkpoint of `workdir`."""
+  if not os.path.exists(os.path.join(workdir, 'config.json')):
+    raise SystemExit(f'{workdir} has no config.json: pass the workdir of a finished run')
   with open(os.path.join(workdir, 'config.json')) as f:
     config = ml_collections.ConfigDict(json.load(f))
   dataset = get_dataset(config.data.name, **config.data.kwargs.to_dict())

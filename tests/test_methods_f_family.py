@@ -132,6 +132,9 @@ def test_config_errors_name_the_fix():
     _setup('diffratio', divergence='kl')
   with pytest.raises(ValueError, match='reverse_kl_steps must be >= 0'):
     _setup('uni_instruct', reverse_kl_steps=-5)
+  for method in ('fdistill', 'uni_instruct'):  # at build time, not after the warm-up
+    with pytest.raises(ValueError, match='method.weight_bins must be >= 0'):
+      _setup(method, weight_bins=-1)
   with pytest.raises(ValueError, match='gan_weight_discriminator > 0'):
     _setup('uni_instruct', gan_weight_discriminator=0.0)
   # Reverse KL needs no ratio, so no discriminator either.

@@ -101,6 +101,9 @@ def build(config: ml_collections.ConfigDict, dataset) -> MethodSetup:
   """Groups 'generator' (EMA), 'fake_score' (and 'discriminator' with a GAN weight); phases
   'fake_score' and 'generator'."""
   m = config.method
+  for field in ('reverse_kl_steps', 'weight_bins'):  # caught here, not when the phase first runs
+    if m.get(field, 0) < 0:
+      raise ValueError(f'method.{field} must be >= 0, got {m[field]}')
   loss_fn, fields = LOSSES[m.name]
   ctx = OneStep(config, dataset)
   hyper = {k: m[f] for k, f in fields.items()}
@@ -109,8 +112,6 @@ def build(config: ml_collections.ConfigDict, dataset) -> MethodSetup:
     terms.append(regression_term)
     return ctx.setup(terms, extra_frozen=regression_pairs, frozen_groups=(PAIRS,))
   lead_in = None
-  if m.get('reverse_kl_steps', 0) < 0:
-    raise ValueError(f'method.reverse_kl_steps must be >= 0, got {m.reverse_kl_steps}')
   if m.get('reverse_kl_steps'):  # Uni-Instruct's official schedule: plain SIM, then D_f
     lead_in = ([distribution_term(loss_fn, **{**hyper, 'divergence': 'reverse_kl'})],
                m.reverse_kl_steps)
