@@ -19,6 +19,8 @@ import json
 import pathlib
 import sys
 import tempfile
+import threading
+import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -51,13 +53,11 @@ class Timeline:
   `bucket_s` of elapsed time, the largest value of each count."""
 
   def __init__(self, interval_s: float = 0.002, bucket_s: float = 0.5):
-    import threading
     self.interval_s, self.bucket_s, self.rows = interval_s, bucket_s, {}
     self._stop = threading.Event()
     self._thread = threading.Thread(target=self._run, daemon=True)
 
   def _run(self):
-    import time
     start = time.perf_counter()
     while not self._stop.is_set():
       snap = snapshot()

@@ -67,9 +67,10 @@ def uni_instruct_generator_loss(*, x_g: jnp.ndarray, sigma: jnp.ndarray, noise: 
       squared Hellinger collapsed to a point without it and covered 8/8 modes with it).
     di_term: keep the Diff-Instruct-type term c / sigma^2 sg(u) . x_g (exact). False drops it,
       which is not exact: the loss is then h(r) times SIM's (plus the sampling-path term). Its
-      weight ||u||^2 / sigma^2 squares the networks' errors and divides them by sigma^2, and on
-      the ring it outweighed the SIM-type term 3-9x at sigma <= 0.1 for the chi^2 rows. (The
-      official code's DI weights use ||u||, not ||u||^2 / sigma^2, and are far smaller there.)
+      weight ||u||^2 / sigma^2 squares the networks' errors and divides them by sigma^2; at
+      sigma <= 0.1 its gradient was 1.5-3.7x the SIM-type term's in the ring's Pearson chi^2 run
+      (benchmarks/uni_instruct_terms.py), 2.6-8.7x with `weight_bins` and a clipped ratio. (The
+      official code's DI weights use ||u|| where this gradient has ||u||^2 / sigma^2.)
     weight_bins: > 0 divides h, h' and h'' by the mean of h among the examples of the same
       noise-level bin (onestep_jax.losses.f_distill.weight_means): the same divergence with each
       noise level reweighted, so that every level keeps reverse KL's share of the gradient
