@@ -138,6 +138,9 @@ class DensityRatioTest(chex.TestCase):
     np.testing.assert_allclose(binned[4:], clipped[4:] / np.mean(clipped[4:]), rtol=1e-5)
     raw = density_ratio(logits=logits, sigma=sigma, ratio_range=None, num_bins=0)
     np.testing.assert_allclose(raw, jnp.exp(logits), rtol=1e-5)
+    for bad in ((2.0, 0.5), (0.0, 20.0), (-1.0, 2.0)):  # reversed, or log of a non-positive
+      with pytest.raises(ValueError, match=r'ratio_range must be \(lo, hi\) with 0 < lo < hi'):
+        density_ratio(logits=logits, sigma=sigma, ratio_range=bad)
 
   def test_weights_have_batch_mean_one_and_need_a_ratio(self):
     r = jnp.array([0.1, 1.0, 4.0, 9.0])

@@ -135,6 +135,12 @@ def test_config_errors_name_the_fix():
   for method in ('fdistill', 'uni_instruct'):  # at build time, not after the warm-up
     with pytest.raises(ValueError, match='method.weight_bins must be >= 0'):
       _setup(method, weight_bins=-1)
+  with pytest.raises(ValueError, match=r'method.karras_index_range must be \(lo, hi\)'):
+    _setup('uni_instruct', karras_index_range=(900, 800))
+  for method in ('fdistill', 'uni_instruct', 'diffratio'):  # not log(0) mid-run, nor silence
+    for bad in ((2.0, 0.5), (0.0, 2.0)):
+      with pytest.raises(ValueError, match=r'method.ratio_range must be \(lo, hi\) with 0 < lo'):
+        _setup(method, ratio_range=bad)
   with pytest.raises(ValueError, match='gan_weight_discriminator > 0'):
     _setup('uni_instruct', gan_weight_discriminator=0.0)
   # Reverse KL needs no ratio, so no discriminator either.

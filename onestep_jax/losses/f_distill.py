@@ -35,6 +35,18 @@ def bin_means(values: jnp.ndarray, sigma: jnp.ndarray, num_bins: int) -> jnp.nda
   return onehot @ means
 
 
+def check_ratio_range(ratio_range: Optional[Sequence[float]], *,
+                      name: str = 'ratio_range') -> Optional[tuple[float, float]]:
+  """`ratio_range` as a (lo, hi) tuple with 0 < lo < hi, or None (no clipping); `name` is the
+  setting that errors name."""
+  if ratio_range is None:
+    return None
+  lo, hi = (float(v) for v in ratio_range)
+  if not 0 < lo < hi:
+    raise ValueError(f'{name} must be (lo, hi) with 0 < lo < hi, got {tuple(ratio_range)}')
+  return lo, hi
+
+
 def density_ratio(*, logits: jnp.ndarray, sigma: jnp.ndarray,
                   ratio_range: Optional[Sequence[float]] = (0.1, 20.0),
                   num_bins: int = 10) -> jnp.ndarray:
@@ -49,6 +61,7 @@ def density_ratio(*, logits: jnp.ndarray, sigma: jnp.ndarray,
   chex.assert_rank(logits, 1)
   chex.assert_equal_shape([logits, sigma])
   logits = jax.lax.stop_gradient(logits).astype(jnp.float32)
+  ratio_range = check_ratio_range(ratio_range)
   if ratio_range is not None:
     lo, hi = ratio_range
     logits = jnp.clip(logits, math.log(lo), math.log(hi))

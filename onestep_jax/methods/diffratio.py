@@ -61,7 +61,7 @@ def build(config: ml_collections.ConfigDict, dataset) -> MethodSetup:
     per_example = diffratio_generator_loss(
         x_g=x_g, sigma=d.sigma, noise=d.noise, logit_fn=logit_fn(params), labels=d.labels,
         divergence=m.divergence,
-        ratio_range=None if m.ratio_range is None else tuple(m.ratio_range),
+        ratio_range=ctx.ratio_range,
         ratio_bins=m.ratio_bins)
     return per_example, {'distribution': jnp.mean(per_example)}
 

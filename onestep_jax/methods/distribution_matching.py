@@ -93,8 +93,7 @@ def ratio_settings(ctx: OneStep) -> Optional[dict]:
     raise ValueError(f'method.divergence={m.divergence!r} reads the density ratio from the '
                      'discriminator: set method.gan_weight_discriminator > 0 (or use '
                      "divergence='reverse_kl')")
-  return {'ratio_range': None if m.ratio_range is None else tuple(m.ratio_range),
-          'num_bins': m.ratio_bins}
+  return {'ratio_range': ctx.ratio_range, 'num_bins': m.ratio_bins}
 
 
 def build(config: ml_collections.ConfigDict, dataset) -> MethodSetup:

@@ -28,7 +28,7 @@ import optax
 from onestep_jax.diffusion import noise_levels, samplers
 from onestep_jax.losses.common import noised
 from onestep_jax.losses.denoising import edm_denoising_loss
-from onestep_jax.losses.f_distill import density_ratio
+from onestep_jax.losses.f_distill import check_ratio_range, density_ratio
 from onestep_jax.losses.gan import gan_discriminator_loss, gan_generator_loss
 from onestep_jax.methods.base import Generator, MethodSetup
 from onestep_jax.methods.denoisers import NetworkDenoiser
@@ -79,6 +79,12 @@ class OneStep:
     if m.sigma_dist not in SIGMA_DISTRIBUTIONS:
       raise ValueError(f'unknown method.sigma_dist {m.sigma_dist!r}; valid: '
                        f'{list(SIGMA_DISTRIBUTIONS)}')
+    lo, hi = m.karras_index_range
+    if m.sigma_dist == 'karras' and not 0 <= lo < hi <= NUM_KARRAS_LEVELS:
+      raise ValueError(f'method.karras_index_range must be (lo, hi) with 0 <= lo < hi <= '
+                       f'{NUM_KARRAS_LEVELS}, got {tuple(m.karras_index_range)}')
+    # f-distill, Uni-Instruct, DiffRatio: the density ratio's clipping range
+    self.ratio_range = check_ratio_range(m.get('ratio_range'), name='method.ratio_range')
     self.config, self.m = config, m
     self.teacher = load_teacher(m.teacher, dataset)
     self.num_classes = dataset.num_classes if config.data.conditional else 0
