@@ -1,7 +1,5 @@
 """benchmarks/ayf_theorem31.py: the closed forms against samples, and the shape of Theorem 3.1."""
-import importlib.util
 import math
-import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -10,11 +8,9 @@ import pytest
 
 from onestep_jax.diffusion import flow_maps
 from onestep_jax.eval import feature_metrics, sample_metrics
+from train_helpers.scripts import load_script
 
-_PATH = pathlib.Path(__file__).resolve().parents[1] / 'benchmarks' / 'ayf_theorem31.py'
-_SPEC = importlib.util.spec_from_file_location('ayf_theorem31', _PATH)
-thm = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(thm)
+thm = load_script('benchmarks/ayf_theorem31.py')
 
 C = 0.5
 

@@ -1,21 +1,13 @@
 """benchmarks/conv_formulations.py: its matrix-product convolutions compute XLA's convolution."""
-import importlib.util
-import pathlib
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-_DIR = pathlib.Path(__file__).resolve().parents[1] / 'benchmarks'
-_SPEC = importlib.util.spec_from_file_location('conv_formulations', _DIR / 'conv_formulations.py')
-conv_formulations = importlib.util.module_from_spec(_SPEC)
-sys.path.insert(0, str(_DIR))  # the script imports step_timing and ratio_accuracy from there
-try:
-  _SPEC.loader.exec_module(conv_formulations)
-finally:
-  sys.path.remove(str(_DIR))
+from train_helpers.scripts import load_script
+
+conv_formulations = load_script('benchmarks/conv_formulations.py')
 
 
 @pytest.mark.parametrize('op, name', [(op, name) for op, v in

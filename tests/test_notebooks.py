@@ -1,6 +1,5 @@
 """The notebooks run top to bottom (smoke mode: ONESTEP_NOTEBOOK_SMOKE=1, tiny networks and
 runs) and build what they show: one finite entry per divergence."""
-import importlib.util
 import math
 import pathlib
 
@@ -8,14 +7,13 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from onestep_jax.losses.divergences import DIVERGENCES
+from train_helpers.scripts import load_script
 
 NOTEBOOKS = pathlib.Path(__file__).resolve().parents[1] / 'experiments' / 'notebooks'
 
 
 def _run_notebook(name):
-  spec = importlib.util.spec_from_file_location('execute', NOTEBOOKS / 'execute.py')
-  execute = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(execute)
+  execute = load_script('experiments/notebooks/execute.py')
   return execute.run_notebook(str(NOTEBOOKS / name))
 
 

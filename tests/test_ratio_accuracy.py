@@ -1,16 +1,13 @@
 """benchmarks/ratio_accuracy.py: the student's Monte-Carlo noised density is the Gaussian
 convolution it stands for."""
-import importlib.util
-import pathlib
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-_PATH = pathlib.Path(__file__).resolve().parents[1] / 'benchmarks' / 'ratio_accuracy.py'
-_SPEC = importlib.util.spec_from_file_location('ratio_accuracy', _PATH)
-ratio_accuracy = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(ratio_accuracy)
+from train_helpers.scripts import load_script
+
+ratio_accuracy = load_script('benchmarks/ratio_accuracy.py')
 
 
 def test_student_log_density_of_gaussian_samples_is_the_wider_gaussian():

@@ -1,22 +1,13 @@
 """benchmarks/uni_instruct_terms.py: the split of Uni-Instruct's gradient into its terms."""
-import importlib.util
-import pathlib
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from onestep_jax.losses.sim import sim_generator_loss
+from train_helpers.scripts import load_script
 
-_DIR = pathlib.Path(__file__).resolve().parents[1] / 'benchmarks'
-_SPEC = importlib.util.spec_from_file_location('uni_instruct_terms', _DIR / 'uni_instruct_terms.py')
-uni_instruct_terms = importlib.util.module_from_spec(_SPEC)
-sys.path.insert(0, str(_DIR))  # the script imports ratio_accuracy from its own folder
-try:
-  _SPEC.loader.exec_module(uni_instruct_terms)
-finally:
-  sys.path.remove(str(_DIR))
+uni_instruct_terms = load_script('benchmarks/uni_instruct_terms.py')
 
 
 def test_terms_vanish_where_the_divergence_has_none_and_sim_is_what_is_left():
