@@ -137,6 +137,8 @@ def test_config_errors_name_the_fix():
       _setup(method, weight_bins=-1)
   with pytest.raises(ValueError, match=r'method.karras_index_range must be \(lo, hi\)'):
     _setup('uni_instruct', karras_index_range=(900, 800))
+  with pytest.raises(ValueError, match=r'method.karras_index_range must be \(lo, hi\)'):
+    _setup('uni_instruct', karras_index_range=(100, 200, 300))
   for method in ('fdistill', 'uni_instruct', 'diffratio'):  # not log(0) mid-run, nor silence
     for bad in ((2.0, 0.5), (0.0, 2.0)):
       with pytest.raises(ValueError, match=r'method.ratio_range must be \(lo, hi\) with 0 < lo'):
