@@ -15,7 +15,6 @@ in the step, checks that every formulation agrees with XLA's to 1e-5 (relative),
 JSON. The input gradient is not listed: its matrix-product form is the same product as im2col's
 with the transposed kernel, followed by a col2im sum.
 """
-import argparse
 import collections
 import os
 import pathlib
@@ -120,13 +119,7 @@ def median_ms(fn, args, repeats: int) -> float:
 
 
 def main():
-  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--repeats', type=int, default=30)
-  parser.add_argument('--out', default=str(ROOT / 'benchmarks' / 'results' /
-                                             'conv_formulations.json'))
-  args = parser.parse_args()
-  if args.repeats < 1:
-    parser.error(f'--repeats must be at least 1, not {args.repeats}')
+  args = step_timing.repeats_and_out(__doc__, repeats=30, out='conv_formulations.json')
   shapes = reference_conv_shapes()
   keys = iter(jax.random.split(jax.random.key(0), 3 * len(shapes)))
   rows, totals = [], collections.defaultdict(float)

@@ -10,7 +10,6 @@ reduction over the [..., groups, C // groups] view (the form it replaced on 1 De
 Prints the median milliseconds of each and the largest relative difference of the gradients, and
 writes the JSON. Both compute the same function; only the float rounding differs.
 """
-import argparse
 import json
 import os
 import pathlib
@@ -70,13 +69,7 @@ def compare(name, library, baseline, args, repeats):
 
 
 def main():
-  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--repeats', type=int, default=20)
-  parser.add_argument('--out', default=str(ROOT / 'benchmarks' / 'results' /
-                                             'group_norm_speed.json'))
-  args = parser.parse_args()
-  if args.repeats < 1:
-    parser.error(f'--repeats must be at least 1, not {args.repeats}')
+  args = step_timing.repeats_and_out(__doc__, repeats=20, out='group_norm_speed.json')
   keys = iter(jax.random.split(jax.random.key(0), 64))
   results = {}
   for shape in NORM_SHAPES:

@@ -16,8 +16,10 @@ onestep_jax/experiment/allocator.py; ONESTEP_JAX_MALLOC=system measures glibc's)
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import pathlib
 import platform
 import statistics
 import subprocess
@@ -256,6 +258,19 @@ def format_row(name: str, s: dict) -> str:
   return (f'{name:28s} step {1000 * s["step_s"]:8.1f} ms = {s["step_matmul_units"]:6.2f} matmul '
           f'(matmul {1000 * s["matmul_s"]:.1f} ms)  compile {s["compile_s"]:5.1f} s  '
           f'net init {s["network_init_s"]:5.2f} s  peak RSS {s["peak_rss_mb"]:6.0f} MB')
+
+
+def repeats_and_out(doc: str, *, repeats: int, out: str) -> argparse.Namespace:
+  """Command-line --repeats (at least 1; default `repeats`) and --out (default
+  benchmarks/results/`out`) of a micro-benchmark whose docstring is `doc`."""
+  parser = argparse.ArgumentParser(description=doc.split('\n')[0])
+  parser.add_argument('--repeats', type=int, default=repeats)
+  parser.add_argument('--out', default=str(pathlib.Path(__file__).resolve().parent / 'results' /
+                                             out))
+  args = parser.parse_args()
+  if args.repeats < 1:
+    parser.error(f'--repeats must be at least 1, not {args.repeats}')
+  return args
 
 
 def machine() -> dict:
