@@ -82,6 +82,12 @@ def test_bad_input_errors(tmp_path):
     run(_config('teacher_toy2d', 'ring8'), str(tmp_path / 'fresh'), mode='evaluate',
         progress=False)
   assert not (tmp_path / 'fresh' / 'metrics.json').exists()
+  for field, value in (('batch_size', 0), ('num_steps', -1)):
+    c = _config('teacher_toy2d', 'ring8')
+    c.train[field] = value
+    with pytest.raises(ValueError, match=f'train.{field} must be >= '):
+      run(c, str(tmp_path / field), progress=False)
+    assert not (tmp_path / field).exists()
 
 
 def _cli(workdir, *extra):

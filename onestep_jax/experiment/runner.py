@@ -131,6 +131,9 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mode: str = 'train',
     raise ValueError(f'unknown mode {mode!r}; valid modes: {list(MODES)}')
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     raise NotADirectoryError(f'workdir {workdir} is a file, not a directory')
+  for field, least in (('batch_size', 1), ('num_steps', 0)):
+    if config.train[field] < least:
+      raise ValueError(f'train.{field} must be >= {least}, got {config.train[field]}')
   checkpoints = os.path.join(workdir, 'checkpoints')
   if mode != 'train' and not os.path.isdir(checkpoints):
     raise FileNotFoundError(f'mode {mode!r} needs a trained run, but {workdir} has no '
