@@ -34,7 +34,6 @@ import numpy as np  # noqa: E402
 import step_timing  # noqa: E402
 from onestep_jax import xla_cpu  # noqa: E402
 from onestep_jax.nets.edm_layers import _conv  # noqa: E402
-from ratio_accuracy import write_json  # noqa: E402
 
 TOLERANCE = 1e-5
 
@@ -143,7 +142,7 @@ def main():
         f'{k[:-3]} {v:.2f}' for k, v in row.items() if k.endswith('_ms')) + ' ms', flush=True)
   print('weighted by count (ms per forward pass of the U-Net): ' + ', '.join(
       f'{k} {v:.1f}' for k, v in totals.items()))
-  write_json(args.out, {'shapes': rows, 'totals_ms': dict(totals), 'repeats': args.repeats,
+  step_timing.write_json(args.out, {'shapes': rows, 'totals_ms': dict(totals), 'repeats': args.repeats,
                         'threads': os.cpu_count(), '_measured': step_timing.machine()})
 
 

@@ -32,6 +32,7 @@ from onestep_jax.methods.one_step import OneStep
 from onestep_jax.train.checkpoint import Checkpointer
 from onestep_jax.train.mesh import make_mesh
 from onestep_jax.train.trainer import Trainer
+from step_timing import write_json
 
 
 def restore(workdir: str):
@@ -61,14 +62,6 @@ def restore(workdir: str):
                     teacher_identity=setup.teacher_identity or '') as ckpt:
     state = ckpt.restore(state)
   return config, dataset, OneStep(config, dataset), {**state.frozen, **state.params}
-
-
-def write_json(path: str, result: dict) -> None:
-  """Writes `result` to `path` (nothing when `path` is empty)."""
-  if path:
-    with open(path, 'w') as f:
-      json.dump(result, f, indent=1)
-    print(f'wrote {path}')
 
 
 def student_log_density(x, centres, sigma, chunk: int = 512):

@@ -273,6 +273,14 @@ def repeats_and_out(doc: str, *, repeats: int, out: str) -> argparse.Namespace:
   return args
 
 
+def write_json(path: str, result: dict) -> None:
+  """Writes `result` to `path` (nothing when `path` is empty)."""
+  if path:
+    with open(path, 'w') as f:
+      json.dump(result, f, indent=1)
+    print(f'wrote {path}')
+
+
 def machine() -> dict:
   """Date, software versions, CPU model, threads and load: the context of the figures."""
   import jax

@@ -19,7 +19,8 @@ import jax.numpy as jnp
 from onestep_jax.losses.f_distill import density_ratio
 from onestep_jax.losses.gan import gan_generator_loss
 from onestep_jax.losses.uni_instruct import uni_instruct_generator_loss
-from ratio_accuracy import restore, write_json
+from ratio_accuracy import restore
+from step_timing import write_json
 
 
 def term_gradients(loss_kwargs: dict, x_g: jnp.ndarray) -> dict:
