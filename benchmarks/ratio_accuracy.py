@@ -32,6 +32,7 @@ from onestep_jax.methods.one_step import OneStep
 from onestep_jax.train.checkpoint import Checkpointer
 from onestep_jax.train.mesh import make_mesh
 from onestep_jax.train.trainer import Trainer
+from exact_student_score import empirical_marginal
 from step_timing import write_json
 
 
@@ -66,14 +67,7 @@ def restore(workdir: str):
 
 def student_log_density(x, centres, sigma, chunk: int = 512):
   """log q_sigma(x) = log mean_j N(x; centres_j, sigma^2 I), in chunks of x."""
-  d = x.shape[-1]
-
-  @jax.jit
-  def part(xc):
-    sq = jnp.sum((xc[:, None, :] - centres[None, :, :])**2, -1)
-    return (jax.scipy.special.logsumexp(-sq / (2 * sigma**2), axis=1) - jnp.log(len(centres))
-            - 0.5 * d * jnp.log(2 * jnp.pi * sigma**2))
-
+  part = jax.jit(lambda xc: empirical_marginal(xc, jnp.full((len(xc),), sigma), centres)[0])
   return jnp.concatenate([part(x[i:i + chunk]) for i in range(0, len(x), chunk)])
 
 
