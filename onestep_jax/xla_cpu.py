@@ -8,19 +8,19 @@ filter gradient above all, are slower than XLA's own. We compile with `dot, eltw
 instead: convolutions stay with XLA, and YNNPACK takes the matrix-product fusions, the
 element-wise fusions and the reductions. `benchmarks/compile_options.py` measures the choices
 against each other: on a 2-core AMD EPYC the EDM reference step and the Diff-Instruct iteration
-took about half the time (README, Results).
+took about half the time (docs/RESULTS.md).
 
 With those kernels in YNNPACK and the convolutions in XLA's runtime library, the code LLVM
 generates is mostly copies, transposes, pads and broadcasts, so LLVM's optimisation level 1
 (`xla_backend_optimization_level`, jaxlib's default 3) runs them as fast, and the EDM reference
-step compiles in a tenth to a quarter less time (README, Results). Level 0 slows it 1.6×.
+step compiles in a tenth to a quarter less time (docs/RESULTS.md). Level 0 slows it 1.6×.
 
 jaxlib's scheduler orders a program for concurrency: it computes values as soon as their operands
 exist, so, for example, the transposed activations that a U-Net's filter gradients need are made
 in the forward pass and held through it. `ONESTEP_JAX_CPU_SCHEDULER=memory_optimized`
 (`xla_cpu_scheduler_type`) makes them where they are used instead: the EDM reference step's
 temporary buffers fall by a sixth, but the two cores overlap less work and the Diff-Instruct
-iteration took 3% longer in seconds, 11% in matmul units (README, Results), so it is not the
+iteration took 3% longer in seconds, 11% in matmul units (docs/RESULTS.md), so it is not the
 default.
 
 Only the CPU backend is affected; GPU and TPU programs compile as before. Set

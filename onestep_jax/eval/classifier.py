@@ -7,7 +7,7 @@ Saved as an export directory (params.npz + export.json with the network kwargs).
 
 Training steps one jitted step at a time from the host. In a `lax.scan` the convolutions' filter
 gradients run inside a loop body, where XLA:CPU is about 100x slower (jax-ml/jax#12868;
-benchmarks/loop_body_convolution.py); README, Results, gives the Fashion-MNIST figures.
+benchmarks/loop_body_convolution.py); docs/RESULTS.md gives the Fashion-MNIST figures.
 """
 from __future__ import annotations
 

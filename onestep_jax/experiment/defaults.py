@@ -261,7 +261,7 @@ def image_distill_config(name: str, method: str) -> ml_collections.ConfigDict:
     if 'regression_pairs' in m:
       m.regression_pairs = 512  # DMD: teacher samples at 35 network evaluations each
     if method == 'uni_instruct':  # the official code's form: with the exact one, forward KL
-      m.projection_ratio_term = False  # diverged on digits (README, losses/uni_instruct.py)
+      m.projection_ratio_term = False  # diverged on digits (docs/RESULTS.md; losses/uni_instruct)
   m.teacher = teacher
   # Generator and fake score start as the teacher (SiD, DMD2); a flow-map student as the teacher
   # with its second time embedding at zero.

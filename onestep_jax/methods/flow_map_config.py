@@ -27,7 +27,7 @@ _SCD = _TANGENT + (
     ('weighting_width', 128, 'hidden width of the adaptive weighting network'),
 )
 # w(t, s) of the AYF losses: 'uniform' (the map-space surrogate) or 'inverse_gap' (1 / (t - s)).
-# On ring8 EMD needs 'inverse_gap' and LMD does better with 'uniform' (README results).
+# On ring8 EMD needs 'inverse_gap' and LMD does better with 'uniform' (docs/RESULTS.md).
 FLOW_MAP_METHODS = {
     'ayf_emd': (0.0, _AYF + (('gap_weighting', 'inverse_gap', 'per-example weight w(t, s)'),
                              ('lr', 3e-4, 'Adam learning rate of the student'))),

@@ -202,7 +202,7 @@ class GroupNorm(nn.Module):
   pass (`jax.checkpoint`), which recomputes the normalised, modulated and activated values from
   them. Without it XLA:CPU held per-example scales broadcast to the activation's full shape from
   the forward to the backward pass: the EDM reference step's temporary buffers fall from 303 to
-  221 MB (README, Results)."""
+  221 MB (docs/RESULTS.md)."""
   num_groups: int = 32
   min_channels_per_group: int = 4
   eps: float = 1e-5
