@@ -65,10 +65,12 @@ def restore(workdir: str):
   return config, dataset, OneStep(config, dataset), {**state.frozen, **state.params}
 
 
-def student_log_density(x, centres, sigma, chunk: int = 512):
-  """log q_sigma(x) = log mean_j N(x; centres_j, sigma^2 I), in chunks of x."""
-  part = jax.jit(lambda xc: empirical_marginal(xc, jnp.full((len(xc),), sigma), centres)[0])
-  return jnp.concatenate([part(x[i:i + chunk]) for i in range(0, len(x), chunk)])
+def student_marginal(x, centres, sigma, chunk: int = 512):
+  """log q_sigma(x) [N] of q_sigma = mean_j N(centres_j, sigma^2 I) and its denoiser [N, D], in
+  chunks of x."""
+  part = jax.jit(lambda xc: empirical_marginal(xc, jnp.full((len(xc),), sigma), centres))
+  parts = [part(x[i:i + chunk]) for i in range(0, len(x), chunk)]
+  return tuple(jnp.concatenate(p) for p in zip(*parts))
 
 
 def main():
@@ -92,7 +94,15 @@ def main():
   for s in [float(v) for v in args.sigmas.split(',')]:
     sigma = jnp.full((args.num_samples,), s)
     x_t = x_g + s * jax.random.normal(k_n, x_g.shape)
-    exact = np.asarray(dataset.mixture.log_prob(x_t, s) - student_log_density(x_t, centres, s))
+    log_q, y_exact = student_marginal(x_t, centres, s)
+    exact = np.asarray(dataset.mixture.log_prob(x_t, s) - log_q)
+    # the fake score's denoiser against the exact one, and the squared score difference
+    # ||u||^2 = ||D_fake - D_teacher||^2 it gives against the exact student's
+    y_fake = ctx.fake_denoiser(params)(x_t, sigma, None)
+    y_teacher = ctx.teacher_denoiser(params)(x_t, sigma, None)
+    fake_err = np.asarray(jnp.sum((y_fake - y_exact)**2, -1))
+    u2_net = np.asarray(jnp.sum((y_fake - y_teacher)**2, -1))
+    u2_exact = np.asarray(jnp.sum((y_exact - y_teacher)**2, -1))
     logit = np.asarray(ctx.logits(params, x_t, sigma, None))
     # the ratio the losses use: clipped to method.ratio_range and normalised per noise-level bin
     used = np.asarray(density_ratio(logits=jnp.asarray(logit), sigma=sigma,
@@ -102,16 +112,21 @@ def main():
     row = {'sigma': s, 'corr': float(np.corrcoef(exact, logit)[0, 1]),
            'rmse': float(np.sqrt(np.mean((exact - logit)**2))),
            'exact_log_r_sd': float(exact.std()), 'logit_sd': float(logit.std())}
-    for name, mask in (('on_mode', ~off), ('off_mode', off)):
+    for name, mask in (('all', np.ones_like(off)), ('on_mode', ~off), ('off_mode', off)):
       row[name] = {'exact_log_r': float(exact[mask].mean()), 'logit': float(logit[mask].mean()),
                    'h_exact_share': float(h_exact[mask].sum() / h_exact.sum()),
-                   'h_used_share': float(h_used[mask].sum() / h_used.sum())}
+                   'h_used_share': float(h_used[mask].sum() / h_used.sum()),
+                   'fake_denoiser_sq_error': float(fake_err[mask].mean()),
+                   'u_sq_network': float(u2_net[mask].mean()),
+                   'u_sq_exact': float(u2_exact[mask].mean())}
     rows.append(row)
     print(f"sigma {s:g}: corr {row['corr']:.2f}, rmse {row['rmse']:.2f}, sd of log r "
           f"{row['exact_log_r_sd']:.2f} (logit {row['logit_sd']:.2f}); off the modes "
           f"({off.mean():.0%} of samples) log r {row['off_mode']['exact_log_r']:+.2f} "
           f"(logit {row['off_mode']['logit']:+.2f}), share of h there: exact "
-          f"{row['off_mode']['h_exact_share']:.1%}, used {row['off_mode']['h_used_share']:.1%}")
+          f"{row['off_mode']['h_exact_share']:.1%}, used {row['off_mode']['h_used_share']:.1%}; "
+          f"E||u||^2 network {row['all']['u_sq_network']:.3g}, exact {row['all']['u_sq_exact']:.3g}"
+          f" (fake denoiser's squared error {row['all']['fake_denoiser_sq_error']:.3g})")
   result = {'workdir': os.path.abspath(args.workdir), 'method': m.name,
             'divergence': m.divergence, 'off_mode_fraction': float(off.mean()),
             'args': vars(args), 'rows': rows}
