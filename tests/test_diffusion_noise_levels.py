@@ -59,7 +59,7 @@ def test_karras_index_sigma_lives_on_the_ascending_grid():
   full = noise_levels.sample_karras_index_sigma(jax.random.key(2), (4, 5), num_levels=3)
   assert full.shape == (4, 5)
   assert set(np.unique(full)) <= set(np.asarray(noise_levels.karras_sigmas(3))[:-1].tolist())
-  with pytest.raises(ValueError, match='min_index < max_index'):
+  with pytest.raises(ValueError, match=r'\(min_index, max_index\) must be \(lo, hi\)'):
     noise_levels.sample_karras_index_sigma(jax.random.key(0), 2, min_index=10, max_index=10)
 
 

@@ -43,6 +43,15 @@ def sample_log_normal_sigma(key: jax.Array, shape: Shape, *, p_mean: float = -1.
   return jnp.exp(p_mean + p_std * jax.random.normal(key, _shape(shape), dtype))
 
 
+def check_index_range(index_range, num_levels: int, *, name: str) -> tuple[int, int]:
+  """(lo, hi) of a pair with 0 <= lo < hi <= num_levels; otherwise a ValueError naming `name`."""
+  index_range = tuple(index_range)
+  if not (len(index_range) == 2 and 0 <= index_range[0] < index_range[1] <= num_levels):
+    raise ValueError(f'{name} must be (lo, hi) with 0 <= lo < hi <= {num_levels}, got '
+                     f'{index_range}')
+  return int(index_range[0]), int(index_range[1])
+
+
 def sample_karras_index_sigma(key: jax.Array, shape: Shape, *, num_levels: int = 1000,
                               min_index: int = 0, max_index: int | None = None,
                               sigma_min: float = 0.002, sigma_max: float = 80.0,
@@ -52,10 +61,9 @@ def sample_karras_index_sigma(key: jax.Array, shape: Shape, *, num_levels: int =
   grid[0] = sigma_min and grid[num_levels - 1] = sigma_max (the Karras levels without the zero,
   smallest first, as in DMD2 (arXiv 2405.14867), which draws i in [20, 980) of 1000).
   """
-  max_index = num_levels if max_index is None else max_index
-  if not 0 <= min_index < max_index <= num_levels:
-    raise ValueError(f'need 0 <= min_index < max_index <= num_levels, got min_index={min_index}, '
-                     f'max_index={max_index}, num_levels={num_levels}')
+  min_index, max_index = check_index_range(
+      (min_index, num_levels if max_index is None else max_index), num_levels,
+      name='(min_index, max_index)')
   grid = karras_sigmas(num_levels, sigma_min=sigma_min, sigma_max=sigma_max, rho=rho,
                        dtype=dtype)[-2::-1]
   return grid[jax.random.randint(key, _shape(shape), min_index, max_index)]

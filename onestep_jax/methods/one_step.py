@@ -79,11 +79,9 @@ class OneStep:
     if m.sigma_dist not in SIGMA_DISTRIBUTIONS:
       raise ValueError(f'unknown method.sigma_dist {m.sigma_dist!r}; valid: '
                        f'{list(SIGMA_DISTRIBUTIONS)}')
-    index_range = tuple(m.karras_index_range)
-    if m.sigma_dist == 'karras' and not (len(index_range) == 2 and
-                                         0 <= index_range[0] < index_range[1] <= NUM_KARRAS_LEVELS):
-      raise ValueError(f'method.karras_index_range must be (lo, hi) with 0 <= lo < hi <= '
-                       f'{NUM_KARRAS_LEVELS}, got {index_range}')
+    if m.sigma_dist == 'karras':
+      noise_levels.check_index_range(m.karras_index_range, NUM_KARRAS_LEVELS,
+                                     name='method.karras_index_range')
     # f-distill, Uni-Instruct, DiffRatio: the density ratio's clipping range
     self.ratio_range = check_ratio_range(m.get('ratio_range'), name='method.ratio_range')
     self.config, self.m = config, m
