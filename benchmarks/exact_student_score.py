@@ -21,6 +21,7 @@ dropped (there is no discriminator). The generator makes as many updates as in t
 import fcntl
 import json
 import pathlib
+import shlex
 import sys
 import time
 
@@ -145,14 +146,17 @@ def main(argv):
                title=f'{name}, exact student score, NFE 1')
   ratios = {f'{k}_vs_teacher': metrics[f'student/{k}@1'] / metrics[f'teacher/{k}@35']
             for k in ('swd', 'mmd')}
-  row = {'command': ' '.join(['python benchmarks/exact_student_score.py', *sys.argv[1:]]),
+  row = {'command': shlex.join(['python', 'benchmarks/exact_student_score.py', *sys.argv[1:]]),
          'train_wall_s': wall, 'train_cpu_s': cpu, 'metrics': metrics, **ratios,
          'measured': time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}
-  with open(RESULTS.with_suffix('.lock'), 'w') as lock:  # runs in parallel share the JSON
-    fcntl.flock(lock, fcntl.LOCK_EX)
-    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+  with open(RESULTS, 'a+') as f:  # locked: runs in parallel share the JSON
+    fcntl.flock(f, fcntl.LOCK_EX)
+    f.seek(0)
+    results = json.loads(f.read() or '{}')
     results[name] = row
-    RESULTS.write_text(json.dumps(results, indent=2, sort_keys=True) + '\n')
+    f.seek(0)
+    f.truncate()
+    f.write(json.dumps(results, indent=2, sort_keys=True) + '\n')
   print(f"{name}: SWD {ratios['swd_vs_teacher']:.2f}x, MMD {ratios['mmd_vs_teacher']:.2f}x the "
         f"teacher's, NLL {metrics['student/nll@1']:.2f}, off-mode "
         f"{metrics['student/off_mode@1']:.3f}, modes {metrics['student/mode_coverage@1']:.0%}; "
