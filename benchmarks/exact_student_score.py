@@ -33,6 +33,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from onestep_jax.data import get_dataset
+from onestep_jax.data.gaussian_mixture import empirical_marginal
 from onestep_jax.eval.plots import save_scatter
 from onestep_jax.experiment.evaluation import (evaluate, plan_evaluation, reference_pair,
                                                sample_generators)
@@ -51,16 +52,6 @@ flags.DEFINE_bool('raw_ratio', False, 'use the exact ratio unclipped and unbinne
 flags.DEFINE_string('name', '', 'key of this run in the JSON (default: method and divergence)')
 config_flags.DEFINE_config_file('config', str(ROOT / 'configs' / 'distill_toy2d.py'), 'run config')
 FLAGS = flags.FLAGS
-
-
-def empirical_marginal(x_t, sigma, centres):
-  """log q_sigma(x_t) [B] and the denoiser E[c | x_t] [B, D] of q_sigma = mean_j N(c_j, sigma^2 I),
-  for per-example noise levels sigma [B]."""
-  d = x_t.shape[-1]
-  logits = -jnp.sum((x_t[:, None, :] - centres[None]) ** 2, -1) / (2 * sigma[:, None] ** 2)
-  log_q = (jax.scipy.special.logsumexp(logits, axis=1) - jnp.log(len(centres))
-           - 0.5 * d * jnp.log(2 * jnp.pi * sigma ** 2))
-  return log_q, jax.nn.softmax(logits, axis=1) @ centres
 
 
 def train(config, dataset, *, reference_size: int, raw_ratio: bool):

@@ -22,6 +22,7 @@ import ml_collections
 import numpy as np
 
 from onestep_jax.data import get_dataset
+from onestep_jax.data.gaussian_mixture import empirical_marginal
 from onestep_jax.eval.mixture_metrics import assign_modes
 from onestep_jax.experiment.defaults import one_step_method_fields
 from onestep_jax.experiment.runner import resolve_config
@@ -32,7 +33,6 @@ from onestep_jax.methods.one_step import OneStep
 from onestep_jax.train.checkpoint import Checkpointer
 from onestep_jax.train.mesh import make_mesh
 from onestep_jax.train.trainer import Trainer
-from exact_student_score import empirical_marginal
 from step_timing import write_json
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from onestep_jax.data.gaussian_mixture import GaussianMixture
+from onestep_jax.data.gaussian_mixture import GaussianMixture, empirical_marginal
 
 
 
@@ -70,3 +70,16 @@ def test_clear_errors():
     gm.log_prob(np.zeros((4, 2)))
   with pytest.raises(ValueError, match='noise level'):
     gm.score(np.zeros((4, 3)), np.ones(3))
+
+
+def test_empirical_marginal_is_the_mixture_of_its_centres():
+  """log q_sigma and E[c | x] of a few centres equal those of the Gaussian mixture with those
+  means and a negligible width, at per-example noise levels."""
+  k_c, k_x, k_s = jax.random.split(jax.random.PRNGKey(0), 3)
+  centres = jax.random.normal(k_c, (5, 3))
+  x = 1.5 * jax.random.normal(k_x, (64, 3))
+  sigma = jnp.exp(jax.random.uniform(k_s, (64,), minval=-2.0, maxval=1.0))
+  mixture = GaussianMixture.isotropic(means=np.asarray(centres), std=1e-4)
+  log_q, denoised = empirical_marginal(x, sigma, centres)
+  np.testing.assert_allclose(log_q, mixture.log_prob(x, sigma), rtol=1e-5, atol=1e-4)
+  np.testing.assert_allclose(denoised, mixture.denoise(x, sigma), rtol=1e-5, atol=1e-4)

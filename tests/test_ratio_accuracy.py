@@ -1,5 +1,5 @@
-"""benchmarks/ratio_accuracy.py and exact_student_score.py: the student's Monte-Carlo noised
-density and denoiser are those of the distribution they stand for."""
+"""benchmarks/ratio_accuracy.py: the student's Monte-Carlo noised density and denoiser are those
+of the distribution they stand for."""
 
 import jax
 import jax.numpy as jnp
@@ -25,18 +25,3 @@ def test_student_marginal_of_gaussian_samples_is_the_wider_gaussian():
     assert got.shape == (700,)
     np.testing.assert_allclose(got, want, atol=0.05)
     np.testing.assert_allclose(denoised, mean + s0**2 / var * (x - mean), atol=0.02)
-
-
-def test_empirical_marginal_is_the_mixture_of_its_centres():
-  """log q_sigma and E[c | x] of a few centres equal those of the Gaussian mixture with those
-  means and a negligible width, at per-example noise levels."""
-  from onestep_jax.data.gaussian_mixture import GaussianMixture
-  empirical_marginal = ratio_accuracy.empirical_marginal  # benchmarks/exact_student_score.py's
-  k_c, k_x, k_s = jax.random.split(jax.random.PRNGKey(0), 3)
-  centres = jax.random.normal(k_c, (5, 3))
-  x = 1.5 * jax.random.normal(k_x, (64, 3))
-  sigma = jnp.exp(jax.random.uniform(k_s, (64,), minval=-2.0, maxval=1.0))
-  mixture = GaussianMixture.isotropic(means=np.asarray(centres), std=1e-4)
-  log_q, denoised = empirical_marginal(x, sigma, centres)
-  np.testing.assert_allclose(log_q, mixture.log_prob(x, sigma), rtol=1e-5, atol=1e-4)
-  np.testing.assert_allclose(denoised, mixture.denoise(x, sigma), rtol=1e-5, atol=1e-4)

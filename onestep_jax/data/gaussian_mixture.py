@@ -177,3 +177,14 @@ class GaussianMixture:
       raise ValueError(f'components must be indices in [0, {self.num_components}), got '
                        f'{components!r}')
     return GaussianMixture(weights=self.weights[idx], means=self.means[idx], covs=self.covs[idx])
+
+
+def empirical_marginal(x_t, sigma, centres) -> tuple[jnp.ndarray, jnp.ndarray]:
+  """log q_sigma(x_t) [B] and the denoiser E[c | x_t] [B, D] of the noised empirical distribution
+  q_sigma = mean_j N(centres_j, sigma^2 I): a mixture of equal weights and zero-width components,
+  at per-example noise levels sigma [B] (e.g. a one-step generator's samples as its stand-in)."""
+  d = x_t.shape[-1]
+  logits = -jnp.sum((x_t[:, None, :] - centres[None]) ** 2, -1) / (2 * sigma[:, None] ** 2)
+  log_q = (jax.nn.logsumexp(logits, axis=1) - jnp.log(len(centres))
+           - 0.5 * d * jnp.log(2 * jnp.pi * sigma ** 2))
+  return log_q, jax.nn.softmax(logits, axis=1) @ centres
