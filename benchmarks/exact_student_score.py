@@ -47,7 +47,8 @@ from onestep_jax.train.ema import ema_beta, ema_update
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 RESULTS = ROOT / 'benchmarks' / 'results' / 'exact_student_score.json'
-flags.DEFINE_integer('reference_size', 4096, 'generator samples defining the student marginal')
+flags.DEFINE_integer('reference_size', 4096, 'generator samples defining the student marginal',
+                     lower_bound=1)
 flags.DEFINE_bool('raw_ratio', False, 'use the exact ratio unclipped and unbinned')
 flags.DEFINE_string('name', '', 'key of this run in the JSON (default: method and divergence)')
 config_flags.DEFINE_config_file('config', str(ROOT / 'configs' / 'distill_toy2d.py'), 'run config')
