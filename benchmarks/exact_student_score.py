@@ -38,12 +38,14 @@ from onestep_jax.eval.plots import save_scatter
 from onestep_jax.experiment.evaluation import (evaluate, plan_evaluation, reference_pair,
                                                sample_generators)
 from onestep_jax.experiment.runner import resolve_config
+from onestep_jax.losses.common import noised
 from onestep_jax.losses.divergences import get_divergence
 from onestep_jax.losses.f_distill import density_ratio
 from onestep_jax.methods import build_method
 from onestep_jax.methods.distribution_matching import LOSSES
 from onestep_jax.methods.one_step import OneStep
 from onestep_jax.train.ema import ema_beta, ema_update
+from distill import ratios
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 RESULTS = ROOT / 'benchmarks' / 'results' / 'exact_student_score.json'
@@ -73,14 +75,15 @@ def train(config, dataset, *, reference_size: int, raw_ratio: bool):
     d = ctx.draw(k_draw, {'x': jnp.zeros((batch,) + ctx.shape)})
     centres = jax.lax.stop_gradient(
         ctx.generate(params, jax.random.normal(k_ref, (reference_size,) + ctx.shape), None))
+    x_g = ctx.generate(params, d.z, None)
     extra = {}
     if uses_ratio:
-      x_t = jax.lax.stop_gradient(ctx.generate(params, d.z, None)) + d.sigma[:, None] * d.noise
+      x_t = noised(jax.lax.stop_gradient(x_g), d.sigma, d.noise)
       log_r = dataset.mixture.log_prob(x_t, d.sigma) - empirical_marginal(x_t, d.sigma, centres)[0]
       extra['ratio'] = jnp.exp(log_r) if raw_ratio else density_ratio(
           logits=log_r, sigma=d.sigma, ratio_range=ctx.ratio_range, num_bins=m.ratio_bins)
     per_example = loss_fn(
-        x_g=ctx.generate(params, d.z, None), sigma=d.sigma, noise=d.noise,
+        x_g=x_g, sigma=d.sigma, noise=d.noise,
         teacher_denoiser=teacher,
         fake_denoiser=lambda x, sigma, labels=None: empirical_marginal(x, sigma, centres)[1],
         **hyper, **extra)
@@ -136,10 +139,8 @@ def main(argv):
   save_scatter(samples['student_nfe1'][1], str(ROOT / 'docs' / f'exact_student_score_{name}.png'),
                reference=reference[0][:2000], means=dataset.mixture.means,
                title=f'{name}, exact student score, NFE 1')
-  ratios = {f'{k}_vs_teacher': metrics[f'student/{k}@1'] / metrics[f'teacher/{k}@35']
-            for k in ('swd', 'mmd')}
   row = {'command': shlex.join(['python', 'benchmarks/exact_student_score.py', *sys.argv[1:]]),
-         'train_wall_s': wall, 'train_cpu_s': cpu, 'metrics': metrics, **ratios,
+         'train_wall_s': wall, 'train_cpu_s': cpu, 'metrics': metrics, **ratios(metrics),
          'measured': time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}
   with open(RESULTS, 'a+') as f:  # locked: runs in parallel share the JSON
     fcntl.flock(f, fcntl.LOCK_EX)
@@ -149,7 +150,7 @@ def main(argv):
     f.seek(0)
     f.truncate()
     f.write(json.dumps(results, indent=2, sort_keys=True) + '\n')
-  print(f"{name}: SWD {ratios['swd_vs_teacher']:.2f}x, MMD {ratios['mmd_vs_teacher']:.2f}x the "
+  print(f"{name}: SWD {row['swd_vs_teacher']:.2f}x, MMD {row['mmd_vs_teacher']:.2f}x the "
         f"teacher's, NLL {metrics['student/nll@1']:.2f}, off-mode "
         f"{metrics['student/off_mode@1']:.3f}, modes {metrics['student/mode_coverage@1']:.0%}; "
         f'{cpu:.0f} s CPU training')
