@@ -79,9 +79,11 @@ class OneStep:
     if m.sigma_dist not in SIGMA_DISTRIBUTIONS:
       raise ValueError(f'unknown method.sigma_dist {m.sigma_dist!r}; valid: '
                        f'{list(SIGMA_DISTRIBUTIONS)}')
-    if m.sigma_dist == 'karras':
-      noise_levels.check_index_range(m.karras_index_range, NUM_KARRAS_LEVELS,
-                                     name='method.karras_index_range')
+    # 'karras': the generator term's index range, checked here rather than at its first draw
+    self.karras_index_range = (
+        noise_levels.check_index_range(m.karras_index_range, NUM_KARRAS_LEVELS,
+                                       name='method.karras_index_range')
+        if m.sigma_dist == 'karras' else None)
     # f-distill, Uni-Instruct, DiffRatio: the density ratio's clipping range
     self.ratio_range = check_ratio_range(m.get('ratio_range'), name='method.ratio_range')
     self.config, self.m = config, m
@@ -133,9 +135,9 @@ class OneStep:
     m = self.m
     if m.sigma_dist == 'log_normal':
       return noise_levels.sample_log_normal_sigma(key, n, p_mean=m.p_mean, p_std=m.p_std)
-    lo, hi = m.karras_index_range
+    lo, hi = self.karras_index_range
     return noise_levels.sample_karras_index_sigma(key, n, num_levels=NUM_KARRAS_LEVELS,
-                                                  min_index=int(lo), max_index=int(hi))
+                                                  min_index=lo, max_index=hi)
 
   def draw(self, key, batch) -> Draw:
     k_z, k_sigma, k_noise, k_rest = jax.random.split(key, 4)
