@@ -2,15 +2,16 @@
 Diff-Instruct iteration (issue 6).
 
   python benchmarks/compile_options.py [--variable=ONESTEP_JAX_YNN_FUSION]
-      [--choices=xla_default,dot+eltwise+reduce] [--repeats=3] [--steps=8] [--warmup=2]
+      [--choices=xla_default,dot+eltwise+reduce] [--methods=diff_instruct] [--repeats=3]
+      [--steps=8] [--warmup=2]
       [--note=...] [--out benchmarks/results/compile_options.json]
 
 Each choice is a value of the environment variable `--variable` (see onestep_jax/xla_cpu.py):
 YNNPACK fusion types joined by '+' for ONESTEP_JAX_YNN_FUSION, an LLVM optimisation level 0-3 for
 ONESTEP_JAX_CPU_OPT_LEVEL, a scheduler for ONESTEP_JAX_CPU_SCHEDULER, or xla_default for jaxlib's
 own. Fresh processes of
-benchmarks/train_step.py (EDM teacher step) and benchmarks/distill_step.py (Diff-Instruct
-iteration) run round-robin over the choices, so that a change of machine load hits all of them
+benchmarks/train_step.py (EDM teacher step) and benchmarks/distill_step.py (the iterations of
+`--methods`, default Diff-Instruct) run round-robin over the choices, so that a change of machine load hits all of them
 alike; figures are medians over processes, also in units of the 2048^3 float32 matmul, which
 every process times with jaxlib's default compile options.
 """
@@ -27,7 +28,7 @@ import step_timing  # noqa: E402
 from onestep_jax import xla_cpu  # noqa: E402
 from onestep_jax.experiment.allocator import reexec_with_tcmalloc  # noqa: E402
 
-ROWS = (('train_step.py', 'edm_reference_32x32'), ('distill_step.py', 'diff_instruct'))
+TEACHER_ROW = ('train_step.py', 'edm_reference_32x32')
 
 
 def main():
@@ -38,6 +39,8 @@ def main():
   parser.add_argument('--choices', default=None,
                       help='comma-separated values of --variable (YNNPACK types joined by +); '
                            'default: xla_default and the library\'s default')
+  parser.add_argument('--methods', default='diff_instruct',
+                      help='comma-separated iterations of benchmarks/distill_step.py to time too')
   parser.add_argument('--repeats', type=int, default=3, help='fresh processes per choice and row')
   parser.add_argument('--steps', type=int, default=8, help='timed steps per process')
   parser.add_argument('--warmup', type=int, default=2, help='untimed steps first (compile)')
@@ -57,12 +60,19 @@ def main():
         option.parse(choice.replace('+', ','))
       except ValueError as e:
         parser.error(f'--choices: {e}')
+  from distill_step import METHODS
+  methods = [m for m in args.methods.split(',') if m]
+  unknown = sorted({m.partition(':')[0] for m in methods} - set(METHODS))
+  if unknown:
+    parser.error(f'--methods: unknown {unknown}; valid: {list(METHODS)} (each optionally '
+                 ':reuse or :shared)')
+  rows = [TEACHER_ROW] + [('distill_step.py', m) for m in methods]
   started = step_timing.machine()
-  runs = {(c, name): [] for c in choices for _, name in ROWS}
+  runs = {(c, name): [] for c in choices for _, name in rows}
   for rep in range(args.repeats):
     for choice in choices:
       env = {**os.environ, args.variable: choice.replace('+', ',')}
-      for script, name in ROWS:
+      for script, name in rows:
         r = step_timing.run_children(str(ROOT / 'benchmarks' / script), [name], repeats=1, env=env,
                                      args=[f'--steps={args.steps}', f'--warmup={args.warmup}'])
         runs[choice, name] += r[name]
