@@ -20,7 +20,6 @@ import os
 import pathlib
 import sys
 import tempfile
-import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -107,16 +106,6 @@ FORMULATIONS = {
 }
 
 
-def median_ms(fn, args, repeats: int) -> float:
-  jax.block_until_ready(fn(*args))
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - start)
-  return 1e3 * float(np.median(times))
-
-
 def main():
   args = step_timing.repeats_and_out(__doc__, repeats=30, out='conv_formulations.json')
   shapes = reference_conv_shapes()
@@ -134,7 +123,7 @@ def main():
         error = float(jnp.max(jnp.abs(fn(x, w, dy) - reference)) / jnp.max(jnp.abs(reference)))
         if error > TOLERANCE:
           raise SystemExit(f'{op}/{name} at {x_shape} x {w_shape} differs from XLA by {error:.1e}')
-        ms = median_ms(fn, (x, w, dy), args.repeats)
+        ms = 1e3 * step_timing.median_call_seconds(fn, (x, w, dy), args.repeats)
         row[f'{op}/{name}_ms'] = ms
         totals[f'{op}/{name}'] += count * ms
     rows.append(row)

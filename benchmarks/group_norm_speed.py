@@ -14,7 +14,6 @@ import json
 import os
 import pathlib
 import sys
-import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -22,7 +21,6 @@ sys.path.insert(0, str(ROOT / 'benchmarks'))
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
 
 import step_timing  # noqa: E402
 from onestep_jax.nets import edm_layers  # noqa: E402
@@ -50,12 +48,7 @@ def time_gradient(fn, args, repeats: int):
   y = jax.random.normal(jax.random.key(9), jax.eval_shape(fn, *args).shape)
   grad = jax.jit(jax.grad(lambda *a: jnp.sum(fn(*a) * y), argnums=tuple(range(len(args)))))
   out = jax.block_until_ready(grad(*args))
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(grad(*args))
-    times.append(time.perf_counter() - start)
-  return float(np.median(times)), out
+  return step_timing.median_call_seconds(grad, args, repeats, warmup=0), out
 
 
 def compare(name, library, baseline, args, repeats):

@@ -66,14 +66,8 @@ def child(name: str, calls: int) -> dict:
   start = time.perf_counter()
   jax.block_until_ready(fn(*args))
   first_s = time.perf_counter() - start
-  for _ in range(WARMUP):
-    jax.block_until_ready(fn(*args))
-  times = []
-  for _ in range(calls):
-    start = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - start)
-  return {'step_s': statistics.median(times), 'first_call_s': first_s,
+  return {'step_s': step_timing.median_call_seconds(fn, args, calls, warmup=WARMUP),
+          'first_call_s': first_s,
           'matmul_s': step_timing.matmul_seconds(),
           'peak_rss_mb': step_timing.memory_mb()['peak_rss_mb']}
 

@@ -104,6 +104,20 @@ class CompileClock:
     monitoring.unregister_event_listener(self._counter)
 
 
+def median_call_seconds(fn: Callable, args: Sequence[Any], calls: int, *, warmup: int = 1) -> float:
+  """Median wall seconds of `calls` calls of fn(*args), each waited for, after `warmup` untimed
+  calls (a jitted fn compiles in the first)."""
+  import jax
+  for _ in range(warmup):
+    jax.block_until_ready(fn(*args))
+  times = []
+  for _ in range(calls):
+    start = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    times.append(time.perf_counter() - start)
+  return statistics.median(times)
+
+
 def _timed(fn: Callable[[], Any]) -> tuple[Any, float, CompileClock]:
   """(result, wall seconds, compile clock) of fn(), its outputs ready."""
   import jax
