@@ -11,8 +11,9 @@ with XLA. An element-wise fusion does take in a neighbouring convolution, which 
 YNNPACK: a 3x3 convolution at 32 channels followed by bias and SiLU takes 4.1 ms that way against
 2.0 + 0.25 ms apart. With `reduce` alone every convolution stays with XLA: the reference U-Net's
 forward pass and input gradient run 20-30% faster and the EDM step about 10%, but peak memory
-(+18% on the EDM step) and the distillation phases' compile times (+15-25%) rise, so it is an
-option, not the default (docs/RESULTS.md, "Element-wise fusions take the convolutions").
+(+18% on the EDM step) and the distillation phases' compile times (+15-25%) rise, and whole
+iterations' gains were within the machine's noise (also with LLVM level 3), so it is an option,
+not the default (docs/RESULTS.md, "Element-wise fusions take the convolutions").
 `benchmarks/compile_options.py` measures the choices against each other: on a 2-core AMD EPYC
 `dot, eltwise, reduce` made the EDM reference step and the Diff-Instruct iteration about twice as
 fast as jaxlib's default (docs/RESULTS.md).
