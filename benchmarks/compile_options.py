@@ -60,12 +60,12 @@ def main():
         option.parse(choice.replace('+', ','))
       except ValueError as e:
         parser.error(f'--choices: {e}')
-  from distill_step import METHODS
+  from distill_step import check_names
   methods = [m for m in args.methods.split(',') if m]
-  unknown = sorted({m.partition(':')[0] for m in methods} - set(METHODS))
-  if unknown:
-    parser.error(f'--methods: unknown {unknown}; valid: {list(METHODS)} (each optionally '
-                 ':reuse or :shared)')
+  try:
+    check_names(methods)
+  except ValueError as e:
+    parser.error(f'--methods: {e}')
   rows = [TEACHER_ROW] + [('distill_step.py', m) for m in methods]
   started = step_timing.machine()
   runs = {(c, name): [] for c in choices for _, name in rows}

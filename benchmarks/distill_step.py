@@ -31,16 +31,25 @@ from onestep_jax.experiment.allocator import reexec_with_tcmalloc  # noqa: E402
 from train_step import edm_reference_config  # noqa: E402
 
 METHODS = ('diff_instruct', 'sid', 'dmd2')
+VARIANTS = ('', 'reuse', 'shared')
+
+
+def check_names(names) -> None:
+  """Raises ValueError naming any of `names` that is not a method of METHODS, optionally with
+  :reuse or :shared."""
+  for name in names:
+    method, _, variant = name.partition(':')
+    if method not in METHODS or variant not in VARIANTS:
+      raise ValueError(f'unknown iteration {name!r}; valid: {list(METHODS)}, each optionally '
+                       ':reuse or :shared')
 
 
 def distill_config(name: str, tmp: str):
   """(config, make_teacher) of `name` (a method, `<method>:reuse` or `<method>:shared`) at the
   reference setting; make_teacher() exports the randomly initialised teacher the config reads,
   to `tmp`."""
+  check_names([name])
   method, _, variant = name.partition(':')
-  if variant not in ('', 'reuse', 'shared'):
-    raise ValueError(f'unknown variant {variant!r} of {method!r}; valid: <method>:reuse, '
-                     '<method>:shared')
   import jax
   from onestep_jax.experiment.defaults import one_step_method_fields
   from onestep_jax.methods.networks import build_network, init_network
@@ -92,6 +101,10 @@ def main():
     print(json.dumps(child(args.child, args)))
     return
   names = args.methods.split(',')
+  try:
+    check_names(names)
+  except ValueError as e:
+    parser.error(f'--methods: {e}')
   started = step_timing.machine()
   results = step_timing.time_in_children(__file__, names, args, what='iteration')
   step_timing.write(args.out, results, started=started, repeats=args.repeats,
