@@ -10,7 +10,7 @@ and the convolutions that no element-wise work fuses with (the filter gradients,
 with XLA. An element-wise fusion does take in a neighbouring convolution, which then runs in
 YNNPACK: a 3x3 convolution at 32 channels followed by bias and SiLU takes 4.1 ms that way against
 2.0 + 0.25 ms apart. With `reduce` alone every convolution stays with XLA: the reference U-Net's
-forward pass and input gradient run 20-30% faster and the EDM step about 10%, but peak memory
+forward pass and input gradient ran 10-25% faster and the EDM step about 10%, but peak memory
 (+18% on the EDM step) and the distillation phases' compile times (+15-25%) rise, and whole
 iterations' gains were within the machine's noise (also with LLVM level 3), so it is an option,
 not the default (docs/RESULTS.md, "Element-wise fusions take the convolutions").
