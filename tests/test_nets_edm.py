@@ -2,6 +2,7 @@
 
 Agreement with the official networks number for number is tested in test_convert_edm.py.
 """
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -171,6 +172,28 @@ def test_init_modes_have_the_official_scale(mode, uniform, std):
     assert np.abs(w).max() <= 0.5 * std * np.sqrt(3) * (1 + 1e-6)
   with pytest.raises(ValueError, match="valid modes: .*'kaiming_normal'"):
     edm_layers.scaled_init('he', fan_in=1, fan_out=1, scale=1)
+
+
+def test_param_draws_like_flax_and_checks_the_shape():
+  init = edm_layers.scaled_init('kaiming_normal', fan_in=3, fan_out=4, scale=1.0)
+
+  class Ours(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      return x @ edm_layers.param(self, 'w', init, (3, 4)) + edm_layers.param(self, 'b', init, (4,))
+
+  class Flax(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      return x @ self.param('w', init, (3, 4)) + self.param('b', init, (4,))
+
+  x = jnp.ones((2, 3))
+  ours, flax_params = Ours().init(jax.random.key(0), x), Flax().init(jax.random.key(0), x)
+  jax.tree.map(np.testing.assert_array_equal, ours, flax_params)  # the same keys, in order
+  np.testing.assert_array_equal(Ours().apply(ours, x), Flax().apply(flax_params, x))
+  wrong = {'params': {**ours['params'], 'w': jnp.ones((4, 4))}}
+  with pytest.raises(ValueError, match=r'w: the parameter has shape \(4, 4\).*builds \(3, 4\)'):
+    Ours().apply(wrong, jnp.ones((2, 4)))
 
 
 SONG_TINY = dict(img_resolution=8, in_channels=3, out_channels=3, model_channels=8,

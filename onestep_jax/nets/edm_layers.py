@@ -10,6 +10,7 @@ settings; at `init` they are also recorded in the `'buffers'` collection (PyTorc
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Callable, NamedTuple, Optional, Sequence
 
@@ -53,6 +54,19 @@ def scaled_init(mode: str, *, fan_in: int, fan_out: int, scale: float) -> Callab
     return std * jax.random.normal(key, shape, dtype)
 
   return init
+
+
+def param(module: nn.Module, name: str, init: Callable, shape: Sequence[int]) -> jax.Array:
+  """`module.param(name, init, shape)` without Flax's check of an existing parameter's shape
+  by tracing `init` (`jax.eval_shape` of the initialiser, random draws included, on every
+  apply): the shapes are compared directly. That check was about a fifth of the time it took
+  to trace a U-Net's forward pass. Draws the same keys as `module.param`."""
+  shape = tuple(shape)
+  value = module.variable('params', name, lambda: init(module.make_rng('params'), shape)).value
+  if jnp.shape(value) != shape:
+    raise ValueError(f'{module.name}/{name}: the parameter has shape {jnp.shape(value)}, but the '
+                     f'module builds {shape}; were the params made with other settings?')
+  return value
 
 
 def resample_kernel(resample_filter: Sequence[float]) -> np.ndarray:
@@ -127,12 +141,12 @@ class Linear(nn.Module):
   @nn.compact
   def __call__(self, x):
     fans = dict(fan_in=x.shape[-1], fan_out=self.features)
-    w = self.param('weight', scaled_init(self.init_spec.mode, scale=self.init_spec.weight, **fans),
-                   (x.shape[-1], self.features))
+    w = param(self, 'weight', scaled_init(self.init_spec.mode, scale=self.init_spec.weight, **fans),
+              (x.shape[-1], self.features))
     x = x @ w
     if self.use_bias:
-      x = x + self.param('bias', scaled_init(self.init_spec.mode, scale=self.init_spec.bias, **fans),
-                         (self.features,))
+      x = x + param(self, 'bias', scaled_init(self.init_spec.mode, scale=self.init_spec.bias, **fans),
+                    (self.features,))
     return x
 
 
@@ -159,11 +173,11 @@ class Conv2d(nn.Module):
     if self.kernel:
       k, cin = self.kernel, x.shape[-1]
       fans = dict(fan_in=cin * k * k, fan_out=self.out_channels * k * k)
-      w = self.param('weight', scaled_init(self.init_spec.mode, scale=self.init_spec.weight, **fans),
-                     (k, k, cin, self.out_channels))
+      w = param(self, 'weight', scaled_init(self.init_spec.mode, scale=self.init_spec.weight,
+                                            **fans), (k, k, cin, self.out_channels))
       if self.use_bias:
-        b = self.param('bias', scaled_init(self.init_spec.mode, scale=self.init_spec.bias, **fans),
-                       (self.out_channels,))
+        b = param(self, 'bias', scaled_init(self.init_spec.mode, scale=self.init_spec.bias, **fans),
+                  (self.out_channels,))
     if self.up or self.down:
       f = resample_kernel(self.resample_filter)
       self.sow(BUFFERS, 'resample_filter', f[None, None], init_fn=lambda: None,
@@ -213,30 +227,39 @@ class GroupNorm(nn.Module):
     groups = min(self.num_groups, c // self.min_channels_per_group)
     if groups < 1 or c % groups:
       raise ValueError(f'GroupNorm: {c} channels cannot be split into {groups} groups')
-    weight = self.param('weight', nn.initializers.ones, (c,))
-    bias = self.param('bias', nn.initializers.zeros, (c,))
-    spatial = tuple(range(1, x.ndim - 1))
-    per_group = c // groups
-    count = per_group * math.prod(x.shape[1:-1])
+    weight = param(self, 'weight', nn.initializers.ones, (c,))
+    bias = param(self, 'bias', nn.initializers.zeros, (c,))
+    normalise = _group_normaliser(x.ndim, c, groups, math.prod(x.shape[1:-1]), self.eps,
+                                  scale is not None, shift is not None, silu)
+    return normalise(x, weight, bias, scale, shift)
 
-    def group_mean(y):  # [B, 1, ..., 1, C]: the mean of y over each example's group
-      sums = y.sum(spatial).reshape(y.shape[0], groups, per_group).sum(-1)
-      return jnp.repeat(sums / count, per_group, axis=-1).reshape(
-          (y.shape[0],) + (1,) * len(spatial) + (c,))
 
-    def normalise(x, weight, bias, scale, shift):
-      mean = checkpoint_name(group_mean(x), _STATISTICS)
-      centred = x - mean
-      rstd = checkpoint_name(jax.lax.rsqrt(group_mean(jnp.square(centred)) + self.eps),
-                             _STATISTICS)
-      y = centred * (rstd * weight) + bias
-      if scale is not None:
-        y = y * (scale + 1)
-      if shift is not None:
-        y = shift + y
-      return nn.silu(y) if silu else y
+@functools.cache
+def _group_normaliser(ndim: int, channels: int, groups: int, pixels: int, eps: float,
+                      has_scale: bool, has_shift: bool, silu: bool) -> Callable:
+  """GroupNorm's checkpointed body for one configuration. One function object per configuration
+  lets JAX reuse its traces across the U-Net's group norms of the same shape."""
+  spatial = tuple(range(1, ndim - 1))
+  per_group = channels // groups
+  count = per_group * pixels
 
-    return jax.checkpoint(normalise, policy=_KEEP_STATISTICS)(x, weight, bias, scale, shift)
+  def group_mean(y):  # [B, 1, ..., 1, C]: the mean of y over each example's group
+    sums = y.sum(spatial).reshape(y.shape[0], groups, per_group).sum(-1)
+    return jnp.repeat(sums / count, per_group, axis=-1).reshape(
+        (y.shape[0],) + (1,) * len(spatial) + (channels,))
+
+  def normalise(x, weight, bias, scale, shift):
+    mean = checkpoint_name(group_mean(x), _STATISTICS)
+    centred = x - mean
+    rstd = checkpoint_name(jax.lax.rsqrt(group_mean(jnp.square(centred)) + eps), _STATISTICS)
+    y = centred * (rstd * weight) + bias
+    if has_scale:
+      y = y * (scale + 1)
+    if has_shift:
+      y = shift + y
+    return nn.silu(y) if silu else y
+
+  return jax.checkpoint(normalise, policy=_KEEP_STATISTICS)
 
 
 class PositionalEmbedding(nn.Module):
@@ -265,7 +288,7 @@ class FourierEmbedding(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    freqs = self.param('freqs', nn.initializers.normal(self.scale), (self.num_channels // 2,))
+    freqs = param(self, 'freqs', nn.initializers.normal(self.scale), (self.num_channels // 2,))
     x = x[:, None] * (2 * np.pi * jax.lax.stop_gradient(freqs))[None, :]
     return jnp.concatenate([jnp.cos(x), jnp.sin(x)], axis=1)
 
