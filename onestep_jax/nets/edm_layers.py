@@ -59,8 +59,9 @@ def scaled_init(mode: str, *, fan_in: int, fan_out: int, scale: float) -> Callab
 def param(module: nn.Module, name: str, init: Callable, shape: Sequence[int]) -> jax.Array:
   """`module.param(name, init, shape)` without Flax's check of an existing parameter's shape
   by tracing `init` (`jax.eval_shape` of the initialiser, random draws included, on every
-  apply): the shapes are compared directly. That check was about a fifth of the time it took
-  to trace a U-Net's forward pass. Draws the same keys as `module.param`."""
+  apply): the shapes are compared directly. That check took about half the time of tracing a
+  U-Net's forward pass (docs/RESULTS.md, "Tracing the U-Nets"). Draws the same keys as
+  `module.param`."""
   shape = tuple(shape)
   value = module.variable('params', name, lambda: init(module.make_rng('params'), shape)).value
   if jnp.shape(value) != shape:
