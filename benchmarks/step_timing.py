@@ -270,7 +270,8 @@ def summarize(runs: Sequence[dict]) -> dict:
 def format_row(name: str, s: dict) -> str:
   """One printed line of a summary."""
   return (f'{name:28s} step {1000 * s["step_s"]:8.1f} ms = {s["step_matmul_units"]:6.2f} matmul '
-          f'(matmul {1000 * s["matmul_s"]:.1f} ms)  compile {s["compile_s"]:5.1f} s  '
+          f'(matmul {1000 * s["matmul_s"]:.1f} ms)  compile {s["compile_s"]:5.1f} s '
+          f'(trace {s["compile_parts"]["trace_s"]:.2f} s)  '
           f'net init {s["network_init_s"]:5.2f} s  peak RSS {s["peak_rss_mb"]:6.0f} MB')
 
 
