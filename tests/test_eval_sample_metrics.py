@@ -75,6 +75,28 @@ def test_mmd2_matches_brute_force_unbiased_estimator():
                              sm.mmd2(x, y, bandwidths=(med, 2 * med)), rtol=1e-5)
 
 
+def test_blockwise_sums_match_float64_brute_force_over_several_blocks(monkeypatch):
+  # More rows than BLOCK_ROWS, not a multiple of it, and N != M, then N == M (whose terms are
+  # combined row by row). Small blocks keep the test fast; the sizes are new to the jit caches.
+  monkeypatch.setattr(sm, 'BLOCK_ROWS', 64)
+  monkeypatch.setattr(sm, 'MEDIAN_SAMPLES', 100)
+  rs = np.random.RandomState(7)
+  hs = (0.3, 1.0)
+  for n, m in ((2 * 64 + 37, 64 + 5), (64 + 30,) * 2):
+    x, y = rs.randn(n, 2), 1.1 * rs.randn(m, 2) + 0.1
+    d = lambda a, b: np.sqrt(((a[:, None] - b[None])**2).sum(-1))
+    dxx, dyy, dxy = d(x, x), d(y, y), d(x, y)
+    u = lambda k, size: (k.sum() - np.trace(k)) / (size * (size - 1))
+    k = lambda dist: sum(np.exp(-dist**2 / (2 * h**2)) for h in hs)
+    mmd = u(k(dxx), n) + u(k(dyy), m) - 2 * k(dxy).mean()
+    energy = 2 * dxy.mean() - u(dxx, n) - u(dyy, m)
+    np.testing.assert_allclose(float(sm.mmd2(x, y, bandwidths=hs)), mmd, rtol=1e-3, atol=2e-6)
+    np.testing.assert_allclose(float(sm.energy_distance(x, y)), energy, rtol=1e-3, atol=2e-6)
+  # The default bandwidths come from the first MEDIAN_SAMPLES points of each sample.
+  x, y = rs.randn(157, 2), rs.randn(131, 2) + 3.0
+  np.testing.assert_allclose(sm.median_distance(x, y), sm.median_distance(x[:100], y[:100]))
+
+
 def test_mmd2_and_energy_are_unbiased_for_the_same_law():
   keys = jax.random.split(jax.random.key(4), 40)
   draw = jax.vmap(lambda k: jax.random.normal(k, (2, 60, 2)))(keys)

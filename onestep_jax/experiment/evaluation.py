@@ -40,8 +40,8 @@ def low_dim_metrics(x: np.ndarray, ref: np.ndarray, *, key: jax.Array,
   x2, r2 = x.reshape(len(x), -1), ref.reshape(len(ref), -1)
   out = {
       'swd': sample_metrics.sliced_wasserstein(x2, r2, key=key),
-      'mmd': sample_metrics.mmd2(x2[:2000], r2[:2000]),
-      'energy': sample_metrics.energy_distance(x2[:2000], r2[:2000]),
+      'mmd': sample_metrics.mmd2(x2, r2),
+      'energy': sample_metrics.energy_distance(x2, r2),
   }
   if mixture is not None:
     out['mode_coverage'] = mixture_metrics.mode_coverage(x2, mixture)

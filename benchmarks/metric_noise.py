@@ -1,0 +1,165 @@
+"""How far the two-sample metrics of a 2-D toy move between samples of one distribution, and
+between evaluations of one trained run.
+
+  python benchmarks/metric_noise.py [--data=ring8] [--sizes=2000,5000,20000] [--repeats=10] \
+      [--out=benchmarks/results/metric_noise_ring8.json]
+  python benchmarks/metric_noise.py --methods=diff_instruct,fdistill:divergence=reverse_kl \
+      --workroot=<dir> [--eval_seeds=1234,1,2,3,4] [--config.x=y ...] [--out=<json>]
+
+Without --methods, for each size N the script draws `--repeats` pairs of independent samples of
+N points of the data and measures SWD, MMD^2 and the energy distance between them, as the final
+evaluation does (onestep_jax.experiment.evaluation.low_dim_metrics). Their spread is the
+resolution of a single evaluation: a student and a teacher whose metrics differ by less cannot
+be told apart. With --methods, each method of configs/distill_toy2d.py is trained once (as
+benchmarks/distill.py does; a finished run in <workroot> is reused) and evaluated once per
+evaluation seed, which redraws the teacher's, the student's and the reference's samples; the
+script reports each metric's mean and spread over the seeds, and the student's mean over the
+teacher's mean with the range of the per-seed ratios.
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+import jax
+import numpy as np
+
+from onestep_jax.data import get_dataset
+from onestep_jax.experiment.evaluation import low_dim_metrics
+from distill import run_method
+from step_timing import write_json
+
+METRICS = ('swd', 'mmd', 'energy')
+
+
+def spread(data, size: int, repeats: int) -> dict:
+  """Mean, standard deviation, range and values of each metric over `repeats` pairs."""
+  values = {k: [] for k in METRICS}
+  t0 = time.perf_counter()
+  for r in range(repeats):
+    x = data.sample(size, seed=2 * r)
+    y = data.sample(size, seed=2 * r + 1)
+    m = low_dim_metrics(x, y, key=jax.random.PRNGKey(r))
+    for k in METRICS:
+      values[k].append(m[k])
+  out = {k: summary(v) for k, v in values.items()}
+  out['seconds_per_pair'] = (time.perf_counter() - t0) / repeats
+  return out
+
+
+def summary(values) -> dict:
+  return {'mean': float(np.mean(values)), 'std': float(np.std(values, ddof=1)),
+          'min': float(np.min(values)), 'max': float(np.max(values)), 'values': list(values)}
+
+
+def evaluations(method: str, *, data: str, workroot: str, seeds, overrides) -> dict:
+  """One run of `method`, evaluated once per seed: per-seed metrics and their summaries."""
+  workdir = os.path.join(workroot, method.replace(':', '_'))
+  runs = [run_method('distill_toy2d', method, data, workdir,
+                     [*overrides, f'--config.eval.seed={seed}']) for seed in seeds]
+  out = {'command': runs[0]['command'], 'cpu_time_s': [r['cpu_time_s'] for r in runs],
+         'metrics': {}}
+  for name in ('student/{}@1', 'teacher/{}@35', 'data/{}_floor'):
+    for k in METRICS + ('off_mode', 'nll', 'mode_coverage'):
+      key = name.format(k)
+      if key in runs[0]['metrics']:
+        out['metrics'][key] = summary([r['metrics'][key] for r in runs])
+  for k in ('swd', 'mmd'):
+    out[f'{k}_vs_teacher'] = ratio_of_means(out['metrics'][f'student/{k}@1']['values'],
+                                            out['metrics'][f'teacher/{k}@35']['values'])
+  return out
+
+
+def ratio_of_means(student, teacher) -> dict:
+  """mean(student) / mean(teacher) over the evaluation seeds, its standard error (delta method,
+  with the covariance the shared reference sample gives each seed's pair), and per-seed ratios."""
+  s, t = np.asarray(student, np.float64), np.asarray(teacher, np.float64)
+  ratio = s.mean() / t.mean()
+  cov = np.cov(s, t) / len(s)  # covariance of the two means
+  var = ratio**2 * (cov[0, 0] / s.mean()**2 + cov[1, 1] / t.mean()**2
+                    - 2 * cov[0, 1] / (s.mean() * t.mean()))
+  return {'ratio_of_means': float(ratio), 'standard_error': float(np.sqrt(max(var, 0.0))),
+          'per_seed': list(s / t)}
+
+
+def print_table(paths) -> None:
+  """A Markdown table of the runs in JSON files written with --methods."""
+  print('| run | SWD: student / teacher (mean ± sd) | SWD ratio ± se | MMD: student / teacher '
+        '(mean ± sd) | MMD ratio ± se | off-mode | NLL | mode coverage (lowest) |')
+  print('| --- | --- | --- | --- | --- | --- | --- | --- |')
+  for path in paths:
+    with open(path) as f:
+      runs = json.load(f)['methods']
+    for method, r in runs.items():
+      m = r['metrics']
+      cells = []
+      for k, digits in (('swd', 4), ('mmd', 5)):
+        st, te = m[f'student/{k}@1'], m[f'teacher/{k}@35']
+        q = ratio_of_means(st['values'], te['values'])
+        cells += [f'{st["mean"]:.{digits}f} ± {st["std"]:.{digits}f} / '
+                  f'{te["mean"]:.{digits}f} ± {te["std"]:.{digits}f}',
+                  f'{q["ratio_of_means"]:.2f} ± {q["standard_error"]:.2f}']
+      modes = m.get('student/mode_coverage@1')
+      cells += [f'{m["student/off_mode@1"]["mean"]:.3f}', f'{m["student/nll@1"]["mean"]:.2f}',
+                f'{modes["min"]:.2f}' if modes else 'not recorded']
+      print(f'| `{method}` | ' + ' | '.join(cells) + ' |')
+
+
+def run_methods(args, overrides) -> None:
+  seeds = [int(s) for s in args.eval_seeds.split(',')]
+  results = {}
+  for method in args.methods.split(','):
+    results[method] = r = evaluations(method, data=args.data, workroot=args.workroot,
+                                      seeds=seeds, overrides=overrides)
+    m = r['metrics']
+    print(f'{method}: ' + '; '.join(
+        f'{k} student {m[f"student/{k}@1"]["mean"]:.5f} +- {m[f"student/{k}@1"]["std"]:.5f}, '
+        f'teacher {m[f"teacher/{k}@35"]["mean"]:.5f} +- {m[f"teacher/{k}@35"]["std"]:.5f}'
+        for k in ('swd', 'mmd')) + '; ' + '; '.join(
+            f'{k} ratio of means {r[f"{k}_vs_teacher"]["ratio_of_means"]:.2f} '
+            f'+- {r[f"{k}_vs_teacher"]["standard_error"]:.2f} (per seed '
+            f'{min(r[f"{k}_vs_teacher"]["per_seed"]):.2f} to '
+            f'{max(r[f"{k}_vs_teacher"]["per_seed"]):.2f})' for k in ('swd', 'mmd'))
+          + f'; off-mode {m["student/off_mode@1"]["mean"]:.3f}', flush=True)
+  write_json(args.out or f'benchmarks/results/metric_noise_{args.data}_runs.json',
+             {'command': ' '.join(['python benchmarks/metric_noise.py', *sys.argv[1:]]).replace(
+                 args.workroot, '<dir>'), 'date': time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()),
+              'eval_seeds': seeds, 'overrides': overrides, 'methods': results})
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument('--data', default='ring8')
+  parser.add_argument('--sizes', default='2000,5000,20000')
+  parser.add_argument('--repeats', type=int, default=10)
+  parser.add_argument('--methods', default='', help='methods of configs/distill_toy2d.py')
+  parser.add_argument('--workroot', default='', help='the runs of --methods (reused if there)')
+  parser.add_argument('--eval_seeds', default='1234,1,2,3,4')
+  parser.add_argument('--out', default=None)
+  parser.add_argument('--table', default='', help='JSON files of --methods runs: print a table')
+  args, overrides = parser.parse_known_args()
+  if args.table:
+    return print_table(args.table.split(','))
+  if args.methods:
+    if not args.workroot:
+      parser.error('--methods needs --workroot')
+    return run_methods(args, overrides)
+  if overrides:
+    parser.error(f'unknown arguments {overrides}')
+  data = get_dataset(args.data)
+  results = {}
+  for size in (int(s) for s in args.sizes.split(',')):
+    results[size] = r = spread(data, size, args.repeats)
+    print(f'{args.data}, {size} points per side, {args.repeats} pairs '
+          f'({r["seconds_per_pair"]:.1f} s per pair): ' + '; '.join(
+              f'{k} {r[k]["mean"]:.5f} +- {r[k]["std"]:.5f} [{r[k]["min"]:.5f}, {r[k]["max"]:.5f}]'
+              for k in METRICS), flush=True)
+  write_json(args.out or f'benchmarks/results/metric_noise_{args.data}.json', {'command': 'python benchmarks/metric_noise.py --data={} --sizes={} '
+                              '--repeats={}'.format(args.data, args.sizes, args.repeats),
+                   'data': args.data, 'repeats': args.repeats, 'sizes': results})
+
+
+if __name__ == '__main__':
+  main()
