@@ -83,27 +83,45 @@ def ratio_of_means(student, teacher) -> dict:
           'per_seed': list(s / t)}
 
 
+GATES = {'swd': 1.5, 'mmd': 3.0}  # issues 7 and 8: student at most 1.5x / 3x the teacher's
+
+
+def gate_verdict(ratios: dict) -> str:
+  """Each gate passed or failed by more than one standard error, or within one of it."""
+  notes = []
+  for k, gate in GATES.items():
+    r, se = ratios[k]['ratio_of_means'], ratios[k]['standard_error']
+    if abs(r - gate) < se:
+      notes.append(f'{k.upper()} {"over" if r > gate else "under"} its gate, within 1 se')
+    elif r > gate:
+      notes.append(f'fails {k.upper()}')
+  return '; '.join(notes) or 'passes both by more than 1 se'
+
+
 def print_table(paths) -> None:
-  """A Markdown table of the runs in JSON files written with --methods."""
+  """A Markdown table of the runs in JSON files written with --methods (a method in several
+  files: the last file's row)."""
   print('| run | SWD: student / teacher (mean ± sd) | SWD ratio ± se | MMD: student / teacher '
-        '(mean ± sd) | MMD ratio ± se | off-mode | NLL | mode coverage (lowest) |')
-  print('| --- | --- | --- | --- | --- | --- | --- | --- |')
+        '(mean ± sd) | MMD ratio ± se | off-mode | NLL | mode coverage (lowest) | '
+        'against the gates (SWD <= 1.5x, MMD <= 3x) |')
+  print('| --- | --- | --- | --- | --- | --- | --- | --- | --- |')
+  runs = {}
   for path in paths:
     with open(path) as f:
-      runs = json.load(f)['methods']
-    for method, r in runs.items():
-      m = r['metrics']
-      cells = []
-      for k, digits in (('swd', 4), ('mmd', 5)):
-        st, te = m[f'student/{k}@1'], m[f'teacher/{k}@35']
-        q = ratio_of_means(st['values'], te['values'])
-        cells += [f'{st["mean"]:.{digits}f} ± {st["std"]:.{digits}f} / '
-                  f'{te["mean"]:.{digits}f} ± {te["std"]:.{digits}f}',
-                  f'{q["ratio_of_means"]:.2f} ± {q["standard_error"]:.2f}']
-      modes = m.get('student/mode_coverage@1')
-      cells += [f'{m["student/off_mode@1"]["mean"]:.3f}', f'{m["student/nll@1"]["mean"]:.2f}',
-                f'{modes["min"]:.2f}' if modes else 'not recorded']
-      print(f'| `{method}` | ' + ' | '.join(cells) + ' |')
+      runs.update(json.load(f)['methods'])
+  for method, r in runs.items():
+    m = r['metrics']
+    cells, ratios = [], {}
+    for k, digits in (('swd', 4), ('mmd', 5)):
+      st, te = m[f'student/{k}@1'], m[f'teacher/{k}@35']
+      ratios[k] = q = ratio_of_means(st['values'], te['values'])
+      cells += [f'{st["mean"]:.{digits}f} ± {st["std"]:.{digits}f} / '
+                f'{te["mean"]:.{digits}f} ± {te["std"]:.{digits}f}',
+                f'{q["ratio_of_means"]:.2f} ± {q["standard_error"]:.2f}']
+    modes = m.get('student/mode_coverage@1')
+    cells += [f'{m["student/off_mode@1"]["mean"]:.3f}', f'{m["student/nll@1"]["mean"]:.2f}',
+              f'{modes["min"]:.2f}' if modes else 'not recorded', gate_verdict(ratios)]
+    print(f'| `{method}` | ' + ' | '.join(cells) + ' |')
 
 
 def run_methods(args, overrides) -> None:
