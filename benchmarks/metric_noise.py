@@ -5,6 +5,7 @@ between evaluations of one trained run.
       [--out=benchmarks/results/metric_noise_ring8.json]
   python benchmarks/metric_noise.py --methods=diff_instruct,fdistill:divergence=reverse_kl \
       --workroot=<dir> [--eval_seeds=1234,1,2,3,4] [--config.x=y ...] [--out=<json>]
+  python benchmarks/metric_noise.py --table=<json>,... [--workroot=<dir> --picture=<png>]
 
 Without --methods, for each size N the script draws `--repeats` pairs of independent samples of
 N points of the data and measures SWD, MMD^2 and the energy distance between them, as the final
@@ -19,6 +20,7 @@ teacher's mean with the range of the per-seed ratios.
 import argparse
 import json
 import os
+import pathlib
 import sys
 import time
 
@@ -27,7 +29,7 @@ import numpy as np
 
 from onestep_jax.data import get_dataset
 from onestep_jax.experiment.evaluation import low_dim_metrics
-from distill import run_method
+from distill import draw, run_method
 from step_timing import write_json
 
 METRICS = ('swd', 'mmd', 'energy')
@@ -98,9 +100,9 @@ def gate_verdict(ratios: dict) -> str:
   return '; '.join(notes) or 'passes both by more than 1 se'
 
 
-def print_table(paths) -> None:
-  """A Markdown table of the runs in JSON files written with --methods (a method in several
-  files: the last file's row)."""
+def print_table(paths) -> list:
+  """Prints a Markdown table of the runs in JSON files written with --methods (a method in
+  several files: the last file's row); returns their methods."""
   print('| run | SWD: student / teacher (mean ± sd) | SWD ratio ± se | MMD: student / teacher '
         '(mean ± sd) | MMD ratio ± se | off-mode | NLL | mode coverage (lowest) | '
         'against the gates (SWD <= 1.5x, MMD <= 3x) |')
@@ -122,6 +124,7 @@ def print_table(paths) -> None:
     cells += [f'{m["student/off_mode@1"]["mean"]:.3f}', f'{m["student/nll@1"]["mean"]:.2f}',
               f'{modes["min"]:.2f}' if modes else 'not recorded', gate_verdict(ratios)]
     print(f'| `{method}` | ' + ' | '.join(cells) + ' |')
+  return list(runs)
 
 
 def run_methods(args, overrides) -> None:
@@ -157,9 +160,17 @@ def main():
   parser.add_argument('--eval_seeds', default='1234,1,2,3,4')
   parser.add_argument('--out', default=None)
   parser.add_argument('--table', default='', help='JSON files of --methods runs: print a table')
+  parser.add_argument('--picture', default='', help='with --table and --workroot: a PNG of the '
+                      "teacher's and each run's samples (their last evaluation)")
   args, overrides = parser.parse_known_args()
   if args.table:
-    return print_table(args.table.split(','))
+    methods = print_table(args.table.split(','))
+    if args.picture:
+      if not args.workroot:
+        parser.error('--picture needs the --workroot of the runs')
+      draw({m: os.path.join(args.workroot, m.replace(':', '_')) for m in methods},
+           pathlib.Path(args.picture))
+    return None
   if args.methods:
     if not args.workroot:
       parser.error('--methods needs --workroot')
