@@ -1,0 +1,29 @@
+"""benchmarks/metric_noise.py: the ratio of means' standard error and the gate verdicts."""
+import numpy as np
+
+from train_helpers.scripts import load_script
+
+metric_noise = load_script('benchmarks/metric_noise.py')
+
+
+def test_standard_error_of_the_ratio_of_means_matches_its_spread_over_replications():
+  # Five correlated (student, teacher) pairs per replication, as five evaluation seeds sharing a
+  # reference; the delta method's standard error against the spread of 4,000 replications.
+  rs = np.random.RandomState(0)
+  cov = np.array([[0.16, 0.072], [0.072, 0.04]])  # correlation 0.9
+  draws = rs.multivariate_normal([4.0, 2.0], cov, size=(4000, 5))
+  ratios = draws[..., 0].mean(1) / draws[..., 1].mean(1)
+  se = np.median([metric_noise.ratio_of_means(d[:, 0], d[:, 1])['standard_error'] for d in draws])
+  np.testing.assert_allclose(se, ratios.std(), rtol=0.15)
+  r = metric_noise.ratio_of_means([2.0, 4.0], [1.0, 2.0])
+  assert r['ratio_of_means'] == 2.0 and r['per_seed'] == [2.0, 2.0] and r['standard_error'] == 0.0
+
+
+def test_gate_verdicts():
+  ratio = lambda r, se: {'ratio_of_means': r, 'standard_error': se}
+  verdict = lambda swd, mmd: metric_noise.gate_verdict({'swd': ratio(*swd), 'mmd': ratio(*mmd)})
+  assert verdict((1.1, 0.1), (2.0, 0.5)) == 'passes both by more than 1 se'
+  assert verdict((1.45, 0.1), (2.0, 0.5)) == 'SWD under its gate, within 1 se'
+  assert verdict((1.1, 0.1), (4.0, 0.5)) == 'fails MMD'
+  assert verdict((1.6, 0.2), (3.2, 0.5)) == ('SWD over its gate, within 1 se; '
+                                            'MMD over its gate, within 1 se')
