@@ -103,14 +103,19 @@ def gate_verdict(ratios: dict) -> str:
 def print_table(paths) -> list:
   """Prints a Markdown table of the runs in JSON files written with --methods (a method in
   several files: the last file's row); returns their methods."""
+  runs = {}
+  for path in paths:
+    if not os.path.isfile(path):
+      raise SystemExit(f'--table: no file {path}')
+    with open(path) as f:
+      written = json.load(f)
+    if 'methods' not in written:
+      raise SystemExit(f'--table: {path} holds no runs (it was not written with --methods)')
+    runs.update(written['methods'])
   print('| run | SWD: student / teacher (mean ± sd) | SWD ratio ± se | MMD: student / teacher '
         '(mean ± sd) | MMD ratio ± se | off-mode | NLL | mode coverage (lowest) | '
         'against the gates (SWD <= 1.5x, MMD <= 3x) |')
   print('| --- | --- | --- | --- | --- | --- | --- | --- | --- |')
-  runs = {}
-  for path in paths:
-    with open(path) as f:
-      runs.update(json.load(f)['methods'])
   for method, r in runs.items():
     m = r['metrics']
     cells, ratios = [], {}
@@ -129,6 +134,8 @@ def print_table(paths) -> list:
 
 def run_methods(args, overrides) -> None:
   seeds = [int(s) for s in args.eval_seeds.split(',')]
+  if len(set(seeds)) < 2:
+    raise SystemExit(f'--eval_seeds needs at least two different seeds, got {args.eval_seeds}')
   results = {}
   for method in args.methods.split(','):
     results[method] = r = evaluations(method, data=args.data, workroot=args.workroot,

@@ -1,5 +1,8 @@
 """benchmarks/metric_noise.py: the ratio of means' standard error and the gate verdicts."""
+import json
+
 import numpy as np
+import pytest
 
 from train_helpers.scripts import load_script
 
@@ -27,3 +30,12 @@ def test_gate_verdicts():
   assert verdict((1.1, 0.1), (4.0, 0.5)) == 'fails MMD'
   assert verdict((1.6, 0.2), (3.2, 0.5)) == ('SWD over its gate, within 1 se; '
                                             'MMD over its gate, within 1 se')
+
+
+def test_table_refuses_missing_files_and_files_without_runs(tmp_path):
+  null_mode = tmp_path / 'null.json'
+  null_mode.write_text(json.dumps({'command': 'python benchmarks/metric_noise.py', 'sizes': {}}))
+  with pytest.raises(SystemExit, match='no file'):
+    metric_noise.print_table([str(tmp_path / 'absent.json')])
+  with pytest.raises(SystemExit, match='holds no runs'):
+    metric_noise.print_table([str(null_mode)])
