@@ -17,8 +17,10 @@ from onestep_jax.methods.flow_map_config import FLOW_MAP_VARIANTS, flow_map_meth
 # normaliser mean_dims|x_g - D_teacher| has heavy tails over 2 dimensions (a few near-zero
 # denominators dominate the batch): SiD 87x with it, 3.3x without; DMD 3.3x / 2.3x; Uni-Instruct
 # 33x / 7.6x (1,500 steps). SIM's pseudo-Huber constant for 2 dimensions (0.00076) turns its
-# distance into a sign: 8.2x, against 2.1x with L2. Diff-Instruct: 3.0x at 3,000 steps, 2.2x
-# at 5,000. f-distill with its image recipe (DMD2's five fake-score updates per step, DMD's
+# distance into a sign: 8.2x, against 2.1x with L2. SIM with L2 on its Karras levels (up to
+# sigma ~ 24) left 22% of its samples off the modes (MMD 4.2 +- 0.7x the teacher's over five
+# evaluations of 20,000 samples); on EDM's log-normal levels, as SiD, 15% (2026-12-04).
+# Diff-Instruct: 3.0x at 3,000 steps, 2.2x at 5,000. f-distill with its image recipe (DMD2's five fake-score updates per step, DMD's
 # normaliser): reverse KL 14.6x at 1,500 steps, which already took 763 s; with one update and no
 # normaliser, as DMD and Uni-Instruct here: 2.85x at 3,000 steps in 482 s (2026-12-01). DMD2
 # with its image recipe: 1.49x but 1,245 s; with one update and no normaliser: 2.32x in 471 s of
@@ -30,7 +32,7 @@ LOW_DIMENSIONAL = {
     'diff_instruct': {'train.num_steps': 5000},
     'dmd': {'method.normalize': False},
     'sid': {'method.normalize': False, 'method.sigma_dist': 'log_normal'},
-    'sim': {'method.distance': 'l2'},
+    'sim': {'method.distance': 'l2', 'method.sigma_dist': 'log_normal'},
     'uni_instruct': {'method.normalize': False, 'method.sampling_path': False},
     'fdistill': {'method.normalize': False, 'method.fake_score_steps': 1},
     'dmd2': {'method.normalize': False, 'method.fake_score_steps': 1},
