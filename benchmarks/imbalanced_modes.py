@@ -40,9 +40,9 @@ from onestep_jax.train.trainer import Trainer
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 MAJOR_ONLY = 1e-6  # stage 1's minor weight: the major mode alone
-# Stage 2 keeps f-distill's own recipe (DMD2's: five fake-score updates per generator update and
-# DMD's normaliser), not the cheaper ring settings of configs/distill_toy2d.py.
-OWN_RECIPE = {'fdistill': ('fake_score_steps', 'normalize')}
+# Stage 2 keeps f-distill's own recipe (DMD2's: five fake-score updates per generator update,
+# DMD's normaliser and its Karras noise levels), not the ring settings of configs/distill_toy2d.py.
+OWN_RECIPE = {'fdistill': ('fake_score_steps', 'normalize', 'sigma_dist')}
 NUM_SAMPLES = 10_000
 
 
