@@ -5,7 +5,8 @@ between evaluations of one trained run.
       [--out=benchmarks/results/metric_noise_ring8.json]
   python benchmarks/metric_noise.py --methods=diff_instruct,fdistill:divergence=reverse_kl \
       --workroot=<dir> [--eval_seeds=1234,1,2,3,4] [--config.x=y ...] [--out=<json>]
-  python benchmarks/metric_noise.py --table=<json>,... [--workroot=<dir> --picture=<png>]
+  python benchmarks/metric_noise.py --table=<json>,... [--runs=<m1>,...] \
+      [--workroot=<dir> --picture=<png>]
 
 Without --methods, for each size N the script draws `--repeats` pairs of independent samples of
 N points of the data and measures SWD, MMD^2 and the energy distance between them, as the final
@@ -100,9 +101,9 @@ def gate_verdict(ratios: dict) -> str:
   return '; '.join(notes) or 'passes both by more than 1 se'
 
 
-def print_table(paths) -> list:
+def print_table(paths, only=None) -> list:
   """Prints a Markdown table of the runs in JSON files written with --methods (a method in
-  several files: the last file's row); returns their methods."""
+  several files: the last file's row), or of the runs `only`, in that order; returns them."""
   runs = {}
   for path in paths:
     if not os.path.isfile(path):
@@ -112,6 +113,11 @@ def print_table(paths) -> list:
     if 'methods' not in written:
       raise SystemExit(f'--table: {path} holds no runs (it was not written with --methods)')
     runs.update(written['methods'])
+  if only:
+    missing = [m for m in only if m not in runs]
+    if missing:
+      raise SystemExit(f'--runs: {missing} not in the --table files; they hold {sorted(runs)}')
+    runs = {m: runs[m] for m in only}
   print('| run | SWD: student / teacher (mean ± sd) | SWD ratio ± se | MMD: student / teacher '
         '(mean ± sd) | MMD ratio ± se | off-mode | NLL | mode coverage (lowest) | '
         'against the gates (SWD <= 1.5x, MMD <= 3x) |')
@@ -167,11 +173,12 @@ def main():
   parser.add_argument('--eval_seeds', default='1234,1,2,3,4')
   parser.add_argument('--out', default=None)
   parser.add_argument('--table', default='', help='JSON files of --methods runs: print a table')
+  parser.add_argument('--runs', default='', help='with --table: only these runs, in this order')
   parser.add_argument('--picture', default='', help='with --table and --workroot: a PNG of the '
                       "teacher's and each run's samples (their last evaluation)")
   args, overrides = parser.parse_known_args()
   if args.table:
-    methods = print_table(args.table.split(','))
+    methods = print_table(args.table.split(','), args.runs.split(',') if args.runs else None)
     if args.picture:
       if not args.workroot:
         parser.error('--picture needs the --workroot of the runs')

@@ -32,6 +32,29 @@ def test_gate_verdicts():
                                             'MMD over its gate, within 1 se')
 
 
+def _runs_file(path, methods):
+  metrics = {f'{side}/{k}@{nfe}': {'values': [value, value * 1.1], 'mean': value * 1.05,
+                                  'std': value * 0.07}
+             for side, nfe, value in (('student', 1, 2.0), ('teacher', 35, 1.0))
+             for k in ('swd', 'mmd')}
+  metrics.update({f'student/{k}@1': {'mean': 0.1} for k in ('off_mode', 'nll')})
+  path.write_text(json.dumps({'methods': {m: {'metrics': metrics} for m in methods}}))
+  return str(path)
+
+
+def test_table_runs_selects_and_orders_rows_and_names_missing_ones(tmp_path, capsys):
+  first = _runs_file(tmp_path / 'a.json', ['dmd', 'sid'])
+  second = _runs_file(tmp_path / 'b.json', ['sim'])
+  assert metric_noise.print_table([first, second]) == ['dmd', 'sid', 'sim']
+  capsys.readouterr()
+  assert metric_noise.print_table([first, second], ['sim', 'dmd']) == ['sim', 'dmd']
+  rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith('| `')]
+  assert [row.split('`')[1] for row in rows] == ['sim', 'dmd']
+  assert '| 2.00 ± 0.00 |' in rows[0]  # both seeds' ratio is 2
+  with pytest.raises(SystemExit, match=r"\['sdi'\] not in the --table files"):
+    metric_noise.print_table([first, second], ['sdi'])
+
+
 def test_table_refuses_missing_files_and_files_without_runs(tmp_path):
   null_mode = tmp_path / 'null.json'
   null_mode.write_text(json.dumps({'command': 'python benchmarks/metric_noise.py', 'sizes': {}}))
