@@ -28,7 +28,7 @@ from onestep_jax.methods.flow_map_config import FLOW_MAP_VARIANTS, flow_map_meth
 # alpha = 1 for reverse KL): with it reverse KL was at 6.8x and softened reverse KL at 4.1x;
 # without it every row but the chi^2 ones passes (reverse KL -0.8x, softened 2.3x, Jensen-Shannon
 # 0.5x, squared Hellinger 1.3x, Jeffreys 2.2x; forward KL has no such term; 2026-12-01).
-# f-distill on EDM's log-normal levels instead of its Karras indices 20-981 (sigma up to ~60):
+# f-distill on EDM's log-normal levels instead of its Karras indices 20-980 (sigma up to ~72):
 # every row of its f table moved towards the teacher (MMD over the teacher's, five evaluations
 # of 20,000 samples: reverse KL 1.52x -> 1.15x, forward KL 2.90x -> 1.35x, Jensen-Shannon
 # 2.98x -> 1.16x, squared Hellinger 2.96x -> 1.18x, Pearson chi^2 3.57x -> 1.44x, softened
