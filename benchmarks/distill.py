@@ -63,8 +63,9 @@ def ratios(metrics: dict) -> dict:
   return out
 
 
-def draw(workdirs: dict, path: pathlib.Path) -> None:
-  """The teacher's samples (35 NFE) and every student's (1 NFE), side by side."""
+def draw(workdirs: dict, path: pathlib.Path, ncols: int = 0) -> None:
+  """The teacher's samples (35 NFE; the first run's) and every student's (1 NFE), side by side,
+  in rows of `ncols` panels (0: one row)."""
   import matplotlib
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt
@@ -73,12 +74,15 @@ def draw(workdirs: dict, path: pathlib.Path) -> None:
   panels = [('teacher, 35 NFE', os.path.join(first, 'samples_teacher_nfe35.png'))] + [
       (f'{name}, 1 NFE'.replace(':', '\n'), os.path.join(w, 'samples_student_nfe1.png'))
       for name, w in workdirs.items()]
-  fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.8))
-  for ax, (title, png) in zip(axes, panels):
+  ncols = ncols or len(panels)
+  nrows = -(-len(panels) // ncols)
+  fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 3.8 * nrows), squeeze=False)
+  for ax in axes.flat:
+    ax.axis('off')
+  for ax, (title, png) in zip(axes.flat, panels):
     image = Image.open(png)
     ax.imshow(image, cmap='gray' if image.mode == 'L' else None)
     ax.set_title(title, fontsize=10)
-    ax.axis('off')
   fig.tight_layout()
   fig.savefig(path, dpi=110)
 

@@ -183,7 +183,7 @@ def main():
       if not args.workroot:
         parser.error('--picture needs the --workroot of the runs')
       draw({m: os.path.join(args.workroot, m.replace(':', '_')) for m in methods},
-           pathlib.Path(args.picture))
+           pathlib.Path(args.picture), ncols=6)
     return None
   if args.methods:
     if not args.workroot:
