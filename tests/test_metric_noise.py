@@ -62,3 +62,20 @@ def test_table_refuses_missing_files_and_files_without_runs(tmp_path):
     metric_noise.print_table([str(tmp_path / 'absent.json')])
   with pytest.raises(SystemExit, match='holds no runs'):
     metric_noise.print_table([str(null_mode)])
+
+
+def test_picture_wraps_the_panels_into_rows(tmp_path):
+  from PIL import Image
+  workdirs = {}
+  for i in range(5):  # the teacher's panel and five students: two rows of three
+    w = tmp_path / f'run{i}'
+    w.mkdir()
+    for name in ('samples_teacher_nfe35.png', 'samples_student_nfe1.png'):
+      Image.new('RGB', (40, 40), (255, 255 - 40 * i, 0)).save(w / name)
+    workdirs[f'method{i}'] = str(w)
+  metric_noise.draw(workdirs, tmp_path / 'rows.png', ncols=3)
+  metric_noise.draw(workdirs, tmp_path / 'row.png')
+  width, height = Image.open(tmp_path / 'rows.png').size
+  np.testing.assert_allclose(width / height, (3 * 3.2) / (2 * 3.8), rtol=0.02)
+  width, height = Image.open(tmp_path / 'row.png').size
+  np.testing.assert_allclose(width / height, (6 * 3.2) / 3.8, rtol=0.02)
