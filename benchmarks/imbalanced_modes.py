@@ -41,8 +41,9 @@ from onestep_jax.train.trainer import Trainer
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 MAJOR_ONLY = 1e-6  # stage 1's minor weight: the major mode alone
 # Stage 2 keeps f-distill's own recipe (DMD2's: five fake-score updates per generator update,
-# DMD's normaliser and its Karras noise levels), not the ring settings of configs/distill_toy2d.py.
-OWN_RECIPE = {'fdistill': ('fake_score_steps', 'normalize', 'sigma_dist')}
+# DMD's normaliser; its Karras noise levels and batch-mean h), not the ring settings of
+# configs/distill_toy2d.py.
+OWN_RECIPE = {'fdistill': ('fake_score_steps', 'normalize', 'sigma_dist', 'weight_bins')}
 NUM_SAMPLES = 10_000
 
 
