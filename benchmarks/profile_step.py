@@ -1,6 +1,6 @@
 """Where the time of a training step goes, per op type, from XLA's own per-op trace (CPU/GPU).
 
-  python benchmarks/profile_step.py [--config edm_reference_32x32] [--steps 5]
+  python benchmarks/profile_step.py [--config edm_reference_32x32] [--steps 5] [--all_cores]
                                     [--out benchmarks/results/profile_step.json]
 
 Each phase of the config's steady schedule is run `--steps` times under `jax.profiler.trace`
@@ -11,6 +11,13 @@ products, reductions (group norm, softmax), copies and transposes, and the rest 
 fusions). Prints one table per phase (milliseconds per run, summed over the threads that ran each
 op, so the total can exceed the wall time; and each category's share) and writes the JSON.
 Configs are those of benchmarks/train_step.py, or any `<file>:<variant>` of configs/.
+
+The process pins itself to one core before JAX starts, unless --all_cores. With more than one
+thread, XLA:CPU's own convolutions (the filter gradients, which the library keeps out of YNNPACK)
+run asynchronously on its thread pool, and their trace events time only the launch: on 2 cores
+the EDM reference step's 49 filter gradients showed 0.04-1 ms each, on one core 1-15 ms. The
+table also gives the process's CPU time that no op's event covers (`not attributed`: Python,
+the runtime, and such asynchronous work), so a profile that misses work says so.
 """
 import argparse
 import collections
@@ -126,11 +133,12 @@ def profile_phase(trainer, state, batch, phase: str, steps: int) -> dict:
   untraced_ms = (time.perf_counter() - start) * 1e3 / steps
   with tempfile.TemporaryDirectory() as tmp:
     with jax.profiler.trace(tmp, create_perfetto_trace=True):
-      start = time.perf_counter()
+      start, cpu_start = time.perf_counter(), time.process_time()
       for _ in range(steps):
         state, m = fn(state, batch, np.int32(0))
         jax.block_until_ready((state, m))
       wall_ms = (time.perf_counter() - start) * 1e3 / steps
+      cpu_ms = (time.process_time() - cpu_start) * 1e3 / steps
     times = _op_times(tmp)
   per_category = collections.Counter()
   for op, us in times.items():
@@ -139,7 +147,8 @@ def profile_phase(trainer, state, batch, phase: str, steps: int) -> dict:
   top = sorted(times.items(), key=lambda kv: -kv[1])[:8]
   return state, {
       'ms_per_step': dict(per_category.most_common()), 'total_ms': total, 'wall_ms': wall_ms,
-      'untraced_wall_ms': untraced_ms,
+      'untraced_wall_ms': untraced_ms, 'cpu_ms': cpu_ms,
+      'not_attributed_ms': cpu_ms - total,
       'top_ops': [{'op': op, 'category': categories.get(op, 'other (runtime)'),
                    'ms_per_step': us / 1e3 / steps} for op, us in top]}
 
@@ -149,8 +158,12 @@ def main():
   parser.add_argument('--config', default='edm_reference_32x32',
                       help='one of ' + ', '.join(CONFIGS) + ', or any configs/<file>.py:<variant>')
   parser.add_argument('--steps', type=int, default=5, help='profiled runs of each phase')
+  parser.add_argument('--all_cores', action='store_true',
+                      help='do not pin to one core (asynchronous convolutions go unattributed)')
   parser.add_argument('--out', default=str(ROOT / 'benchmarks' / 'results' / 'profile_step.json'))
   args = parser.parse_args()
+  if not args.all_cores:  # before JAX starts its backend and sizes its thread pools
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
   with tempfile.TemporaryDirectory() as tmp:
     config = config_by_name(args.config, tmp)
     dataset, setup, trainer, state = build(config)
@@ -165,7 +178,10 @@ def main():
             f'{result["total_ms"]:.1f} ms in XLA ops, summed over the threads that ran them')
       for category, ms in result['ms_per_step'].items():
         print(f'  {category:34s} {ms:8.1f} ms  {100 * ms / result["total_ms"]:5.1f}%')
+      print(f'  {"not attributed (CPU time - ops)":34s} {result["not_attributed_ms"]:8.1f} ms'
+            f'  of {result["cpu_ms"]:.1f} ms of CPU per run')
   out = {'config': args.config, 'steps': args.steps, 'phases': phases,
+         'cores': sorted(os.sched_getaffinity(0)),
          'jax': jax.__version__, 'devices': [str(d) for d in jax.devices()],
          'cpu_count': os.cpu_count(), 'xla_flags': os.environ['XLA_FLAGS']}
   os.makedirs(os.path.dirname(args.out), exist_ok=True)
