@@ -63,28 +63,39 @@ def ratios(metrics: dict) -> dict:
   return out
 
 
-def draw(workdirs: dict, path: pathlib.Path, ncols: int = 0) -> None:
-  """The teacher's samples (35 NFE; the first run's) and every student's (1 NFE), side by side,
-  in rows of `ncols` panels (0: one row)."""
+def panel_grid(rows: list, path: pathlib.Path, *, width: float, height: float, dpi: int,
+               fontsize: int) -> None:
+  """Saves a grid of sample pictures: `rows` of (title, PNG path) panels, each width x height
+  inches; shorter rows leave their last cells empty."""
   import matplotlib
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt
   from PIL import Image
+  ncols = max(len(row) for row in rows)
+  fig, axes = plt.subplots(len(rows), ncols, figsize=(width * ncols, height * len(rows)),
+                           squeeze=False)
+  for ax in axes.flat:
+    ax.axis('off')
+  for ax_row, row in zip(axes, rows):
+    for ax, (title, png) in zip(ax_row, row):
+      image = Image.open(png)
+      ax.imshow(image, cmap='gray' if image.mode == 'L' else None)
+      ax.set_title(title, fontsize=fontsize)
+  fig.tight_layout()
+  fig.savefig(path, dpi=dpi)
+  plt.close(fig)
+
+
+def draw(workdirs: dict, path: pathlib.Path, ncols: int = 0) -> None:
+  """The teacher's samples (35 NFE; the first run's) and every student's (1 NFE), side by side,
+  in rows of `ncols` panels (0: one row)."""
   first = next(iter(workdirs.values()))
   panels = [('teacher, 35 NFE', os.path.join(first, 'samples_teacher_nfe35.png'))] + [
       (f'{name}, 1 NFE'.replace(':', '\n'), os.path.join(w, 'samples_student_nfe1.png'))
       for name, w in workdirs.items()]
   ncols = ncols or len(panels)
-  nrows = -(-len(panels) // ncols)
-  fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 3.8 * nrows), squeeze=False)
-  for ax in axes.flat:
-    ax.axis('off')
-  for ax, (title, png) in zip(axes.flat, panels):
-    image = Image.open(png)
-    ax.imshow(image, cmap='gray' if image.mode == 'L' else None)
-    ax.set_title(title, fontsize=10)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
+  rows = [panels[i:i + ncols] for i in range(0, len(panels), ncols)]
+  panel_grid(rows, path, width=3.2, height=3.8, dpi=110, fontsize=10)
 
 
 def parse_args(description: str, methods: str, prefix: str = ''):

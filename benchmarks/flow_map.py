@@ -12,7 +12,7 @@ column per step count, the teacher's in the last column.
 import os
 import pathlib
 
-from distill import parse_args, run_method, save_results
+from distill import panel_grid, parse_args, run_method, save_results
 
 STEPS = (1, 2, 4, 8)
 METRICS = ('swd', 'mmd', 'energy', 'nll', 'off_mode', 'mode_coverage', 'fid', 'kid')
@@ -34,22 +34,11 @@ def table(results: dict) -> list[str]:
 
 def draw(workdirs: dict, path: pathlib.Path) -> None:
   """Rows: methods; columns: the student's samples at 1/2/4/8 steps, then the teacher's."""
-  import matplotlib
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt
-  from PIL import Image
   columns = [(f'{n} step{"s" if n > 1 else ""}', f'samples_student_nfe{n}.png') for n in STEPS]
   columns.append(('teacher, 35 NFE', 'samples_teacher_nfe35.png'))
-  fig, axes = plt.subplots(len(workdirs), len(columns),
-                           figsize=(2.6 * len(columns), 2.7 * len(workdirs)), squeeze=False)
-  for row, (method, workdir) in zip(axes, workdirs.items()):
-    for ax, (title, png) in zip(row, columns):
-      image = Image.open(os.path.join(workdir, png))
-      ax.imshow(image, cmap='gray' if image.mode == 'L' else None)
-      ax.set_title(title if 'teacher' in png else f'{method}, {title}', fontsize=9)
-      ax.axis('off')
-  fig.tight_layout()
-  fig.savefig(path, dpi=60)
+  rows = [[(title if 'teacher' in png else f'{method}, {title}', os.path.join(workdir, png))
+           for title, png in columns] for method, workdir in workdirs.items()]
+  panel_grid(rows, path, width=2.6, height=2.7, dpi=60, fontsize=9)
 
 
 def main():

@@ -28,7 +28,7 @@ import os
 import pathlib
 import shutil
 
-from distill import RESULTS, run_method, save_results
+from distill import RESULTS, panel_grid, run_method, save_results
 
 from onestep_jax.experiment.evaluation import write_json  # atomic: a killed rerun resumes
 
@@ -166,25 +166,16 @@ def evaluate_teacher(snapshot: str) -> dict:
 
 def draw(workdirs: dict, path: pathlib.Path) -> None:
   """Rows: flow maps, then teacher snapshots; columns: 1/2/4 steps, then 8 steps or Heun 35."""
-  import matplotlib
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt
-  from PIL import Image
-  fig, axes = plt.subplots(len(workdirs), len(STEPS) + 1,
-                           figsize=(2.6 * (len(STEPS) + 1), 2.7 * len(workdirs)), squeeze=False)
-  for row, (name, workdir) in zip(axes, workdirs.items()):
+  rows = []
+  for name, workdir in workdirs.items():
     teacher = name.startswith('teacher')
     columns = [(f'{n} step{"s" if n > 1 else ""}' + (' (Euler)' if teacher else ''),
                 f'samples_{"teacher_euler" if teacher else "student"}_nfe{n}.png')
                for n in STEPS]
     columns.append(('Heun, 35 NFE', 'samples_teacher_nfe35.png') if teacher
                    else ('8 steps', 'samples_student_nfe8.png'))
-    for ax, (title, png) in zip(row, columns):
-      ax.imshow(Image.open(os.path.join(workdir, png)))
-      ax.set_title(f'{name}\n{title}', fontsize=8)
-      ax.axis('off')
-  fig.tight_layout()
-  fig.savefig(path, dpi=60)
+    rows.append([(f'{name}\n{title}', os.path.join(workdir, png)) for title, png in columns])
+  panel_grid(rows, path, width=2.6, height=2.7, dpi=60, fontsize=8)
 
 
 def table(results: dict) -> list[str]:
