@@ -57,7 +57,8 @@ def restore(workdir: str):
   config = resolve_config(config, dataset)
   setup = build_method(config, dataset)
   trainer = Trainer(groups=setup.groups, phases=setup.phases, stages=setup.stages,
-                    batch_size=config.train.batch_size, mesh=make_mesh(fsdp=1))
+                    batch_size=config.train.batch_size, mesh=make_mesh(fsdp=1),
+                    packed_update=config.train.get('packed_update', False))
   state = trainer.init_state(setup.init_params(jax.random.PRNGKey(0)), key=jax.random.PRNGKey(0))
   with Checkpointer(os.path.join(workdir, 'checkpoints'),
                     teacher_identity=setup.teacher_identity or '') as ckpt:

@@ -39,7 +39,8 @@ RERUN_FIELDS = ('train.num_steps', 'train.log_every', 'train.save_every',
 # Fields added after runs were recorded -> the value that reproduces the behaviour from before
 # they existed. A record without such a field reads as holding that value, so a run started
 # before the field was added resumes while the field keeps that value, and is refused otherwise.
-FIELDS_ADDED = {'method.adaptive_weighting': True, 'method.projection_ratio_term': True}
+FIELDS_ADDED = {'method.adaptive_weighting': True, 'method.projection_ratio_term': True,
+                'train.packed_update': False}  # a run keeps its own: _with_recorded_layout
 
 
 def resolve_config(config: ml_collections.ConfigDict, dataset) -> ml_collections.ConfigDict:
@@ -93,6 +94,19 @@ def _rerun_changes(path: str, config: ml_collections.ConfigDict) -> Optional[lis
                      f'({", ".join(changes)}); a rerun may change only eval.* and '
                      f'{", ".join(RERUN_FIELDS)}; use a new workdir')
   return changes
+
+
+def _with_recorded_layout(path: str, config: ml_collections.ConfigDict
+                          ) -> ml_collections.ConfigDict:
+  """`config` with the recorded run's `train.packed_update` (False if the record predates the
+  field): it sets the checkpoints' layout, so a run keeps its own."""
+  if not os.path.exists(path):
+    return config
+  with open(path) as f:
+    recorded = json.load(f).get('train', {}).get('packed_update', False)
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.train.packed_update = recorded
+  return config
 
 
 def _trim_history(path: str, last_step: int) -> None:
@@ -152,11 +166,13 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mode: str = 'train',
   held_out, config.eval.num_samples = plan_evaluation(config.data, dataset,
                                                       num_samples=config.eval.num_samples)
   config_path = os.path.join(workdir, 'config.json')
+  config = _with_recorded_layout(config_path, config)
   changes = _rerun_changes(config_path, config)
   setup = build_method(config, dataset)
   trainer = Trainer(groups=setup.groups, phases=setup.phases, stages=setup.stages,
                     batch_size=config.train.batch_size, nonfinite=config.train.nonfinite,
-                    mesh=make_mesh(fsdp=config.train.fsdp))
+                    mesh=make_mesh(fsdp=config.train.fsdp),
+                    packed_update=config.train.packed_update)
   key_init, key_train = jax.random.split(jax.random.PRNGKey(config.seed))
   t0 = time.perf_counter()
   state = trainer.init_state(setup.init_params(key_init), key=key_train)

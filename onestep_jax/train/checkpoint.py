@@ -99,8 +99,10 @@ class Checkpointer:
     options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep,
                                            enable_async_checkpointing=async_save,
                                            cleanup_tmp_directories=True)
-    self._manager = ocp.CheckpointManager(self.directory, options=options,
-                                          item_names=('state', 'meta'))
+    self._manager = ocp.CheckpointManager(  # handlers known up front: see _check_layout
+        self.directory, options=options,
+        item_handlers={'state': ocp.StandardCheckpointHandler(),
+                       'meta': ocp.JsonCheckpointHandler()})
 
   def latest_step(self) -> Optional[int]:
     return self._manager.latest_step()
@@ -171,6 +173,7 @@ class Checkpointer:
     target = jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
         template.checkpoint_items())
+    self._check_layout(step, target)
     try:
       restored = self._manager.restore(step, args=ocp.args.Composite(
           state=ocp.args.StandardRestore(target)))
@@ -178,6 +181,29 @@ class Checkpointer:
       _silence_reports_about(os.path.join(self.directory, str(step), ''))
       raise UnreadableCheckpointError(_reason(e)) from None
     return template.replace(**restored['state'])
+
+  def _check_layout(self, step: int, target: Any) -> None:
+    """Raises ValueError if the checkpoint's arrays are not the shapes `target` expects (another
+    network, or optimizer states in another layout: see `Trainer(packed_update=...)`)."""
+    try:
+      saved = self._manager.item_metadata(step)['state']
+      saved_shapes = sorted(tuple(x.shape) for x in jax.tree.leaves(
+          saved, is_leaf=lambda x: hasattr(x, 'shape')))
+    except Exception as e:  # orbax and TensorStore raise many types for damaged files
+      _silence_reports_about(os.path.join(self.directory, str(step), ''))
+      raise UnreadableCheckpointError(_reason(e)) from None
+    if not saved_shapes:
+      raise UnreadableCheckpointError('its state has no array metadata')
+    expected = sorted(tuple(x.shape) for x in jax.tree.leaves(target))
+    if saved_shapes != expected:
+      only_saved = sorted(set(saved_shapes) - set(expected))[:3]
+      only_expected = sorted(set(expected) - set(saved_shapes))[:3]
+      raise ValueError(
+          f'Checkpoint {self.directory} step {step} holds {len(saved_shapes)} arrays that do not '
+          f'match the {len(expected)} of this run (shapes only in the checkpoint: {only_saved}; '
+          f'only in this run: {only_expected}). Was it written with another network, or by '
+          'onestep_jax before 4 December 2026, whose optimizer states were per leaf? Such runs '
+          'resume with --config.train.packed_update=false (Trainer(packed_update=False)).')
 
   def _set_aside(self, broken: list[tuple[int, str]], *, restored: int) -> None:
     """Moves unreadable steps out of orbax's sight (process 0), reporting each on stderr."""

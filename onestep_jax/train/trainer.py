@@ -27,6 +27,7 @@ from onestep_jax.train import spec
 from onestep_jax.train.checkpoint import Checkpointer, NonFiniteError
 from onestep_jax.train.ema import ema_beta, ema_update
 from onestep_jax.train.metrics import MetricWriter
+from onestep_jax.train.packing import Packing
 from onestep_jax.train.preemption import Preempted, StopOnSigterm
 from onestep_jax.train.state import TrainState, all_finite, host_value
 
@@ -64,11 +65,16 @@ class Trainer:
     nonfinite: 'skip' (drop the update, count it) or 'stop' (also skip, then raise
       NonFiniteError naming the phase and step at the next log point or save).
     fsdp_min_size: leaves with fewer elements stay replicated on an 'fsdp' mesh.
+    packed_update: the optimizer of each group updates its small leaves packed into one vector
+      (`onestep_jax.train.packing`; the optimizer states follow that layout).
+      The same arithmetic for element-wise optimizers and global-norm clipping, in a fifth of
+      the kernels; False for transforms that read the tree's structure (optax.masked).
   """
 
   def __init__(self, *, groups: Sequence[spec.Group], phases: Sequence[spec.Phase],
                stages: Sequence[spec.Stage], batch_size: int, mesh: Optional[Mesh] = None,
-               nonfinite: str = 'skip', fsdp_min_size: int = 2**14):
+               nonfinite: str = 'skip', fsdp_min_size: int = 2**14,
+               packed_update: bool = True):
     spec.validate(groups, phases, stages)
     if nonfinite not in NONFINITE_POLICIES:
       raise ValueError(f'Unknown nonfinite policy {nonfinite!r}; choose one of '
@@ -83,6 +89,7 @@ class Trainer:
                        f'{self.mesh.size} devices of the mesh.')
     self.nonfinite = nonfinite
     self.fsdp_min_size = fsdp_min_size
+    self.packed_update = packed_update
     self._tx = {g.name: g.transform() for g in groups if g.trainable}
     self._phase_index = {name: i for i, name in enumerate(self.phases)}
     self._compiled: dict[Optional[str], Callable] = {}
@@ -107,13 +114,21 @@ class Trainer:
     abstract = jax.eval_shape(self._new_state, params, key)
     return xla_cpu.jit(self._new_state, out_shardings=self.state_shardings(abstract))(params, key)
 
+  def _packing(self, params: Any) -> Optional[Packing]:
+    """The layout in which the optimizer sees `params` (None: the tree itself)."""
+    return Packing.of(params) if self.packed_update else None
+
+  def _optimizer_view(self, tree: Any, packing: Optional[Packing]) -> Any:
+    return tree if packing is None else packing.pack(tree)
+
   def _new_state(self, params: Mapping[str, Any], key: jax.Array) -> TrainState:
     trainable = {n: params[n] for n, g in self.groups.items() if g.trainable}
     return TrainState(
         step=jnp.zeros((), jnp.int32),
         rng=key,
         params=trainable,
-        opt_state={n: self._tx[n].init(p) for n, p in trainable.items()},
+        opt_state={n: self._tx[n].init(self._optimizer_view(p, self._packing(p)))
+                   for n, p in trainable.items()},
         ema={n: p for n, p in trainable.items()
              if self.groups[n].ema_halflife_nimg is not None},
         frozen={n: params[n] for n, g in self.groups.items() if not g.trainable},
@@ -146,20 +161,26 @@ class Trainer:
       return loss, dict(metrics)
 
     (loss, metrics), grads = jax.value_and_grad(objective, has_aux=True)(current)
-    new_params, new_opt = {}, {}
+    packings = {n: self._packing(current[n]) for n in phase.updates}
+    view = {n: self._optimizer_view(current[n], packings[n]) for n in phase.updates}
+    grads = {n: self._optimizer_view(grads[n], packings[n]) for n in phase.updates}
+    new_view, new_opt = {}, {}
     for n in phase.updates:
-      step_updates, new_opt[n] = self._tx[n].update(grads[n], state.opt_state[n], current[n])
-      new_params[n] = optax.apply_updates(current[n], step_updates)
+      step_updates, new_opt[n] = self._tx[n].update(grads[n], state.opt_state[n], view[n])
+      new_view[n] = optax.apply_updates(view[n], step_updates)
     # Finite loss, gradient norms and parameter norm imply finite updates and optimizer states.
     # (A per-leaf isfinite reduction over the gradients fuses into the backward pass and made a
     # U-Net step compile for minutes on CPU; the norms are computed for the metrics anyway.)
     grad_norms = {n: optax.tree.norm(grads[n]) for n in phase.updates}
-    ok = all_finite((loss, grad_norms, optax.tree.norm(new_params)))
+    ok = all_finite((loss, grad_norms, optax.tree.norm(new_view)))
     keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
+    new_view = keep(new_view, view)
+    new_params = {n: new_view[n] if packings[n] is None else packings[n].unpack(new_view[n])
+                  for n in phase.updates}
     bad = jnp.logical_not(ok)
     first_bad = jnp.stack([state.step, jnp.int32(index)])
     state = state.replace(
-        params={**state.params, **keep(new_params, current)},
+        params={**state.params, **new_params},
         opt_state={**state.opt_state, **keep(new_opt, {n: state.opt_state[n] for n in new_opt})},
         updates={**state.updates, phase.name: state.updates[phase.name] + 1},
         nonfinite={**state.nonfinite,

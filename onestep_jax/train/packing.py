@@ -1,0 +1,63 @@
+"""One optimizer update for a group's many small leaves: the trainer's packed parameter layout.
+
+An optax update over a U-Net's ~200 leaves compiles to about ten kernels per leaf (the moments,
+the step, the skip of non-finite updates, the norms): on CPU, 2,140 of the EDM reference step's
+3,450 kernels and about 3 s of its compile. `Packing` concatenates the leaves with fewer than
+`MAX_PACKED_SIZE` elements (the trainer's default `fsdp_min_size`: those it never shards) into one
+vector and leaves the others as they are, so the optimizer sees `(small leaves packed, [large
+leaves])`: element-wise optimizers and global-norm clipping compute exactly what they compute per
+leaf, large leaves keep their shardings, and the layout depends on the parameters' shapes alone
+(not on the mesh), so a checkpoint restores on any mesh. Transforms that read the tree's structure (optax.masked, multi_transform) need
+`Trainer(packed_update=False)`.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+MAX_PACKED_SIZE = 2**14
+
+
+@dataclasses.dataclass(frozen=True)
+class Packing:
+  """How one group's params tree maps to the optimizer's `(packed, large)` pair."""
+  treedef: Any
+  shapes: tuple[tuple[int, ...], ...]
+  small: tuple[int, ...]  # leaf indices packed into one vector, in tree order (at least one)
+  large: tuple[int, ...]  # leaf indices kept as leaves
+
+  @classmethod
+  def of(cls, tree: Any, *, max_packed_size: int = MAX_PACKED_SIZE) -> Optional['Packing']:
+    """Packs the floating-point leaves with fewer than `max_packed_size` elements, if they share
+    one dtype; None if there is no such leaf (or they do not)."""
+    leaves, treedef = jax.tree.flatten(tree)
+    shapes = tuple(tuple(np.shape(x)) for x in leaves)
+    small = tuple(i for i, s in enumerate(shapes) if int(np.prod(s)) < max_packed_size)
+    if len({jnp.result_type(leaves[i]) for i in small}) > 1 or not all(
+        jnp.issubdtype(jnp.result_type(leaves[i]), jnp.floating) for i in small):
+      small = ()
+    if not small:  # nothing to pack (orbax cannot save an empty array)
+      return None
+    large = tuple(i for i in range(len(leaves)) if i not in small)
+    return cls(treedef, shapes, small, large)
+
+  def pack(self, tree: Any) -> tuple[jax.Array, tuple[jax.Array, ...]]:
+    leaves = jax.tree.leaves(tree)
+    packed = jnp.concatenate([jnp.ravel(leaves[i]) for i in self.small])
+    return packed, tuple(leaves[i] for i in self.large)
+
+  def unpack(self, packed_pair: tuple[jax.Array, tuple[jax.Array, ...]]) -> Any:
+    packed, large = packed_pair
+    leaves = [None] * len(self.shapes)
+    offset = 0
+    for i in self.small:
+      size = int(np.prod(self.shapes[i]))
+      leaves[i] = packed[offset:offset + size].reshape(self.shapes[i])
+      offset += size
+    for i, x in zip(self.large, large):
+      leaves[i] = x
+    return jax.tree.unflatten(self.treedef, leaves)

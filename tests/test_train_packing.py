@@ -1,0 +1,91 @@
+"""The packed optimizer update: the same arithmetic as per leaf, its layout in checkpoints, and
+runs recorded before it (per-leaf optimizer states) still resume."""
+import json
+import os
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from onestep_jax.experiment.runner import run
+from onestep_jax.train.checkpoint import Checkpointer
+from onestep_jax.train.packing import MAX_PACKED_SIZE, Packing
+from test_reruns import _tiny
+from train_helpers import toy
+
+
+def _tree():
+  k = jax.random.split(jax.random.key(0), 4)
+  return {'conv': {'w': jax.random.normal(k[0], (3, 3, 64, 64)), 'b': jax.random.normal(k[1], (64,))},
+          'norm': [jax.random.normal(k[2], (32,)), jax.random.normal(k[3], (2, 5))]}
+
+
+def test_pack_and_unpack_are_inverse_and_keep_large_leaves_apart():
+  tree = _tree()
+  packing = Packing.of(tree)
+  packed, large = packing.pack(tree)
+  assert packed.shape == (64 + 32 + 10,)  # the three leaves below MAX_PACKED_SIZE, in tree order
+  assert len(large) == 1 and large[0] is tree['conv']['w']  # 36,864 elements >= 2**14
+  assert 3 * 3 * 64 * 64 >= MAX_PACKED_SIZE > 64
+  chex.assert_trees_all_equal(packing.unpack((packed, large)), tree)
+  assert Packing.of({'w': tree['conv']['w']}) is None  # nothing small: no packing
+
+
+@pytest.mark.parametrize('transform', [optax.adam(1e-2), optax.adamw(1e-2, weight_decay=0.1),
+                                       optax.chain(optax.clip_by_global_norm(0.5),
+                                                   optax.adam(1e-2))],
+                         ids=['adam', 'adamw', 'clipped_adam'])
+def test_an_element_wise_optimizer_updates_packed_leaves_as_it_does_each_leaf(transform):
+  params = _tree()
+  packing = Packing.of(params)
+  state_tree, state_packed = transform.init(params), transform.init(packing.pack(params))
+  for step in range(3):
+    grads = jax.tree.map(lambda x, s=step: jnp.sin(x * (s + 1)), params)
+    u_tree, state_tree = transform.update(grads, state_tree, params)
+    u_packed, state_packed = transform.update(packing.pack(grads), state_packed,
+                                              packing.pack(params))
+    # Clipping sums the squares in another order: equal to float32 rounding.
+    chex.assert_trees_all_close(packing.unpack(u_packed), u_tree, rtol=2e-6, atol=1e-9)
+    params = optax.apply_updates(params, u_tree)
+
+
+def _train(trainer, num_steps, checkpointer=None):
+  state = trainer.init_state(toy.init_params(), key=jax.random.PRNGKey(0))
+  return trainer.train(state, get_batch=toy.get_batch, num_steps=num_steps,
+                       checkpointer=checkpointer, progress=False)
+
+
+def test_a_packed_trainer_trains_as_a_per_leaf_one():
+  """The toy's groups (Adam, one with global-norm clipping), both layouts, six steps."""
+  packed = _train(toy.make_trainer(), 6)
+  per_leaf = _train(toy.make_trainer(packed_update=False), 6)
+  assert jax.tree.structure(packed.opt_state) != jax.tree.structure(per_leaf.opt_state)
+  chex.assert_trees_all_close((packed.params, packed.ema), (per_leaf.params, per_leaf.ema),
+                              rtol=1e-5, atol=1e-6)
+
+
+def test_a_checkpoint_in_the_other_layout_is_refused_with_a_message_and_kept(tmp_path):
+  with Checkpointer(tmp_path, teacher_identity='toy') as ckpt:
+    _train(toy.make_trainer(packed_update=False), 2, checkpointer=ckpt)
+  trainer = toy.make_trainer()
+  template = trainer.init_state(toy.init_params(), key=jax.random.PRNGKey(0))
+  with Checkpointer(tmp_path, teacher_identity='toy') as ckpt:
+    with pytest.raises(ValueError, match='packed_update=false'):
+      ckpt.restore(template)
+    assert ckpt.all_steps() == [2]  # not set aside as broken
+  assert sorted(os.listdir(tmp_path)) == ['2']
+
+
+def test_a_run_recorded_before_packed_updates_resumes_in_its_own_layout(tmp_path):
+  workdir = tmp_path / 'run'
+  run(_tiny(packed_update=False), str(workdir), progress=False)
+  record = json.loads((workdir / 'config.json').read_text())
+  del record['train']['packed_update']  # as recorded before the field existed
+  (workdir / 'config.json').write_text(json.dumps(record))
+  run(_tiny(num_steps=30), str(workdir), progress=False)  # the default is packed_update=True
+  assert '30' in os.listdir(workdir / 'checkpoints')
+  assert json.loads((workdir / 'config.json').read_text())['train'].get('packed_update') in (
+      None, False)
