@@ -19,7 +19,8 @@ from train_helpers import toy
 
 def _tree():
   k = jax.random.split(jax.random.key(0), 4)
-  return {'conv': {'w': jax.random.normal(k[0], (3, 3, 64, 64)), 'b': jax.random.normal(k[1], (64,))},
+  return {'conv': {'w': jax.random.normal(k[0], (3, 3, 64, 64)),
+                   'b': jax.random.normal(k[1], (64,))},
           'norm': [jax.random.normal(k[2], (32,)), jax.random.normal(k[3], (2, 5))]}
 
 

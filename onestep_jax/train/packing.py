@@ -3,11 +3,12 @@
 An optax update over a U-Net's ~200 leaves compiles to about ten kernels per leaf (the moments,
 the step, the skip of non-finite updates, the norms): on CPU, 2,140 of the EDM reference step's
 3,450 kernels and about 3 s of its compile. `Packing` concatenates the leaves with fewer than
-`MAX_PACKED_SIZE` elements (the trainer's default `fsdp_min_size`: those it never shards) into one
-vector and leaves the others as they are, so the optimizer sees `(small leaves packed, [large
-leaves])`: element-wise optimizers and global-norm clipping compute exactly what they compute per
-leaf, large leaves keep their shardings, and the layout depends on the parameters' shapes alone
-(not on the mesh), so a checkpoint restores on any mesh. Transforms that read the tree's structure (optax.masked, multi_transform) need
+`MAX_PACKED_SIZE` elements (the trainer's default `fsdp_min_size`: leaves it does not shard)
+into one vector and leaves the others as they are, so the optimizer sees `(small leaves packed,
+[large leaves])`. Element-wise optimizers and global-norm clipping compute what they compute per
+leaf (clipping's norm sums in another order), large leaves keep their shardings, and the layout
+depends on the parameters' shapes alone, not on the mesh, so a checkpoint restores on any mesh.
+Transforms that read the tree's structure (optax.masked, multi_transform) need
 `Trainer(packed_update=False)`.
 """
 from __future__ import annotations
