@@ -90,3 +90,20 @@ def test_a_run_recorded_before_packed_updates_resumes_in_its_own_layout(tmp_path
   assert '30' in os.listdir(workdir / 'checkpoints')
   assert json.loads((workdir / 'config.json').read_text())['train'].get('packed_update') in (
       None, False)
+
+
+def test_a_recorded_run_and_its_teacher_run_keep_their_recorded_layouts(tmp_path):
+  from onestep_jax.experiment import runner
+  config = _tiny()  # packed_update=True by default
+  config.teacher_run = _tiny()
+  record = tmp_path / 'config.json'
+  assert runner._with_recorded_layout(str(record), config) is config  # no record yet
+  old = json.loads(json.dumps(config.to_dict()))
+  del old['train']['packed_update'], old['teacher_run']['train']['packed_update']
+  record.write_text(json.dumps(old))
+  resolved = runner._with_recorded_layout(str(record), config)
+  assert resolved.train.packed_update is False and resolved.teacher_run.train.packed_update is False
+  assert runner._rerun_changes(str(record), resolved) == []
+  old['teacher_run']['train']['packed_update'] = True
+  record.write_text(json.dumps(old))
+  assert runner._with_recorded_layout(str(record), config).teacher_run.train.packed_update is True

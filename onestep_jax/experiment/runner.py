@@ -99,13 +99,17 @@ def _rerun_changes(path: str, config: ml_collections.ConfigDict) -> Optional[lis
 def _with_recorded_layout(path: str, config: ml_collections.ConfigDict
                           ) -> ml_collections.ConfigDict:
   """`config` with the recorded run's `train.packed_update` (False if the record predates the
-  field): it sets the checkpoints' layout, so a run keeps its own."""
+  field), and its teacher_run's: it sets the checkpoints' layout, so a run keeps its own."""
   if not os.path.exists(path):
     return config
   with open(path) as f:
-    recorded = json.load(f).get('train', {}).get('packed_update', False)
+    recorded = json.load(f)
   config = ml_collections.ConfigDict(config.to_dict())
-  config.train.packed_update = recorded
+  sections = [(config, recorded)]
+  if config.get('teacher_run') is not None:
+    sections.append((config.teacher_run, recorded.get('teacher_run') or {}))
+  for section, record in sections:
+    section.train.packed_update = record.get('train', {}).get('packed_update', False)
   return config
 
 
