@@ -25,7 +25,7 @@ from onestep_jax.data import get_dataset
 from onestep_jax.data.gaussian_mixture import empirical_marginal
 from onestep_jax.eval.mixture_metrics import assign_modes
 from onestep_jax.experiment.defaults import one_step_method_fields
-from onestep_jax.experiment.runner import resolve_config
+from onestep_jax.experiment.runner import FIELDS_ADDED, resolve_config
 from onestep_jax.losses.divergences import get_divergence
 from onestep_jax.losses.f_distill import density_ratio
 from onestep_jax.methods import build_method
@@ -58,7 +58,8 @@ def restore(workdir: str):
   setup = build_method(config, dataset)
   trainer = Trainer(groups=setup.groups, phases=setup.phases, stages=setup.stages,
                     batch_size=config.train.batch_size, mesh=make_mesh(fsdp=1),
-                    packed_update=config.train.get('packed_update', False))
+                    packed_update=config.train.get('packed_update',
+                                                   FIELDS_ADDED['train.packed_update']))
   state = trainer.init_state(setup.init_params(jax.random.PRNGKey(0)), key=jax.random.PRNGKey(0))
   with Checkpointer(os.path.join(workdir, 'checkpoints'),
                     teacher_identity=setup.teacher_identity or '') as ckpt:

@@ -97,13 +97,16 @@ def test_a_recorded_run_and_its_teacher_run_keep_their_recorded_layouts(tmp_path
   config = _tiny()  # packed_update=True by default
   config.teacher_run = _tiny()
   record = tmp_path / 'config.json'
-  assert runner._with_recorded_layout(str(record), config) is config  # no record yet
+  assert runner._read_record(str(record), config) is None  # no record yet
+  assert runner._with_recorded_fields(None, config) is config
   old = json.loads(json.dumps(config.to_dict()))
   del old['train']['packed_update'], old['teacher_run']['train']['packed_update']
   record.write_text(json.dumps(old))
-  resolved = runner._with_recorded_layout(str(record), config)
+  resolved = runner._with_recorded_fields(runner._read_record(str(record), config), config)
   assert resolved.train.packed_update is False and resolved.teacher_run.train.packed_update is False
-  assert runner._rerun_changes(str(record), resolved) == []
+  assert runner._rerun_changes(str(record), runner._read_record(str(record), resolved),
+                               resolved) == []
   old['teacher_run']['train']['packed_update'] = True
   record.write_text(json.dumps(old))
-  assert runner._with_recorded_layout(str(record), config).teacher_run.train.packed_update is True
+  resolved = runner._with_recorded_fields(runner._read_record(str(record), config), config)
+  assert resolved.teacher_run.train.packed_update is True

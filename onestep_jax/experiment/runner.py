@@ -40,7 +40,9 @@ RERUN_FIELDS = ('train.num_steps', 'train.log_every', 'train.save_every',
 # they existed. A record without such a field reads as holding that value, so a run started
 # before the field was added resumes while the field keeps that value, and is refused otherwise.
 FIELDS_ADDED = {'method.adaptive_weighting': True, 'method.projection_ratio_term': True,
-                'train.packed_update': False}  # a run keeps its own: _with_recorded_layout
+                'train.packed_update': False}
+# Fields a rerun takes from its record whatever its config says: the checkpoints' layout.
+RECORDED_FIELDS = ('train.packed_update',)
 
 
 def resolve_config(config: ml_collections.ConfigDict, dataset) -> ml_collections.ConfigDict:
@@ -74,43 +76,55 @@ def _flatten(tree: dict[str, Any], prefix: str = '') -> dict[str, Any]:
   return out
 
 
-def _rerun_changes(path: str, config: ml_collections.ConfigDict) -> Optional[list[str]]:
-  """'field old -> new' for each field of the resolved `config` that differs from the record at
-  `path` (None if there is no record); any change outside eval.* and RERUN_FIELDS is refused."""
+def _config_fields(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """{'a.b': leaf} of `config`, as config.json records it (tuples as lists)."""
+  return _flatten(json.loads(json.dumps(config.to_dict())))
+
+
+def _read_record(path: str, config: ml_collections.ConfigDict) -> Optional[dict[str, Any]]:
+  """The fields of the config.json at `path` (None if there is none), with FIELDS_ADDED's values
+  for the fields of `config` that the record predates (its teacher_run's too)."""
   if not os.path.exists(path):
     return None
   with open(path) as f:
-    old = _flatten(json.load(f))
-  new = _flatten(json.loads(json.dumps(config.to_dict())))  # tuples -> lists, as recorded
+    record = _flatten(json.load(f))
+  new = _config_fields(config)
   for prefix in ('', 'teacher_run.'):
-    old.update({prefix + k: v for k, v in FIELDS_ADDED.items()
-                if prefix + k in new and prefix + k not in old})
+    record.update({prefix + k: v for k, v in FIELDS_ADDED.items()
+                   if prefix + k in new and prefix + k not in record})
+  return record
+
+
+def _with_recorded_fields(record: Optional[dict[str, Any]], config: ml_collections.ConfigDict
+                          ) -> ml_collections.ConfigDict:
+  """`config` with the record's values of RECORDED_FIELDS (its teacher_run's too)."""
+  if record is None:
+    return config
+  new = _config_fields(config)
+  kept = {prefix + k: record[prefix + k] for prefix in ('', 'teacher_run.')
+          for k in RECORDED_FIELDS if prefix + k in record and prefix + k in new}
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.update_from_flattened_dict(kept)
+  return config
+
+
+def _rerun_changes(path: str, record: Optional[dict[str, Any]],
+                   config: ml_collections.ConfigDict) -> Optional[list[str]]:
+  """'field old -> new' for each field of the resolved `config` that differs from the `record`
+  read from `path` (None if there is no record); any change outside eval.* and RERUN_FIELDS is
+  refused."""
+  if record is None:
+    return None
+  new = _config_fields(config)
   show = lambda tree, k: json.dumps(tree[k]) if k in tree else 'unset'
-  changed = [k for k in sorted(old.keys() | new.keys()) if show(old, k) != show(new, k)]
-  changes = [f'{k} {show(old, k)} -> {show(new, k)}' for k in changed]
+  changed = [k for k in sorted(record.keys() | new.keys()) if show(record, k) != show(new, k)]
+  changes = [f'{k} {show(record, k)} -> {show(new, k)}' for k in changed]
   own = [k.removeprefix('teacher_run.') for k in changed]  # teacher_run.*: the same rules
   if any(k not in RERUN_FIELDS and not k.startswith('eval.') for k in own):
     raise ValueError(f'{os.path.dirname(path)} holds a run with another config '
                      f'({", ".join(changes)}); a rerun may change only eval.* and '
                      f'{", ".join(RERUN_FIELDS)}; use a new workdir')
   return changes
-
-
-def _with_recorded_layout(path: str, config: ml_collections.ConfigDict
-                          ) -> ml_collections.ConfigDict:
-  """`config` with the recorded run's `train.packed_update` (False if the record predates the
-  field), and its teacher_run's: it sets the checkpoints' layout, so a run keeps its own."""
-  if not os.path.exists(path):
-    return config
-  with open(path) as f:
-    recorded = json.load(f)
-  config = ml_collections.ConfigDict(config.to_dict())
-  sections = [(config, recorded)]
-  if config.get('teacher_run') is not None:
-    sections.append((config.teacher_run, recorded.get('teacher_run') or {}))
-  for section, record in sections:
-    section.train.packed_update = record.get('train', {}).get('packed_update', False)
-  return config
 
 
 def _trim_history(path: str, last_step: int) -> None:
@@ -170,8 +184,9 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mode: str = 'train',
   held_out, config.eval.num_samples = plan_evaluation(config.data, dataset,
                                                       num_samples=config.eval.num_samples)
   config_path = os.path.join(workdir, 'config.json')
-  config = _with_recorded_layout(config_path, config)
-  changes = _rerun_changes(config_path, config)
+  record = _read_record(config_path, config)
+  config = _with_recorded_fields(record, config)
+  changes = _rerun_changes(config_path, record, config)
   setup = build_method(config, dataset)
   trainer = Trainer(groups=setup.groups, phases=setup.phases, stages=setup.stages,
                     batch_size=config.train.batch_size, nonfinite=config.train.nonfinite,

@@ -3,6 +3,7 @@ tied to the identity of the frozen teacher (which is not saved), and resumed fro
 intact one."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import logging
@@ -159,12 +160,19 @@ class Checkpointer:
         f'No intact checkpoint in {self.directory}: '
         + '; '.join(f'step {s} cannot be read ({reason})' for s, reason in broken))
 
-  def _restore_step(self, template: TrainState, step: int) -> TrainState:
+  @contextlib.contextmanager
+  def _reading(self, step: int):
+    """Turns any error of reading `step` into UnreadableCheckpointError (orbax and TensorStore
+    raise many types for damaged files), without their leftover reports."""
     try:
-      meta = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
-    except Exception as e:  # orbax and TensorStore raise many types for damaged files
+      yield
+    except Exception as e:
       _silence_reports_about(os.path.join(self.directory, str(step), ''))
       raise UnreadableCheckpointError(_reason(e)) from None
+
+  def _restore_step(self, template: TrainState, step: int) -> TrainState:
+    with self._reading(step):
+      meta = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
     saved_identity = meta['meta']['teacher_identity']
     if saved_identity != self.teacher_identity:
       raise ValueError(f'Checkpoint {self.directory} step {step} was trained with teacher '
@@ -174,24 +182,18 @@ class Checkpointer:
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
         template.checkpoint_items())
     self._check_layout(step, target)
-    try:
+    with self._reading(step):
       restored = self._manager.restore(step, args=ocp.args.Composite(
           state=ocp.args.StandardRestore(target)))
-    except Exception as e:
-      _silence_reports_about(os.path.join(self.directory, str(step), ''))
-      raise UnreadableCheckpointError(_reason(e)) from None
     return template.replace(**restored['state'])
 
   def _check_layout(self, step: int, target: Any) -> None:
     """Raises ValueError if the checkpoint's arrays are not the shapes `target` expects (another
     network, or optimizer states in another layout: see `Trainer(packed_update=...)`)."""
-    try:
+    with self._reading(step):
       saved = self._manager.item_metadata(step)['state']
       saved_shapes = sorted(tuple(x.shape) for x in jax.tree.leaves(
           saved, is_leaf=lambda x: hasattr(x, 'shape')))
-    except Exception as e:  # orbax and TensorStore raise many types for damaged files
-      _silence_reports_about(os.path.join(self.directory, str(step), ''))
-      raise UnreadableCheckpointError(_reason(e)) from None
     if not saved_shapes:
       raise UnreadableCheckpointError('its state has no array metadata')
     expected = sorted(tuple(x.shape) for x in jax.tree.leaves(target))
