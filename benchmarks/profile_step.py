@@ -38,7 +38,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from train_step import CONFIGS, ROOT, build, config_by_name  # noqa: E402
+from train_step import CONFIGS, ROOT, build, check_config_name, config_by_name  # noqa: E402
 
 from onestep_jax.train.mesh import global_batch  # noqa: E402
 
@@ -162,6 +162,10 @@ def main():
                       help='do not pin to one core (asynchronous convolutions go unattributed)')
   parser.add_argument('--out', default=str(ROOT / 'benchmarks' / 'results' / 'profile_step.json'))
   args = parser.parse_args()
+  try:
+    check_config_name(args.config)
+  except ValueError as e:
+    parser.error(str(e))
   if not args.all_cores:  # before JAX starts its backend and sizes its thread pools
     os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
   with tempfile.TemporaryDirectory() as tmp:

@@ -48,6 +48,14 @@ def edm_reference_config(tmp: str):
   return c
 
 
+def check_config_name(name: str) -> None:
+  """Raises ValueError unless `name` is one of CONFIGS or `<file>[:<variant>]` of a file in
+  configs/ (before any process or compile is started for it)."""
+  if name not in CONFIGS and not (ROOT / 'configs' / f'{name.partition(":")[0]}.py').is_file():
+    raise ValueError(f'unknown config {name!r}: use one of {", ".join(CONFIGS)}, or '
+                     f'<file>[:<variant>] of a file in {ROOT / "configs"}')
+
+
 def config_by_name(name: str, tmp: str):
   """The config of one of CONFIGS (`file:variant` under configs/, or the EDM reference)."""
   from onestep_jax.experiment.overrides import load_config_file
@@ -120,6 +128,11 @@ def main():
     print(json.dumps(child(args.child, args)))
     return
   names = args.only.split(',') if args.only else list(CONFIGS)
+  for name in names:
+    try:
+      check_config_name(name)
+    except ValueError as e:
+      parser.error(str(e))
   started = step_timing.machine()
   results = step_timing.time_in_children(__file__, names, args, what='step')
   if args.warm_start:

@@ -1,6 +1,9 @@
 """benchmarks/profile_step.py: it tells a convolution's three passes apart in a compiled program."""
 
 import collections
+import pathlib
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -27,3 +30,14 @@ def test_forward_input_and_filter_gradients_of_a_convolution_are_classified_apar
   for kind in ('conv forward', 'conv backward-input', 'conv backward-filter'):
     assert kinds[kind] >= 1, kinds
   assert kinds['reduction (norms, softmax, sums)'] >= 1, kinds
+
+
+def test_an_unknown_config_stops_at_argument_parsing():
+  """A misspelt --config ends in one usage line naming the valid choices, not a traceback."""
+  script = pathlib.Path(__file__).resolve().parents[1] / 'benchmarks' / 'profile_step.py'
+  out = subprocess.run([sys.executable, str(script), '--config=edm_reference', '--out=/dev/null'],
+                       capture_output=True, text=True, timeout=120)
+  assert out.returncode == 2, out.stderr
+  assert "error: unknown config 'edm_reference': use one of" in out.stderr
+  assert 'edm_reference_32x32' in out.stderr and 'Traceback' not in out.stderr
+  profile_step.check_config_name('teacher_digits:cond')  # a file of configs/ with its variant
