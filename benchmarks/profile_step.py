@@ -123,19 +123,19 @@ def _op_times(trace_dir: str) -> dict[str, float]:
 
 def profile_phase(trainer, state, batch, phase: str, steps: int) -> dict:
   fn = trainer._jitted(state, phase)
-  categories = classify(fn.lower(state, batch, np.int32(0)).compile().as_text())
-  state, m = fn(state, batch, np.int32(0))  # warm-up (compiled above, run once)
+  categories = classify(fn.lower(*trainer.phase_args(state, batch, 0)).compile().as_text())
+  state, m = fn(*trainer.phase_args(state, batch, 0))  # warm-up (compiled above, run once)
   jax.block_until_ready((state, m))
   start = time.perf_counter()
   for _ in range(steps):
-    state, m = fn(state, batch, np.int32(0))
+    state, m = fn(*trainer.phase_args(state, batch, 0))
     jax.block_until_ready((state, m))
   untraced_ms = (time.perf_counter() - start) * 1e3 / steps
   with tempfile.TemporaryDirectory() as tmp:
     with jax.profiler.trace(tmp, create_perfetto_trace=True):
       start, cpu_start = time.perf_counter(), time.process_time()
       for _ in range(steps):
-        state, m = fn(state, batch, np.int32(0))
+        state, m = fn(*trainer.phase_args(state, batch, 0))
         jax.block_until_ready((state, m))
       wall_ms = (time.perf_counter() - start) * 1e3 / steps
       cpu_ms = (time.process_time() - cpu_start) * 1e3 / steps

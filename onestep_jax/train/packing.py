@@ -10,6 +10,12 @@ leaf (clipping's norm sums in another order), large leaves keep their shardings,
 depends on the parameters' shapes alone, not on the mesh, so a checkpoint restores on any mesh.
 Transforms that read the tree's structure (optax.masked, multi_transform) need
 `Trainer(packed_update=False)`.
+
+XLA:CPU compiles one kernel for all the kernels of a program that compute the same thing on the
+same shapes, but a slice at a constant offset is a kernel of its own for each offset: the ~180
+slices that unpack a U-Net's small leaves made 180 kernels to compile, about 10 ms each. The
+trainer passes the offsets in as arguments (`unpack(..., starts=...)`), so the leaves of one
+size share a kernel (docs/RESULTS.md, "Unpacking at offsets the compiler does not see").
 """
 from __future__ import annotations
 
@@ -51,14 +57,22 @@ class Packing:
     packed = jnp.concatenate([jnp.ravel(leaves[i]) for i in self.small])
     return packed, tuple(leaves[i] for i in self.large)
 
-  def unpack(self, packed_pair: tuple[jax.Array, tuple[jax.Array, ...]]) -> Any:
+  def starts(self) -> tuple[int, ...]:
+    """Where each packed leaf starts in the packed vector, in the order of `small`."""
+    sizes = [int(np.prod(self.shapes[i])) for i in self.small]
+    return tuple(int(x) for x in np.cumsum([0] + sizes[:-1]))
+
+  def unpack(self, packed_pair: tuple[jax.Array, tuple[jax.Array, ...]],
+             starts: Optional[tuple[jax.Array, ...]] = None) -> Any:
+    """The tree of `packed_pair`. `starts`: `self.starts()` as int32 scalars that are arguments
+    of the jitted function, so that the compiler does not see them (see the module's doc)."""
     packed, large = packed_pair
     leaves = [None] * len(self.shapes)
-    offset = 0
-    for i in self.small:
+    for i, start, traced in zip(self.small, self.starts(), starts or [None] * len(self.small)):
       size = int(np.prod(self.shapes[i]))
-      leaves[i] = packed[offset:offset + size].reshape(self.shapes[i])
-      offset += size
+      piece = (packed[start:start + size] if traced is None
+               else jax.lax.dynamic_slice_in_dim(packed, traced, size))
+      leaves[i] = piece.reshape(self.shapes[i])
     for i, x in zip(self.large, large):
       leaves[i] = x
     return jax.tree.unflatten(self.treedef, leaves)

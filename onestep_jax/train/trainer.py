@@ -97,6 +97,7 @@ class Trainer:
     # Multi-device CPU: at most three programs in flight (see `mesh.host_pool_collectives`).
     self._paced = mesh_lib.host_pool_collectives(self.mesh)
     self._in_flight: Any = None
+    self._starts: Optional[dict[str, tuple[jax.Array, ...]]] = None
 
   # ----------------------------------------------------------------------------------------
   # State.
@@ -143,8 +144,26 @@ class Trainer:
   # ----------------------------------------------------------------------------------------
   # Jitted functions.
 
+  def _packed_starts(self, state: TrainState) -> dict[str, tuple[jax.Array, ...]]:
+    """Per packed group, `Packing.starts()` as replicated int32 scalars: arguments of the phase
+    updates, so that unpacking compiles one kernel per leaf size (see onestep_jax.train.packing).
+    """
+    if self._starts is None:
+      starts = {n: packing.starts() for n, packing in
+                ((n, self._packing(p)) for n, p in state.params.items()) if packing is not None}
+      self._starts = xla_cpu.jit(
+          lambda: jax.tree.map(jnp.int32, starts),
+          out_shardings=mesh_lib.replicated(self.mesh))()
+    return self._starts
+
+  def phase_args(self, state: TrainState, batch: Any, repeat: int) -> tuple:
+    """The arguments of a phase update `_jitted(state, phase)`: `repeat` is the phase's run
+    within the step (0, 1, ...)."""
+    return state, batch, np.int32(repeat), self._packed_starts(state)
+
   def _phase_update(self, phase: spec.Phase, state: TrainState, batch: Any,
-                    repeat: jax.Array) -> tuple[TrainState, dict[str, jax.Array]]:
+                    repeat: jax.Array, starts: dict[str, tuple[jax.Array, ...]]
+                    ) -> tuple[TrainState, dict[str, jax.Array]]:
     index = self._phase_index[phase.name]
     key = jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(
         state.rng, state.step), index), repeat)
@@ -175,7 +194,8 @@ class Trainer:
     ok = all_finite((loss, grad_norms, optax.tree.norm(new_view)))
     keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
     new_view = keep(new_view, view)
-    new_params = {n: new_view[n] if packings[n] is None else packings[n].unpack(new_view[n])
+    new_params = {n: new_view[n] if packings[n] is None
+                  else packings[n].unpack(new_view[n], starts[n])
                   for n in phase.updates}
     bad = jnp.logical_not(ok)
     first_bad = jnp.stack([state.step, jnp.int32(index)])
@@ -212,7 +232,7 @@ class Trainer:
       else:
         repl = mesh_lib.replicated(self.mesh)
         fn = xla_cpu.jit(functools.partial(self._phase_update, self.phases[phase]),
-                         in_shardings=(state_sh, mesh_lib.batch_sharding(self.mesh), repl),
+                         in_shardings=(state_sh, mesh_lib.batch_sharding(self.mesh), repl, repl),
                          out_shardings=(state_sh, repl), donate_argnums=0)
       self._compiled[phase] = fn
     return self._compiled[phase]
@@ -227,7 +247,7 @@ class Trainer:
     metrics = {}
     for name, repeats in spec.stage_at(self.stages, step).schedule:
       for r in range(repeats):
-        args = (state, batch, np.int32(r))
+        args = self.phase_args(state, batch, r)
         state, metrics[name] = self._executable(name, *args)(*args)
         self._pace(metrics[name])
     return self._executable(None, state)(state), metrics
