@@ -1,4 +1,5 @@
-"""benchmarks/profile_step.py: it tells a convolution's three passes apart in a compiled program."""
+"""benchmarks/profile_step.py: it tells a convolution's three passes apart and counts the distinct
+kernels of a compiled program."""
 
 import collections
 import pathlib
@@ -41,3 +42,20 @@ def test_an_unknown_config_stops_at_argument_parsing():
   assert "error: unknown config 'edm_reference': use one of" in out.stderr
   assert 'edm_reference_32x32' in out.stderr and 'Traceback' not in out.stderr
   profile_step.check_config_name('teacher_digits:cond')  # a file of configs/ with its variant
+
+
+def test_kernels_that_differ_only_in_names_count_once():
+  """Element-wise updates of four leaves on two shapes: four kernels, two distinct; slices at
+  four constant offsets: four distinct; at offsets passed in as arguments: one."""
+  leaves = [jnp.ones(64), jnp.ones(64), jnp.ones(32), jnp.ones(32)]
+  compiled = lambda f, *a: xla_cpu.jit(f).lower(*a).compile().as_text()
+  update = compiled(lambda ls: [x * 1.5 + 1 for x in ls], leaves)
+  assert profile_step.kernel_counts(update) == {'kernels': 4, 'distinct_kernels': 2}
+  flat = jnp.ones(256)
+  static = compiled(lambda ls, v: [x + v[64 * i:64 * i + 64] for i, x in enumerate(ls[:2] * 2)],
+                    leaves, flat)
+  assert profile_step.kernel_counts(static) == {'kernels': 4, 'distinct_kernels': 4}
+  starts = tuple(jnp.int32(64 * i) for i in range(4))
+  passed_in = compiled(lambda ls, v, s: [x + jax.lax.dynamic_slice_in_dim(v, o, 64)
+                                         for x, o in zip(ls[:2] * 2, s)], leaves, flat, starts)
+  assert profile_step.kernel_counts(passed_in) == {'kernels': 4, 'distinct_kernels': 1}

@@ -110,3 +110,14 @@ def test_a_recorded_run_and_its_teacher_run_keep_their_recorded_layouts(tmp_path
   record.write_text(json.dumps(old))
   resolved = runner._with_recorded_fields(runner._read_record(str(record), config), config)
   assert resolved.teacher_run.train.packed_update is True
+
+
+def test_unpacking_at_starts_passed_in_equals_unpacking_at_constant_offsets():
+  """The trainer passes `starts()` into its jitted updates as arguments (one unpacking kernel per
+  leaf size); the tree is the same."""
+  tree = _tree()
+  packing = Packing.of(tree)
+  assert packing.starts() == (0, 64, 96)  # conv/b (64), norm/0 (32), norm/1 (10), in tree order
+  pair = packing.pack(tree)
+  got = jax.jit(packing.unpack)(pair, tuple(jnp.int32(s) for s in packing.starts()))
+  chex.assert_trees_all_equal(got, tree)

@@ -149,11 +149,11 @@ class Trainer:
     updates, so that unpacking compiles one kernel per leaf size (see onestep_jax.train.packing).
     """
     if self._starts is None:
-      starts = {n: packing.starts() for n, packing in
-                ((n, self._packing(p)) for n, p in state.params.items()) if packing is not None}
-      self._starts = xla_cpu.jit(
-          lambda: jax.tree.map(jnp.int32, starts),
-          out_shardings=mesh_lib.replicated(self.mesh))()
+      repl = mesh_lib.replicated(self.mesh)
+      scalar = lambda v: jax.make_array_from_callback((), repl, lambda _: np.int32(v))
+      self._starts = {n: tuple(scalar(v) for v in packing.starts()) for n, packing in
+                      ((n, self._packing(p)) for n, p in state.params.items())
+                      if packing is not None}
     return self._starts
 
   def phase_args(self, state: TrainState, batch: Any, repeat: int) -> tuple:
