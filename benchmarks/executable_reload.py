@@ -43,9 +43,9 @@ def child(mode: str, directory: str) -> dict:
     config.train.compilation_cache = False
     dataset, setup, trainer, state = build(config)
   batch = global_batch(dataset.get_batch(0, config.train.batch_size, seed=0), trainer.mesh)
-  # The step's phases take (state, batch, step); its end (None: EMA and step count) takes state.
+  # The step's phases take Trainer.phase_args; its end (None: EMA and step count) takes state.
   phases = [name for name, _ in setup.stages[-1].schedule] + [None]
-  arguments = lambda name, state: (state,) if name is None else (state, batch, np.int32(0))
+  arguments = lambda name, state: (state,) if name is None else trainer.phase_args(state, batch, 0)
   path = lambda name: os.path.join(directory, f'{name}.pkl')
   r, executables = {}, {}
   t0 = time.perf_counter()

@@ -104,7 +104,6 @@ def main():
   reexec_with_tcmalloc()
   stages = {'start': snapshot()}
   import jax
-  import numpy as np
   import step_timing
   from distill_step import distill_config
   from onestep_jax.data import get_dataset
@@ -140,7 +139,8 @@ def main():
     for name, _ in setup.stages[-1].schedule:
       with Timeline() as timeline:  # memory while the phase is traced, lowered and compiled
         # pylint: disable-next=protected-access
-        analysis = trainer._executable(name, state, batches[0], np.int32(0)).memory_analysis()
+        analysis = trainer._executable(
+            name, *trainer.phase_args(state, batches[0], 0)).memory_analysis()
       timelines[name] = timeline.as_list()
       xla[name] = {k: getattr(analysis, f'{k}_size_in_bytes') / 2**20
                    for k in ('temp', 'argument', 'output', 'alias', 'generated_code')}

@@ -183,7 +183,7 @@ def measure(config, *, steps: int, warmup: int, network_init: Optional[Callable]
     for name, _ in setup.stages[-1].schedule:
       phase_times = []
       for batch in batches[warmup:]:
-        args = (state, batch, np.int32(0))
+        args = trainer.phase_args(state, batch, 0)
         fn = trainer._executable(name, *args)  # pylint: disable=protected-access
         (state, _), wall, _ = _timed(lambda: fn(*args))
         phase_times.append(wall)
