@@ -1,0 +1,21 @@
+"""benchmarks/train_step.py end to end on the 2-D teacher: the step, per phase too, in a fresh
+process, written as JSON (the benchmarks call the trainer's phases as it does)."""
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def test_the_toy_teacher_step_is_timed_per_phase_in_a_child_process(tmp_path):
+  out = tmp_path / 'train_step.json'
+  run = subprocess.run([sys.executable, str(ROOT / 'benchmarks' / 'train_step.py'),
+                        '--only=teacher_toy2d:ring8', '--repeats=1', '--steps=2', '--warmup=1',
+                        '--per_phase', f'--out={out}'], capture_output=True, text=True,
+                       timeout=600, env={**os.environ, 'ONESTEP_JAX_MALLOC': 'system'})
+  assert run.returncode == 0, run.stderr[-2000:]
+  row = json.loads(out.read_text())['teacher_toy2d:ring8']
+  assert row['step_s'] > 0 and row['peak_rss_mb'] > 0
+  assert set(row['phase_s']) == {'denoise'} and row['phase_s']['denoise'] > 0
