@@ -110,8 +110,7 @@ def classify(hlo: str) -> dict[str, str]:
 def kernel_counts(hlo: str) -> dict[str, int]:
   """The fusions of a compiled program's entry computation (its kernels), and how many of them
   differ once names and metadata are set aside: XLA:CPU compiles identical kernels once, and its
-  compile time follows the distinct count (300 element-wise kernels on 7 shapes compiled in 0.3 s,
-  on 300 shapes in 3 s; docs/RESULTS.md)."""
+  compile time follows the distinct count (benchmarks/unpack_offsets.py)."""
   comps = _computations(hlo)
   fingerprints = {}
 
@@ -170,8 +169,8 @@ def profile_phase(trainer, state, batch, phase: str, steps: int) -> dict:
   total = sum(per_category.values())
   top = sorted(times.items(), key=lambda kv: -kv[1])[:8]
   return state, {
-      **kernel_counts(hlo), 'ms_per_step': dict(per_category.most_common()), 'total_ms': total, 'wall_ms': wall_ms,
-      'untraced_wall_ms': untraced_ms, 'cpu_ms': cpu_ms,
+      **kernel_counts(hlo), 'ms_per_step': dict(per_category.most_common()), 'total_ms': total,
+      'wall_ms': wall_ms, 'untraced_wall_ms': untraced_ms, 'cpu_ms': cpu_ms,
       'not_attributed_ms': cpu_ms - total,
       'top_ops': [{'op': op, 'category': categories.get(op, 'other (runtime)'),
                    'ms_per_step': us / 1e3 / steps} for op, us in top]}

@@ -12,10 +12,10 @@ Transforms that read the tree's structure (optax.masked, multi_transform) need
 `Trainer(packed_update=False)`.
 
 XLA:CPU compiles one kernel for all the kernels of a program that compute the same thing on the
-same shapes, but a slice at a constant offset is a kernel of its own for each offset: the ~180
-slices that unpack a U-Net's small leaves made 180 kernels to compile, about 10 ms each. The
-trainer passes the offsets in as arguments (`unpack(..., starts=...)`), so the leaves of one
-size share a kernel (docs/RESULTS.md, "Unpacking at offsets the compiler does not see").
+same shapes, but a slice at a constant offset is a kernel of its own for each offset: the slices
+that unpack a U-Net's small leaves made one kernel each to compile. The trainer passes the
+offsets in as arguments (`unpack(..., starts=...)`), so the leaves of one size share a kernel
+(benchmarks/unpack_offsets.py; docs/RESULTS.md, "Unpacking at offsets the compiler does not see").
 """
 from __future__ import annotations
 
@@ -63,16 +63,15 @@ class Packing:
     return tuple(int(x) for x in np.cumsum([0] + sizes[:-1]))
 
   def unpack(self, packed_pair: tuple[jax.Array, tuple[jax.Array, ...]],
-             starts: Optional[tuple[jax.Array, ...]] = None) -> Any:
-    """The tree of `packed_pair`. `starts`: `self.starts()` as int32 scalars that are arguments
-    of the jitted function, so that the compiler does not see them (see the module's doc)."""
+             starts: Optional[tuple[Any, ...]] = None) -> Any:
+    """The tree of `packed_pair`. `starts`: `self.starts()` (the default), or the same as int32
+    scalars that are arguments of the jitted function, so that the compiler does not see them
+    (see the module's doc)."""
     packed, large = packed_pair
     leaves = [None] * len(self.shapes)
-    for i, start, traced in zip(self.small, self.starts(), starts or [None] * len(self.small)):
+    for i, start in zip(self.small, self.starts() if starts is None else starts):
       size = int(np.prod(self.shapes[i]))
-      piece = (packed[start:start + size] if traced is None
-               else jax.lax.dynamic_slice_in_dim(packed, traced, size))
-      leaves[i] = piece.reshape(self.shapes[i])
+      leaves[i] = jax.lax.dynamic_slice_in_dim(packed, start, size).reshape(self.shapes[i])
     for i, x in zip(self.large, large):
       leaves[i] = x
     return jax.tree.unflatten(self.treedef, leaves)
