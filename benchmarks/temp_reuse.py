@@ -19,7 +19,6 @@ import argparse
 import ctypes
 import json
 import pathlib
-import subprocess
 import sys
 import time
 
@@ -80,6 +79,8 @@ def main():
   parser.add_argument('--out', default=str(ROOT / 'benchmarks' / 'results' / 'temp_reuse.json'))
   parser.add_argument('--child', default='', choices=('',) + MODES, help=argparse.SUPPRESS)
   args = parser.parse_args()
+  if args.rounds < 1:
+    parser.error('--rounds must be at least 1')
   reexec_with_tcmalloc()
   if allocator_in_use() != 'tcmalloc':
     raise SystemExit('error: this benchmark reads tcmalloc\'s counts; install it (Debian/Ubuntu: '
@@ -88,23 +89,17 @@ def main():
     print(json.dumps(child(args.child, args.rounds)))
     return
   import step_timing
-  results = []
-  for mode in MODES:
-    out = subprocess.run([sys.executable, __file__, f'--child={mode}', f'--rounds={args.rounds}'],
-                         check=True, capture_output=True, text=True).stdout
-    r = json.loads(out.strip().splitlines()[-1])
-    results.append(r)
+  runs = step_timing.run_children(__file__, MODES, repeats=1, args=[f'--rounds={args.rounds}'])
+  results = [runs[mode][0] for mode in MODES]
+  for r in results:
     base = r['baseline']
-    print(f"{mode:13s} temps a {r['temp_mb']['a']:.0f} MB, b {r['temp_mb']['b']:.0f} MB; "
+    print(f"{r['mode']:13s} temps a {r['temp_mb']['a']:.0f} MB, b {r['temp_mb']['b']:.0f} MB; "
           f"baseline live {base['live_mb']:.0f} MB, heap {base['heap_mb']:.0f} MB, resident "
           f"{base['rss_mb']:.0f} MB ({r['allocator']})")
     for row in r['rounds']:
       print(f"  round {row['round']}: live after a {row['live_after_a_mb']:.0f} MB; after b: heap "
             f"{row['heap_after_b_mb']:.0f} MB, resident {row['rss_after_b_mb']:.0f} MB")
-  with open(args.out, 'w') as f:
-    json.dump({'modes': results, 'measured': step_timing.machine()}, f, indent=2)
-  print(f'wrote {args.out}')
-
+  step_timing.write_json(args.out, {'modes': results, 'measured': step_timing.machine()})
 
 if __name__ == '__main__':
   main()
