@@ -1,7 +1,7 @@
 """Time, start-up and peak memory of one distillation iteration at the EDM reference setting.
 
   python benchmarks/distill_step.py [--methods=diff_instruct,sid,dmd2,dmd2:reuse] [--repeats=3]
-      [--steps=15] [--warmup=3] [--per_phase] [--note=...]
+      [--steps=15] [--warmup=3] [--per_phase] [--parallel_compile] [--note=...]
 
 One iteration = one fake-score update + one generator update (update ratio 1, no GAN head), with
 generator, fake score and teacher the reference network of benchmarks/train_step.py (random
@@ -82,6 +82,7 @@ def child(name: str, args) -> dict:
   """Benchmarks `name` (see distill_config) in this process."""
   with tempfile.TemporaryDirectory() as tmp:
     c, make_teacher = distill_config(name, tmp)
+    c.train.parallel_compile = args.parallel_compile
     return step_timing.measure(c, steps=args.steps, warmup=args.warmup,
                                network_init=make_teacher, per_phase=args.per_phase)
 
@@ -93,6 +94,8 @@ def main():
   parser.add_argument('--steps', type=int, default=15, help='timed iterations per process')
   parser.add_argument('--warmup', type=int, default=3, help='untimed iterations first (compile)')
   parser.add_argument('--per_phase', action='store_true', help='also time each phase alone')
+  parser.add_argument('--parallel_compile', action='store_true',
+                      help='compile the phases at once (train.parallel_compile)')
   parser.add_argument('--note', default='', help='recorded in the JSON (e.g. machine load)')
   parser.add_argument('--out', default=str(ROOT / 'benchmarks' / 'results' / 'distill_step.json'))
   parser.add_argument('--child', default='', help=argparse.SUPPRESS)

@@ -152,7 +152,8 @@ def measure(config, *, steps: int, warmup: int, network_init: Optional[Callable]
   config = resolve_config(config, dataset)
   setup = build_method(config, dataset)
   trainer = Trainer(groups=setup.groups, phases=setup.phases, stages=setup.stages,
-                    batch_size=config.train.batch_size)
+                    batch_size=config.train.batch_size,
+                    parallel_compile=config.train.parallel_compile)
   params, init_s, init_clock = _timed(lambda: setup.init_params(jax.random.PRNGKey(0)))
   r['network_init_s'], r['network_init_compile_s'] = net_s + init_s, init_clock.seconds
   state, r['state_init_s'], _ = _timed(
@@ -223,10 +224,11 @@ def run_children(script: str, names: Sequence[str], *, repeats: int,
 
 def time_in_children(script: str, names: Sequence[str], args, *, what: str) -> dict[str, dict]:
   """Runs each of `names` in `args.repeats` fresh processes of `script` (with the common flags
-  --steps, --warmup, --per_phase), printing each process's figure (`what`: 'step' or
+  --steps, --warmup, --per_phase, --parallel_compile), printing each process's figure (`what`: 'step' or
   'iteration') and each summary line; returns {name: summary with its 'runs'}."""
   flags = [f'--steps={args.steps}', f'--warmup={args.warmup}'] + (
-      ['--per_phase'] if args.per_phase else [])
+      ['--per_phase'] if args.per_phase else []) + (
+      ['--parallel_compile'] if args.parallel_compile else [])
   runs = run_children(
       script, names, repeats=args.repeats, args=flags,
       on_result=lambda n, i, r: print(f'  {n} process {i}: {what} {1000 * r["step_s"]:.1f} ms, '

@@ -1,7 +1,7 @@
 """Compile time, start-up, steady step time and peak memory of one training step per config.
 
   python benchmarks/train_step.py [--only=edm_reference_32x32,...] [--repeats=3] [--steps=15]
-      [--warmup=3] [--warm_start] [--note=...] [--out benchmarks/results/train_step.json]
+      [--warmup=3] [--warm_start] [--parallel_compile] [--note=...] [--out benchmarks/results/train_step.json]
 
 Every config runs in `--repeats` fresh processes (round-robin); the figures are medians over
 processes of each process's median step time, also in units of a 2048^3 float32 matmul timed in
@@ -90,7 +90,9 @@ def child(name: str, args) -> dict:
     from onestep_jax.train.compilation_cache import enable_compilation_cache
     enable_compilation_cache(args.cache_dir)
   with tempfile.TemporaryDirectory() as tmp:
-    return step_timing.measure(config_by_name(name, tmp), steps=args.steps, warmup=args.warmup,
+    config = config_by_name(name, tmp)
+    config.train.parallel_compile = args.parallel_compile
+    return step_timing.measure(config, steps=args.steps, warmup=args.warmup,
                                per_phase=args.per_phase)
 
 
@@ -117,6 +119,8 @@ def main():
   parser.add_argument('--steps', type=int, default=15, help='timed steps per process')
   parser.add_argument('--warmup', type=int, default=3, help='untimed steps first (compile)')
   parser.add_argument('--per_phase', action='store_true', help='also time each phase alone')
+  parser.add_argument('--parallel_compile', action='store_true',
+                      help='compile the phases at once (train.parallel_compile)')
   parser.add_argument('--warm_start', action='store_true',
                       help='also measure a cold and a warm start with the persistent cache')
   parser.add_argument('--note', default='', help='recorded in the JSON (e.g. machine load)')

@@ -1,8 +1,17 @@
-"""Shared pytest set-up: float32 on the CPU and the path to the bundled fixtures."""
+"""Shared pytest set-up: float32 on the CPU, a temporary compilation cache and the path to the
+bundled fixtures."""
+import atexit
 import os
 import pathlib
+import shutil
+import tempfile
 
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+# Programs the CLI tests compile go to a cache of this session (pytest-xdist's workers and the
+# tests' subprocesses inherit it), not the user's ~/.cache/onestep_jax/xla.
+if 'ONESTEP_JAX_CACHE_DIR' not in os.environ:
+  os.environ['ONESTEP_JAX_CACHE_DIR'] = tempfile.mkdtemp(prefix='onestep_jax_tests_xla_')
+  atexit.register(shutil.rmtree, os.environ['ONESTEP_JAX_CACHE_DIR'], ignore_errors=True)
 
 import pytest
 

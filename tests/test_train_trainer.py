@@ -2,6 +2,7 @@
 metrics and input validation."""
 import functools
 import gc
+import threading
 
 import chex
 import jax
@@ -35,7 +36,7 @@ def _ascend(name):
   return loss_fn
 
 
-def _counting_trainer(*, a=None, b=None, stages=None, nonfinite='skip'):
+def _counting_trainer(*, a=None, b=None, stages=None, nonfinite='skip', parallel_compile=False):
   groups = [spec.Group('frozen', trainable=False),
             a or spec.Group('a', trainable=True, optimizer=optax.sgd(1.0)),
             b or spec.Group('b', trainable=True, optimizer=optax.sgd(1.0))]
@@ -43,7 +44,7 @@ def _counting_trainer(*, a=None, b=None, stages=None, nonfinite='skip'):
             spec.Phase('b', _ascend('b'), updates=('b',))]
   stages = stages or [spec.Stage([('a', 1)])]
   trainer = Trainer(groups=groups, phases=phases, stages=stages, batch_size=BATCH,
-                    nonfinite=nonfinite)
+                    nonfinite=nonfinite, parallel_compile=parallel_compile)
   params = {'frozen': jnp.ones(4), 'a': jnp.zeros(4), 'b': jnp.zeros(4)}
   return trainer, trainer.init_state(params, key=jax.random.PRNGKey(0))
 
@@ -62,6 +63,38 @@ def test_schedule_ratios_and_stage_switch():
   np.testing.assert_array_equal(state.params['b'], np.full(4, 2))
   np.testing.assert_array_equal(state.frozen['frozen'], np.ones(4))
   assert {k: int(v) for k, v in state.updates.items()} == {'a': 12, 'b': 2}
+  assert int(state.step) == 4
+
+
+def test_parallel_compile_compiles_a_stages_new_phases_together_and_trains_the_same(monkeypatch):
+  """The phases a stage adds and the end of step are compiled at that stage's first step, at the
+  same time in threads (each compile waits at a barrier for the other: a sequential compile
+  would time out); a stage adding one phase compiles it alone. The training is unchanged."""
+  compile_fn = jax.stages.Lowered.compile
+  barrier = threading.Barrier(2, timeout=60)
+  threads = []
+
+  def compile_and_record(self, *args, **kwargs):
+    threads.append(threading.current_thread())
+    if threading.current_thread() is not threading.main_thread():
+      barrier.wait()
+    return compile_fn(self, *args, **kwargs)
+
+  stages = [spec.Stage([('a', 1)], until_step=2), spec.Stage([('a', 5), ('b', 1)])]
+  trainer, state = _counting_trainer(stages=stages, parallel_compile=True)
+  monkeypatch.setattr(jax.stages.Lowered, 'compile', compile_and_record)
+  batch = mesh_lib.global_batch(_zeros_batch(0, 0, 1), trainer.mesh)
+  state, _ = trainer.train_step(state, batch, step=0)
+  assert set(trainer._executables) == {'a', None}
+  assert len(threads) == 2 and threading.main_thread() not in threads
+  assert threads[0] is not threads[1]
+  state, _ = trainer.train_step(state, batch, step=1)
+  state, _ = trainer.train_step(state, batch, step=2)
+  assert set(trainer._executables) == {'a', 'b', None}
+  assert len(threads) == 3 and threads[2] is threading.main_thread()  # 'b' alone, at its run
+  state = trainer.train(state, get_batch=_zeros_batch, num_steps=4, progress=False)
+  np.testing.assert_array_equal(state.params['a'], np.full(4, 2 * 1 + 2 * 5))
+  np.testing.assert_array_equal(state.params['b'], np.full(4, 2))
   assert int(state.step) == 4
 
 

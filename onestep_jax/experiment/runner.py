@@ -34,13 +34,13 @@ TEACHER_RUN_DIR = 'teacher'  # <workdir>/teacher: the teacher run of a config's 
 # Besides every eval.* field, a rerun of a workdir may change only these: they do not change
 # what is trained (README, "Running experiments").
 RERUN_FIELDS = ('train.num_steps', 'train.log_every', 'train.save_every',
-                'train.keep_checkpoints', 'train.compilation_cache',
+                'train.keep_checkpoints', 'train.compilation_cache', 'train.parallel_compile',
                 'method.sample_steps')  # sampling only: e.g. a teacher at another NFE
 # Fields added after runs were recorded -> the value that reproduces the behaviour from before
 # they existed. A record without such a field reads as holding that value, so a run started
 # before the field was added resumes while the field keeps that value, and is refused otherwise.
 FIELDS_ADDED = {'method.adaptive_weighting': True, 'method.projection_ratio_term': True,
-                'train.packed_update': False}
+                'train.packed_update': False, 'train.parallel_compile': False}
 # Fields a rerun takes from its record whatever its config says: the checkpoints' layout.
 RECORDED_FIELDS = ('train.packed_update',)
 
@@ -191,7 +191,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mode: str = 'train',
   trainer = Trainer(groups=setup.groups, phases=setup.phases, stages=setup.stages,
                     batch_size=config.train.batch_size, nonfinite=config.train.nonfinite,
                     mesh=make_mesh(fsdp=config.train.fsdp),
-                    packed_update=config.train.packed_update)
+                    packed_update=config.train.packed_update,
+                    parallel_compile=config.train.parallel_compile)
   key_init, key_train = jax.random.split(jax.random.PRNGKey(config.seed))
   t0 = time.perf_counter()
   state = trainer.init_state(setup.init_params(key_init), key=key_train)
