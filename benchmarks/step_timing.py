@@ -224,8 +224,8 @@ def run_children(script: str, names: Sequence[str], *, repeats: int,
 
 def time_in_children(script: str, names: Sequence[str], args, *, what: str) -> dict[str, dict]:
   """Runs each of `names` in `args.repeats` fresh processes of `script` (with the common flags
-  --steps, --warmup, --per_phase, --parallel_compile), printing each process's figure (`what`: 'step' or
-  'iteration') and each summary line; returns {name: summary with its 'runs'}."""
+  --steps, --warmup, --per_phase, --parallel_compile), printing each process's figure (`what`:
+  'step' or 'iteration') and each summary line; returns {name: summary with its 'runs'}."""
   flags = [f'--steps={args.steps}', f'--warmup={args.warmup}'] + (
       ['--per_phase'] if args.per_phase else []) + (
       ['--parallel_compile'] if args.parallel_compile else [])

@@ -1,7 +1,8 @@
 """Compile time, start-up, steady step time and peak memory of one training step per config.
 
   python benchmarks/train_step.py [--only=edm_reference_32x32,...] [--repeats=3] [--steps=15]
-      [--warmup=3] [--warm_start] [--parallel_compile] [--note=...] [--out benchmarks/results/train_step.json]
+      [--warmup=3] [--warm_start] [--parallel_compile] [--note=...]
+      [--out benchmarks/results/train_step.json]
 
 Every config runs in `--repeats` fresh processes (round-robin); the figures are medians over
 processes of each process's median step time, also in units of a 2048^3 float32 matmul timed in
