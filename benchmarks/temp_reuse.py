@@ -101,5 +101,6 @@ def main():
             f"{row['heap_after_b_mb']:.0f} MB, resident {row['rss_after_b_mb']:.0f} MB")
   step_timing.write_json(args.out, {'modes': results, 'measured': step_timing.machine()})
 
+
 if __name__ == '__main__':
   main()

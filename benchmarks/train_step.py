@@ -12,7 +12,7 @@ DDPM++ settings, 32x32x3, model_channels 32, channel_mult [1,2,2], one block per
 attention at 16, 10 classes, augment_dim 9, batch 16, float32, random images): 0.279 s per
 teacher-training step with an 87.8 ms matmul, i.e. 3.18 matmul units, and 570 MB peak RSS.
 `--warm_start` also runs that config twice more with a fresh persistent compilation cache, cold
-then warm, and reports the warm start-up.
+then warm (both with `--parallel_compile` when it is given), and reports the warm start-up.
 """
 import argparse
 import json
@@ -102,7 +102,8 @@ def warm_start(args) -> dict:
   with tempfile.TemporaryDirectory() as cache:
     runs = step_timing.run_children(
         __file__, [REFERENCE], repeats=2,
-        args=[f'--steps={args.warmup}', '--warmup=1', f'--cache_dir={cache}'])[REFERENCE]
+        args=[f'--steps={args.warmup}', '--warmup=1', f'--cache_dir={cache}',
+              *(['--parallel_compile'] if args.parallel_compile else [])])[REFERENCE]
   cold, warm = runs
   start_up = lambda r: r['network_init_s'] + r['state_init_s'] + r['first_step_s'] - r['step_s']
   return {'cold_compile_s': cold['compile_s'], 'warm_compile_s': warm['compile_s'],

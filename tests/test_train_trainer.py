@@ -229,6 +229,15 @@ def test_validation_errors():
     Trainer(stages=[spec.Stage([('p', 1)])], nonfinite='ignore', **kwargs)
   with pytest.raises(ValueError, match=r"unknown phase 'q'; phases: \['p'\]"):
     Trainer(stages=[spec.Stage([('q', 1)])], **kwargs)
+  stages = [spec.Stage([('p', 1)])]
+  with pytest.raises(TypeError, match="parallel_compile must be True or False, got 'yes'"):
+    Trainer(stages=stages, parallel_compile='yes', **kwargs)
+  with pytest.raises(TypeError, match='packed_update must be True or False, got 1'):
+    Trainer(stages=stages, packed_update=1, **kwargs)
+  with pytest.raises(ValueError, match=r'batch_size must be an integer >= 1, got 16.0'):
+    Trainer(stages=stages, **{**kwargs, 'batch_size': 16.0})
+  with pytest.raises(ValueError, match=r'fsdp_min_size must be an integer >= 0, got -1'):
+    Trainer(stages=stages, fsdp_min_size=-1, **kwargs)
   with pytest.raises(ValueError, match=r"'t', which is not a trainable group; .*\['g'\]"):
     Trainer(groups=groups, phases=[spec.Phase('p', _ascend('t'), updates=('t',))],
             stages=[spec.Stage([('p', 1)])], batch_size=BATCH)

@@ -85,6 +85,12 @@ class Trainer:
     if nonfinite not in NONFINITE_POLICIES:
       raise ValueError(f'Unknown nonfinite policy {nonfinite!r}; choose one of '
                        f'{list(NONFINITE_POLICIES)}.')
+    for name, value in (('packed_update', packed_update), ('parallel_compile', parallel_compile)):
+      if not isinstance(value, bool):
+        raise TypeError(f'{name} must be True or False, got {value!r}.')
+    for name, value, low in (('batch_size', batch_size, 1), ('fsdp_min_size', fsdp_min_size, 0)):
+      if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise ValueError(f'{name} must be an integer >= {low}, got {value!r}.')
     self.groups = {g.name: g for g in groups}
     self.phases = {p.name: p for p in phases}
     self.stages = tuple(stages)
