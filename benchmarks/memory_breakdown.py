@@ -12,6 +12,14 @@ buffer sizes of every compiled phase, the resident size of the largest mapped fi
 libraries' code), and a timeline of memory while each phase compiles (`compile_timeline`: the
 largest resident and live-allocated MB in each half second, sampled every 2 ms). Prints a table
 and writes JSON.
+
+`--one_set_of_temporaries` tries a lever for the distillation iterations, whose phases' XLA
+temporaries tcmalloc otherwise keeps side by side: once every phase and the end of step are
+compiled (and the freed memory released), one block of the largest phase's temporary size is
+allocated and freed, so that every phase's temporaries fit in that one free span; and each
+phase's outputs are waited for before the next phase starts, so that its temporaries are freed
+before the next allocates its own. A trial, which the trainer does not do: it kept one set for
+two iterations only (docs/RESULTS.md, "One set of temporaries, tried").
 """
 import argparse
 import ctypes
@@ -93,11 +101,32 @@ def mapped_files(top: int = 5) -> dict[str, float]:
   return dict(sorted(sizes.items(), key=lambda kv: -kv[1])[:top])
 
 
+def one_set_of_temporaries(trainer, temp_mb: float) -> None:
+  """Mallocs and frees one block of `temp_mb` (after releasing the freed memory), and makes
+  each of the trainer's compiled phases wait for its outputs before returning."""
+  import jax
+  from onestep_jax.experiment.allocator import release_freed_memory
+  release_freed_memory()
+  libc = ctypes.CDLL(None)
+  libc.malloc.restype = ctypes.c_void_p
+  libc.free(ctypes.c_void_p(libc.malloc(ctypes.c_size_t(int(temp_mb * 2**20)))))
+
+  def waiting(executable):
+    return lambda *args: jax.block_until_ready(executable(*args))
+
+  # pylint: disable-next=protected-access
+  executables = trainer._executables
+  for name in list(executables):
+    executables[name] = waiting(executables[name])
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--row', default='edm_reference_32x32',
                       help='edm_reference_32x32, or a distill_step.py method (<method>[:reuse])')
   parser.add_argument('--steps', type=int, default=4)
+  parser.add_argument('--one_set_of_temporaries', action='store_true',
+                      help='reserve the largest temporaries once and wait after each phase')
   parser.add_argument('--out', default=str(ROOT / 'benchmarks' / 'results' /
                                             'memory_breakdown.json'))
   args = parser.parse_args()
@@ -145,12 +174,17 @@ def main():
       xla[name] = {k: getattr(analysis, f'{k}_size_in_bytes') / 2**20
                    for k in ('temp', 'argument', 'output', 'alias', 'generated_code')}
       stages[f'compiled_{name}'] = snapshot()
+    if args.one_set_of_temporaries:
+      trainer._executable(None, state)  # pylint: disable=protected-access
+      one_set_of_temporaries(trainer, max(x['temp'] for x in xla.values()))
+      stages['reserved'] = snapshot()
     for i, batch in enumerate(batches):
       state, _ = trainer.train_step(state, batch, step=first + i)
       jax.block_until_ready(state)
       stages[f'step_{i}'] = snapshot()
 
-  result = {'row': args.row, 'allocator': allocator_in_use(), 'stages': stages,
+  result = {'row': args.row, 'allocator': allocator_in_use(),
+            'one_set_of_temporaries': args.one_set_of_temporaries, 'stages': stages,
             'xla_buffers_mb': xla, 'compile_timeline': timelines,
             'largest_mapped_files_mb': mapped_files(),
             'measured': step_timing.machine()}
