@@ -101,15 +101,19 @@ def mapped_files(top: int = 5) -> dict[str, float]:
   return dict(sorted(sizes.items(), key=lambda kv: -kv[1])[:top])
 
 
-def one_set_of_temporaries(trainer, temp_mb: float) -> None:
-  """Mallocs and frees one block of `temp_mb` (after releasing the freed memory), and makes
-  each of the trainer's compiled phases wait for its outputs before returning."""
-  import jax
-  from onestep_jax.experiment.allocator import release_freed_memory
-  release_freed_memory()
+def malloc_and_free(mb: float) -> None:
+  """One malloc of `mb` MB and its free, leaving a free span of that size in malloc's heap."""
   libc = ctypes.CDLL(None)
   libc.malloc.restype = ctypes.c_void_p
-  libc.free(ctypes.c_void_p(libc.malloc(ctypes.c_size_t(int(temp_mb * 2**20)))))
+  libc.free(ctypes.c_void_p(libc.malloc(ctypes.c_size_t(int(mb * 2**20)))))
+
+
+def one_set_of_temporaries(trainer, temp_mb: float) -> None:
+  """Mallocs and frees one block of `temp_mb` (call it once every phase is compiled: the
+  trainer has then released the compilers' freed memory), and makes each of the trainer's
+  compiled phases wait for its outputs before returning."""
+  import jax
+  malloc_and_free(temp_mb)
 
   def waiting(executable):
     return lambda *args: jax.block_until_ready(executable(*args))

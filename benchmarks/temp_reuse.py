@@ -16,7 +16,6 @@ outputs were ready (PJRT frees them after it marks the outputs ready), and `b` c
 The heap's growth shows whether `b` ever reused `a`'s freed pages. Writes JSON.
 """
 import argparse
-import ctypes
 import json
 import pathlib
 import sys
@@ -49,13 +48,11 @@ def programs():
 
 def child(mode: str, rounds: int) -> dict:
   import jax
-  from memory_breakdown import snapshot
+  from memory_breakdown import malloc_and_free, snapshot
   x, a, b = programs()
   temps = {n: p.memory_analysis().temp_size_in_bytes / 2**20 for n, p in (('a', a), ('b', b))}
   if mode == 'reserve':
-    libc = ctypes.CDLL(None)
-    libc.malloc.restype = ctypes.c_void_p
-    libc.free(ctypes.c_void_p(libc.malloc(ctypes.c_size_t(int(temps['b'] * 2**20)))))
+    malloc_and_free(temps['b'])
   base = snapshot()
   rows = []
   for i in range(rounds):
