@@ -19,7 +19,7 @@ compiled (and the freed memory released), one block of the largest phase's tempo
 allocated and freed, so that every phase's temporaries fit in that one free span; and each
 phase's outputs are waited for before the next phase starts, so that its temporaries are freed
 before the next allocates its own. A trial, which the trainer does not do: it kept one set for
-two iterations only (docs/RESULTS.md, "One set of temporaries, tried").
+two to four iterations, then mostly lost it (docs/RESULTS.md, "One set of temporaries, tried").
 """
 import argparse
 import ctypes
