@@ -24,6 +24,7 @@ two to four iterations, then mostly lost it (docs/RESULTS.md, "One set of tempor
 import argparse
 import ctypes
 import json
+import os
 import pathlib
 import sys
 import tempfile
@@ -134,17 +135,22 @@ def main():
   parser.add_argument('--out', default=str(ROOT / 'benchmarks' / 'results' /
                                             'memory_breakdown.json'))
   args = parser.parse_args()
+  from distill_step import check_names, distill_config
+  from train_step import REFERENCE, edm_reference_config
+  if args.row != REFERENCE:
+    try:
+      check_names([args.row])
+    except ValueError as e:
+      parser.error(f'{e}, or {REFERENCE}')
   reexec_with_tcmalloc()
   stages = {'start': snapshot()}
   import jax
   import step_timing
-  from distill_step import distill_config
   from onestep_jax.data import get_dataset
   from onestep_jax.experiment.runner import resolve_config
   from onestep_jax.methods import build_method
   from onestep_jax.train.mesh import global_batch
   from onestep_jax.train.trainer import Trainer
-  from train_step import REFERENCE, edm_reference_config
   stages['imports'] = snapshot()
 
   with tempfile.TemporaryDirectory() as tmp:
@@ -188,7 +194,10 @@ def main():
       stages[f'step_{i}'] = snapshot()
 
   result = {'row': args.row, 'allocator': allocator_in_use(),
-            'one_set_of_temporaries': args.one_set_of_temporaries, 'stages': stages,
+            'one_set_of_temporaries': args.one_set_of_temporaries,
+            'tcmalloc_environment': {k: v for k, v in os.environ.items()
+                                     if k.startswith('TCMALLOC_')},
+            'stages': stages,
             'xla_buffers_mb': xla, 'compile_timeline': timelines,
             'largest_mapped_files_mb': mapped_files(),
             'measured': step_timing.machine()}

@@ -1,5 +1,6 @@
 """benchmarks/train_step.py end to end on the 2-D teacher: the step, per phase too, in a fresh
-process, written as JSON (the benchmarks call the trainer's phases as it does)."""
+process, written as JSON (the benchmarks call the trainer's phases as it does); and
+memory_breakdown.py's check of its row."""
 import json
 import os
 import pathlib
@@ -19,3 +20,12 @@ def test_the_toy_teacher_step_is_timed_per_phase_in_a_child_process(tmp_path):
   row = json.loads(out.read_text())['teacher_toy2d:ring8']
   assert row['step_s'] > 0 and row['peak_rss_mb'] > 0
   assert set(row['phase_s']) == {'denoise'} and row['phase_s']['denoise'] > 0
+
+
+def test_memory_breakdown_rejects_an_unknown_row_with_a_usage_error(tmp_path):
+  out = tmp_path / 'memory.json'
+  run = subprocess.run([sys.executable, str(ROOT / 'benchmarks' / 'memory_breakdown.py'),
+                        '--row=foo', f'--out={out}'], capture_output=True, text=True, timeout=120)
+  assert run.returncode == 2
+  assert "unknown iteration 'foo'" in run.stderr and 'edm_reference_32x32' in run.stderr
+  assert 'Traceback' not in run.stderr and not out.exists()
