@@ -101,10 +101,11 @@ def gate_verdict(ratios: dict) -> str:
   return '; '.join(notes) or 'passes both by more than 1 se'
 
 
-def print_table(paths, only=None) -> list:
-  """Prints a Markdown table of the runs in JSON files written with --methods (a method in
-  several files: the last file's row), or of the runs `only`, in that order; returns them."""
-  runs = {}
+def load_rows(paths) -> dict:
+  """The runs of JSON files written with --methods, by label: the method, followed by its file's
+  overrides in brackets (e.g. `sid [--config.seed=1]`) when files with other overrides also hold
+  that method; one label in several files: the last file's run. Returns {label: (method, run)}."""
+  files = []
   for path in paths:
     if not os.path.isfile(path):
       raise SystemExit(f'--table: no file {path}')
@@ -112,7 +113,23 @@ def print_table(paths, only=None) -> list:
       written = json.load(f)
     if 'methods' not in written:
       raise SystemExit(f'--table: {path} holds no runs (it was not written with --methods)')
-    runs.update(written['methods'])
+    files.append((' '.join(written.get('overrides', [])), written['methods']))
+  settings = {}  # method -> the overrides it was run with
+  for overrides, methods in files:
+    for method in methods:
+      settings.setdefault(method, set()).add(overrides)
+  rows = {}
+  for overrides, methods in files:
+    for method, run in methods.items():
+      label = f'{method} [{overrides}]' if len(settings[method]) > 1 and overrides else method
+      rows[label] = (method, run)
+  return rows
+
+
+def print_table(paths, only=None) -> dict:
+  """Prints a Markdown table of the runs in JSON files written with --methods (labelled as
+  load_rows labels them), or of the runs `only`, in that order; returns {label: method}."""
+  runs = load_rows(paths)
   if only:
     missing = [m for m in only if m not in runs]
     if missing:
@@ -122,7 +139,7 @@ def print_table(paths, only=None) -> list:
         '(mean ± sd) | MMD ratio ± se | off-mode | NLL | mode coverage (lowest) | '
         'against the gates (SWD <= 1.5x, MMD <= 3x) |')
   print('| --- | --- | --- | --- | --- | --- | --- | --- | --- |')
-  for method, r in runs.items():
+  for label, (_, r) in runs.items():
     m = r['metrics']
     cells, ratios = [], {}
     for k, digits in (('swd', 4), ('mmd', 5)):
@@ -134,8 +151,8 @@ def print_table(paths, only=None) -> list:
     modes = m.get('student/mode_coverage@1')
     cells += [f'{m["student/off_mode@1"]["mean"]:.3f}', f'{m["student/nll@1"]["mean"]:.2f}',
               f'{modes["min"]:.2f}' if modes else 'not recorded', gate_verdict(ratios)]
-    print(f'| `{method}` | ' + ' | '.join(cells) + ' |')
-  return list(runs)
+    print(f'| `{label}` | ' + ' | '.join(cells) + ' |')
+  return {label: method for label, (method, _) in runs.items()}
 
 
 def run_methods(args, overrides) -> None:
@@ -182,8 +199,13 @@ def main():
     if args.picture:
       if not args.workroot:
         parser.error('--picture needs the --workroot of the runs')
-      draw({m: os.path.join(args.workroot, m.replace(':', '_')) for m in methods},
-           pathlib.Path(args.picture), ncols=6)
+      shared = sorted(label for label, m in methods.items()
+                      if list(methods.values()).count(m) > 1)
+      if shared:
+        parser.error(f'--picture: the rows {shared} share a run directory name in --workroot; '
+                     'choose one of them with --runs')
+      draw({label: os.path.join(args.workroot, m.replace(':', '_'))
+            for label, m in methods.items()}, pathlib.Path(args.picture), ncols=6)
     return None
   if args.methods:
     if not args.workroot:

@@ -32,27 +32,54 @@ def test_gate_verdicts():
                                             'MMD over its gate, within 1 se')
 
 
-def _runs_file(path, methods):
+def _runs_file(path, methods, overrides=()):
   metrics = {f'{side}/{k}@{nfe}': {'values': [value, value * 1.1], 'mean': value * 1.05,
                                   'std': value * 0.07}
              for side, nfe, value in (('student', 1, 2.0), ('teacher', 35, 1.0))
              for k in ('swd', 'mmd')}
   metrics.update({f'student/{k}@1': {'mean': 0.1} for k in ('off_mode', 'nll')})
-  path.write_text(json.dumps({'methods': {m: {'metrics': metrics} for m in methods}}))
+  path.write_text(json.dumps({'methods': {m: {'metrics': metrics} for m in methods},
+                              'overrides': list(overrides)}))
   return str(path)
 
 
 def test_table_runs_selects_and_orders_rows_and_names_missing_ones(tmp_path, capsys):
   first = _runs_file(tmp_path / 'a.json', ['dmd', 'sid'])
   second = _runs_file(tmp_path / 'b.json', ['sim'])
-  assert metric_noise.print_table([first, second]) == ['dmd', 'sid', 'sim']
+  assert list(metric_noise.print_table([first, second])) == ['dmd', 'sid', 'sim']
   capsys.readouterr()
-  assert metric_noise.print_table([first, second], ['sim', 'dmd']) == ['sim', 'dmd']
+  assert list(metric_noise.print_table([first, second], ['sim', 'dmd'])) == ['sim', 'dmd']
   rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith('| `')]
   assert [row.split('`')[1] for row in rows] == ['sim', 'dmd']
   assert '| 2.00 ± 0.00 |' in rows[0]  # both seeds' ratio is 2
   with pytest.raises(SystemExit, match=r"\['sdi'\] not in the --table files"):
     metric_noise.print_table([first, second], ['sdi'])
+
+
+def test_table_labels_one_method_run_with_other_overrides_by_those_overrides(tmp_path, capsys):
+  seed0 = _runs_file(tmp_path / 'a.json', ['dmd', 'sid'])
+  again = _runs_file(tmp_path / 'a_again.json', ['sid'])  # the same settings: the last file's
+  seed1 = _runs_file(tmp_path / 'seed1.json', ['sid'], ['--config.seed=1'])
+  seed2 = _runs_file(tmp_path / 'seed2.json', ['sid'], ['--config.seed=2'])
+  rows = metric_noise.print_table([seed0, again, seed1, seed2])
+  assert rows == {'dmd': 'dmd', 'sid': 'sid', 'sid [--config.seed=1]': 'sid',
+                  'sid [--config.seed=2]': 'sid'}
+  out = capsys.readouterr().out
+  assert out.count('| `sid [--config.seed=') == 2 and out.count('| `sid` |') == 1
+  assert list(metric_noise.print_table([seed1, seed0], ['sid [--config.seed=1]'])) == [
+      'sid [--config.seed=1]']
+  assert list(metric_noise.print_table([seed1])) == ['sid']  # nothing to tell apart
+
+
+def test_picture_refuses_rows_that_share_a_run_directory(tmp_path, monkeypatch, capsys):
+  seed1 = _runs_file(tmp_path / 'seed1.json', ['sid'], ['--config.seed=1'])
+  seed2 = _runs_file(tmp_path / 'seed2.json', ['sid'], ['--config.seed=2'])
+  monkeypatch.setattr('sys.argv', ['metric_noise.py', f'--table={seed1},{seed2}',
+                                   f'--workroot={tmp_path}', f'--picture={tmp_path / "p.png"}'])
+  with pytest.raises(SystemExit) as stop:
+    metric_noise.main()
+  assert stop.value.code == 2 and 'choose one of them with --runs' in capsys.readouterr().err
+  assert not (tmp_path / 'p.png').exists()
 
 
 def test_table_refuses_missing_files_and_files_without_runs(tmp_path):
