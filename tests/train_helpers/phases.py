@@ -1,4 +1,4 @@
-"""Running each phase of a method alone through the trainer, in tests."""
+"""Each phase of a method alone, in tests: its gradients, and its steps through the trainer."""
 import jax
 import numpy as np
 
@@ -23,3 +23,28 @@ def groups_changed_by_each_phase(setup, data, params, *, batch_size=32, num_step
         not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(before[name]),
                                                  jax.tree.leaves(after[name])))}
   return changed
+
+
+def group_norms(tree) -> dict:
+  """{group name: squared norm of its leaves} of a tree of parameter groups."""
+  return {name: float(sum(np.sum(np.square(l)) for l in jax.tree.leaves(sub)))
+          for name, sub in tree.items()}
+
+
+def check_phase_gradients(setup, params, batch) -> dict:
+  """Asserts that each phase's metrics are finite, that its gradient moves every group it
+  updates, and that no phase but the generator's moves the generator (its samples are
+  stop-gradient there); returns {phase name: its metrics}."""
+  out = {}
+  for phase in setup.phases:
+    grad_fn = jax.jit(jax.grad(lambda p: phase.loss_fn(p, batch, jax.random.PRNGKey(2)),
+                               has_aux=True))
+    grads, metrics = grad_fn(params)
+    assert all(np.isfinite(float(v)) for v in metrics.values()), (phase.name, metrics)
+    norms = group_norms(grads)
+    for group in phase.updates:
+      assert 0 < norms[group] < np.inf, (phase.name, group, norms)
+    if phase.name != 'generator':
+      assert norms['generator'] == 0.0, (phase.name, norms)
+    out[phase.name] = metrics
+  return out
