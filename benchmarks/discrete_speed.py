@@ -13,7 +13,6 @@ at 8-16 steps are the students' speeds. Each sampler is compiled, then timed `--
 figures are medians. Writes benchmarks/results/discrete_speed_<preset>.json.
 """
 import argparse
-import json
 import os
 import pathlib
 import statistics
@@ -22,6 +21,8 @@ import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from step_timing import write_json  # noqa: E402
 
 # preset -> (teacher steps, student steps: the SDTT configs' base_steps and final student)
 PRESETS = {'markov': (256, (32, 8)), 'text': (128, (32, 8))}
@@ -100,10 +101,7 @@ def main():
       'date': time.strftime('%Y-%m-%d %H:%M'), 'cpu_count': os.cpu_count(),
       'jax': jax.__version__}
   out = args.out or str(ROOT / 'benchmarks' / 'results' / f'discrete_speed_{args.preset}.json')
-  os.makedirs(os.path.dirname(out), exist_ok=True)
-  with open(out, 'w') as f:
-    json.dump(results, f, indent=2)
-  print(f'wrote {out}')
+  write_json(out, results)
 
 
 if __name__ == '__main__':

@@ -10,8 +10,6 @@ reduction over the [..., groups, C // groups] view (the form it replaced on 1 De
 Prints the median milliseconds of each and the largest relative difference of the gradients, and
 writes the JSON. Both compute the same function; only the float rounding differs.
 """
-import json
-import os
 import pathlib
 import sys
 
@@ -75,10 +73,7 @@ def main():
         f'group norm {shape}', lambda x, w, b: group_norm_library(x, w, b, groups),
         lambda x, w, b: group_norm_one_reduction(x, w, b, groups), (x, weight, bias), args.repeats)
   out = {'results': results, 'repeats': args.repeats, '_measured': step_timing.machine()}
-  os.makedirs(os.path.dirname(args.out), exist_ok=True)
-  with open(args.out, 'w') as f:
-    json.dump(out, f, indent=2)
-  print(f'wrote {args.out}')
+  step_timing.write_json(args.out, out)
 
 
 if __name__ == '__main__':

@@ -212,9 +212,7 @@ def main():
     print(f'compiling {name} ({rows[-1]["t_s"]:.1f} s): {key} peaked at {top[key]:.0f} MB '
           f'(resident {top["rss_mb"]:.0f} MB) {top["t_s"]:.1f} s in')
   print('largest mapped files (MB):', json.dumps(result['largest_mapped_files_mb']))
-  with open(args.out, 'w') as f:
-    json.dump(result, f, indent=2)
-  print(f'wrote {args.out}')
+  step_timing.write_json(args.out, result)
 
 
 if __name__ == '__main__':

@@ -37,6 +37,7 @@ os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '')
 import jax  # noqa: E402
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from step_timing import write_json  # noqa: E402
 from train_step import CONFIGS, ROOT, build, check_config_name, config_by_name  # noqa: E402
 
 from onestep_jax.train.mesh import global_batch  # noqa: E402
@@ -212,10 +213,7 @@ def main():
          'cores': sorted(os.sched_getaffinity(0)),
          'jax': jax.__version__, 'devices': [str(d) for d in jax.devices()],
          'cpu_count': os.cpu_count(), 'xla_flags': os.environ['XLA_FLAGS']}
-  os.makedirs(os.path.dirname(args.out), exist_ok=True)
-  with open(args.out, 'w') as f:
-    json.dump(out, f, indent=2)
-  print(f'wrote {args.out}')
+  write_json(args.out, out)
 
 
 if __name__ == '__main__':

@@ -291,8 +291,9 @@ def repeats_and_out(doc: str, *, repeats: int, out: str) -> argparse.Namespace:
 
 
 def write_json(path: str, result: dict) -> None:
-  """Writes `result` to `path` (nothing when `path` is empty)."""
+  """Writes `result` to `path`, making its folder (nothing when `path` is empty)."""
   if path:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, 'w') as f:
       json.dump(result, f, indent=1)
     print(f'wrote {path}')
