@@ -94,6 +94,15 @@ def save_export(directory: str | os.PathLike, params: Mapping[str, Any], *,
   write_export(directory, flatten(params), net_kwargs=net_kwargs, metadata=metadata, fmt=fmt)
 
 
+def export_directory(path: str | os.PathLike) -> Optional[str]:
+  """`path` if it is an export directory, its `export/` if it is the workdir of a run that
+  exported one, else None."""
+  for directory in (os.path.join(path, 'export'), os.fspath(path)):
+    if os.path.isfile(os.path.join(directory, 'export.json')):
+      return directory
+  return None
+
+
 def load_exported(directory: str | os.PathLike) -> Exported:
   """Reads an export directory; needs only numpy (and safetensors)."""
   info_path = os.path.join(directory, 'export.json')

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from onestep_jax.export_format import export_directory
 from onestep_jax.train.export import export_params, load_exported
 
 PARAMS = {'Dense_0': {'kernel': jnp.arange(6, dtype=jnp.float32).reshape(2, 3),
@@ -29,6 +30,13 @@ def test_round_trip(tmp_path, fmt):
                     (params['emb']['table']['w'], PARAMS['emb']['table']['w'])]:
     assert got.dtype == np.asarray(want).dtype and got.shape == np.shape(want)
     np.testing.assert_array_equal(got, np.asarray(want))
+
+
+def test_export_directory_of_an_export_or_a_run_workdir(tmp_path):
+  export_params(tmp_path / 'run' / 'export', PARAMS, net_kwargs=KWARGS)
+  assert export_directory(tmp_path / 'run') == str(tmp_path / 'run' / 'export')
+  assert export_directory(tmp_path / 'run' / 'export') == str(tmp_path / 'run' / 'export')
+  assert export_directory(tmp_path) is None and export_directory(tmp_path / 'missing') is None
 
 
 def test_bad_inputs(tmp_path):

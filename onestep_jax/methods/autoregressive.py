@@ -10,7 +10,6 @@ its "bound" is tight and compares directly with the diffusion models' NELBO).
 from __future__ import annotations
 
 import functools
-import os
 
 import jax
 import jax.numpy as jnp
@@ -99,13 +98,12 @@ def build(config: ml_collections.ConfigDict, dataset) -> DiscreteSetup:
 @functools.lru_cache(maxsize=2)
 def load_evaluator(path: str) -> ar.Evaluator:
   """The evaluator exported by an 'ar' run: its workdir or export directory."""
-  from onestep_jax.train.export import load_exported
-  if os.path.isfile(os.path.join(path, 'export', 'export.json')):
-    path = os.path.join(path, 'export')
-  if not os.path.isfile(os.path.join(path, 'export.json')):
+  from onestep_jax.export_format import export_directory, load_exported
+  exported = export_directory(path)
+  if exported is None:
     raise FileNotFoundError(f'AR evaluator {path!r} is neither the workdir of an {METHOD!r} run '
                             'nor its export directory')
-  params, network_kwargs, meta = load_exported(path)
+  params, network_kwargs, meta = load_exported(exported)
   if meta.get('network') != NETWORK or meta.get('method') != METHOD:
     raise ValueError(f'export {path!r} holds a {meta.get("method")!r} run of network '
                      f'{meta.get("network")!r}; an evaluator is an {METHOD!r} run')

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 
 import jax
 import jax.numpy as jnp
@@ -49,10 +48,8 @@ DISCRIMINATOR = 'discriminator'
 def student_export(path: str):
   """(params, network kwargs, metadata) of a flow-map student exported to `path` (a run's
   workdir or its export directory)."""
-  from onestep_jax.train.export import load_exported
-  if os.path.isfile(os.path.join(path, 'export', 'export.json')):
-    path = os.path.join(path, 'export')
-  params, kwargs, meta = load_exported(path)
+  from onestep_jax.export_format import export_directory, load_exported
+  params, kwargs, meta = load_exported(export_directory(path) or path)
   if meta.get('objective') != 'flow_map':
     raise ValueError(f'method.student_init={path!r} is not a flow-map student export (objective '
                      f'{meta.get("objective")!r}); give the workdir of an ayf_emd run')

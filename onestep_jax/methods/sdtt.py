@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-import os
 from typing import Any
 
 import jax
@@ -66,13 +65,12 @@ def load_token_teacher(spec: str) -> TokenTeacher:
     return TokenTeacher(network_kwargs=model.network_kwargs, params=model.params,
                         mask_index=model.mask_index, time_conditioning=False,
                         schedule_eps=LogLinearSchedule().eps, identity=_identity(model.params))
-  from onestep_jax.train.export import load_exported
-  if os.path.isfile(os.path.join(spec, 'export', 'export.json')):
-    spec = os.path.join(spec, 'export')
-  if not os.path.isfile(os.path.join(spec, 'export.json')):
+  from onestep_jax.export_format import export_directory, load_exported
+  exported = export_directory(spec)
+  if exported is None:
     raise FileNotFoundError(f'SDTT teacher {spec!r} is neither "mdlm:<checkpoint file>", the '
                             'workdir of an mdlm run nor its export directory')
-  params, network_kwargs, meta = load_exported(spec)
+  params, network_kwargs, meta = load_exported(exported)
   if meta.get('network') != NETWORK or meta.get('method') not in TOKEN_TEACHER_METHODS:
     raise ValueError(f'export {spec!r} holds a {meta.get("method")!r} run of network '
                      f'{meta.get("network")!r}; SDTT distils {list(TOKEN_TEACHER_METHODS)} runs '

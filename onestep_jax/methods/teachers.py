@@ -15,6 +15,7 @@ from typing import Any, Callable, Optional
 import ml_collections
 import numpy as np
 
+from onestep_jax.export_format import export_directory
 from onestep_jax.methods.denoisers import OBJECTIVES, NetworkDenoiser
 
 ASSETS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'assets')
@@ -117,12 +118,11 @@ def load_teacher(spec: str, dataset=None) -> Teacher:
     if name not in BUNDLED:
       raise ValueError(f'unknown bundled teacher {name!r}; bundled: {sorted(BUNDLED)}')
     spec = BUNDLED[name]
-  if os.path.isfile(os.path.join(spec, 'export', 'export.json')):
-    spec = os.path.join(spec, 'export')  # a teacher run's workdir
-  if not os.path.exists(spec):
+  exported = export_directory(spec)
+  if exported is None:
     raise FileNotFoundError(f'teacher {spec!r} is neither "analytic", "bundled:<name>", '
                             '"edm:<file.npz>", a teacher run\'s workdir nor an export directory')
-  return exported_teacher(spec)
+  return exported_teacher(exported)
 
 
 def check_data(teacher: Teacher, dataset, *, conditional: bool) -> None:
