@@ -5,6 +5,8 @@ between evaluations of one trained run.
       [--out=benchmarks/results/metric_noise_ring8.json]
   python benchmarks/metric_noise.py --methods=diff_instruct,fdistill:divergence=reverse_kl \
       --workroot=<dir> [--eval_seeds=1234,1,2,3,4] [--config.x=y ...] [--out=<json>]
+  python benchmarks/metric_noise.py --config=distill_digits --methods=uni_instruct,... \
+      --workroot=<dir>
   python benchmarks/metric_noise.py --table=<json>,... [--runs=<m1>,...] \
       [--workroot=<dir> --picture=<png>]
 
@@ -12,11 +14,13 @@ Without --methods, for each size N the script draws `--repeats` pairs of indepen
 N points of the data and measures SWD, MMD^2 and the energy distance between them, as the final
 evaluation does (onestep_jax.experiment.evaluation.low_dim_metrics). Their spread is the
 resolution of a single evaluation: a student and a teacher whose metrics differ by less cannot
-be told apart. With --methods, each method of configs/distill_toy2d.py is trained once (as
-benchmarks/distill.py does; a finished run in <workroot> is reused) and evaluated once per
-evaluation seed, which redraws the teacher's, the student's and the reference's samples; the
-script reports each metric's mean and spread over the seeds, and the student's mean over the
-teacher's mean with the range of the per-seed ratios.
+be told apart. With --methods, each method of configs/<--config>.py (distill_toy2d by default) is
+trained once (as benchmarks/distill.py does, in the same <workroot>/<method> folders, so a finished
+run of either script is reused) and evaluated once per evaluation seed, which redraws the
+teacher's, the student's and the reference's samples (for an image set: which half of the held-out
+images is the reference); the script reports each metric's mean and spread over the seeds, and
+the student's mean over the teacher's mean (SWD and MMD, or FID and KID) with its standard error
+and the range of the per-seed ratios.
 """
 import argparse
 import json
@@ -34,6 +38,10 @@ from distill import draw, run_method
 from step_timing import write_json
 
 METRICS = ('swd', 'mmd', 'energy')
+# the per-model metrics of a run's final evaluation: 2-D data (with a known mixture), images
+LOW_DIM_METRICS = METRICS + ('off_mode', 'nll', 'mode_coverage')
+IMAGE_METRICS = ('fid', 'kid', 'precision', 'recall')
+RATIO_METRICS = ('swd', 'mmd', 'fid', 'kid')  # reported as the student's over the teacher's
 
 
 def spread(data, size: int, repeats: int) -> dict:
@@ -56,22 +64,29 @@ def summary(values) -> dict:
           'min': float(np.min(values)), 'max': float(np.max(values)), 'values': list(values)}
 
 
-def evaluations(method: str, *, data: str, workroot: str, seeds, overrides) -> dict:
-  """One run of `method`, evaluated once per seed: per-seed metrics and their summaries."""
+def evaluations(method: str, *, config: str, data: str, workroot: str, seeds,
+                overrides) -> dict:
+  """One run of `method` of configs/<config>.py, evaluated once per seed: per-seed metrics, their
+  summaries, and `<metric>_vs_teacher` for those of RATIO_METRICS both models have."""
   workdir = os.path.join(workroot, method.replace(':', '_'))
-  runs = [run_method('distill_toy2d', method, data, workdir,
-                     [*overrides, f'--config.eval.seed={seed}']) for seed in seeds]
+  runs = [run_method(config, method, data, workdir, [*overrides, f'--config.eval.seed={seed}'])
+          for seed in seeds]
   out = {'command': runs[0]['command'], 'cpu_time_s': [r['cpu_time_s'] for r in runs],
          'metrics': {}}
   for name in ('student/{}@1', 'teacher/{}@35', 'data/{}_floor'):
-    for k in METRICS + ('off_mode', 'nll', 'mode_coverage'):
+    for k in LOW_DIM_METRICS + IMAGE_METRICS:
       key = name.format(k)
       if key in runs[0]['metrics']:
         out['metrics'][key] = summary([r['metrics'][key] for r in runs])
-  for k in ('swd', 'mmd'):
+  for k in ratio_metrics(out['metrics']):
     out[f'{k}_vs_teacher'] = ratio_of_means(out['metrics'][f'student/{k}@1']['values'],
                                             out['metrics'][f'teacher/{k}@35']['values'])
   return out
+
+
+def ratio_metrics(metrics: dict) -> list:
+  """Those of RATIO_METRICS that both the student (1 NFE) and the teacher (35 NFE) have."""
+  return [k for k in RATIO_METRICS if f'student/{k}@1' in metrics and f'teacher/{k}@35' in metrics]
 
 
 def ratio_of_means(student, teacher) -> dict:
@@ -128,31 +143,64 @@ def load_rows(paths) -> dict:
 
 def print_table(paths, only=None) -> dict:
   """Prints a Markdown table of the runs in JSON files written with --methods (labelled as
-  load_rows labels them), or of the runs `only`, in that order; returns {label: method}."""
+  load_rows labels them), or of the runs `only`, in that order; returns {label: method}. Runs of
+  2-D data get the ring's columns and gate verdicts, runs on images FID, KID, precision and
+  recall; one table holds one kind."""
   runs = load_rows(paths)
   if only:
     missing = [m for m in only if m not in runs]
     if missing:
       raise SystemExit(f'--runs: {missing} not in the --table files; they hold {sorted(runs)}')
     runs = {m: runs[m] for m in only}
-  print('| run | SWD: student / teacher (mean ± sd) | SWD ratio ± se | MMD: student / teacher '
-        '(mean ± sd) | MMD ratio ± se | off-mode | NLL | mode coverage (lowest) | '
-        'against the gates (SWD <= 1.5x, MMD <= 3x) |')
-  print('| --- | --- | --- | --- | --- | --- | --- | --- | --- |')
+  kinds = {label: 'image' if 'student/fid@1' in r['metrics'] else 'low_dim'
+           for label, (_, r) in runs.items()}
+  if len(set(kinds.values())) > 1:
+    raise SystemExit(f'--table: runs on images and on 2-D data cannot share a table: {kinds}')
+  header, row = (IMAGE_HEADER, image_row) if 'image' in kinds.values() else (LOW_DIM_HEADER,
+                                                                               low_dim_row)
+  print(header)
+  print('|' + ' --- |' * (header.count('|') - 1))
   for label, (_, r) in runs.items():
-    m = r['metrics']
-    cells, ratios = [], {}
-    for k, digits in (('swd', 4), ('mmd', 5)):
-      st, te = m[f'student/{k}@1'], m[f'teacher/{k}@35']
-      ratios[k] = q = ratio_of_means(st['values'], te['values'])
-      cells += [f'{st["mean"]:.{digits}f} ± {st["std"]:.{digits}f} / '
-                f'{te["mean"]:.{digits}f} ± {te["std"]:.{digits}f}',
-                f'{q["ratio_of_means"]:.2f} ± {q["standard_error"]:.2f}']
-    modes = m.get('student/mode_coverage@1')
-    cells += [f'{m["student/off_mode@1"]["mean"]:.3f}', f'{m["student/nll@1"]["mean"]:.2f}',
-              f'{modes["min"]:.2f}' if modes else 'not recorded', gate_verdict(ratios)]
-    print(f'| `{label}` | ' + ' | '.join(cells) + ' |')
+    print(f'| `{label}` | ' + ' | '.join(row(r['metrics'])) + ' |')
   return {label: method for label, (method, _) in runs.items()}
+
+
+def mean_sd_and_ratio(m: dict, k: str, digits: int, scale: float = 1.0) -> list:
+  """'student mean ± sd / teacher mean ± sd' (times `scale`) and 'ratio of means ± se' cells of
+  metric k."""
+  st, te = m[f'student/{k}@1'], m[f'teacher/{k}@35']
+  q = ratio_of_means(st['values'], te['values'])
+  return [f'{scale * st["mean"]:.{digits}f} ± {scale * st["std"]:.{digits}f} / '
+          f'{scale * te["mean"]:.{digits}f} ± {scale * te["std"]:.{digits}f}',
+          f'{q["ratio_of_means"]:.2f} ± {q["standard_error"]:.2f}']
+
+
+LOW_DIM_HEADER = (
+    '| run | SWD: student / teacher (mean ± sd) | SWD ratio ± se | MMD: student / teacher '
+    '(mean ± sd) | MMD ratio ± se | off-mode | NLL | mode coverage (lowest) | '
+    'against the gates (SWD <= 1.5x, MMD <= 3x) |')
+IMAGE_HEADER = (
+    '| run | FID: student / teacher (mean ± sd) | FID ratio ± se | KID ×1e3: student / teacher '
+    '(mean ± sd) | KID ratio ± se | precision | recall | data floor FID |')
+
+
+def low_dim_row(m: dict) -> list:
+  """The cells of LOW_DIM_HEADER of one run's metrics."""
+  cells = mean_sd_and_ratio(m, 'swd', 4) + mean_sd_and_ratio(m, 'mmd', 5)
+  ratios = {k: ratio_of_means(m[f'student/{k}@1']['values'], m[f'teacher/{k}@35']['values'])
+            for k in GATES}
+  modes = m.get('student/mode_coverage@1')
+  return cells + [f'{m["student/off_mode@1"]["mean"]:.3f}', f'{m["student/nll@1"]["mean"]:.2f}',
+                  f'{modes["min"]:.2f}' if modes else 'not recorded', gate_verdict(ratios)]
+
+
+def image_row(m: dict) -> list:
+  """The cells of IMAGE_HEADER of one run's metrics."""
+  floor = m.get('data/fid_floor')
+  return (mean_sd_and_ratio(m, 'fid', 2) + mean_sd_and_ratio(m, 'kid', 2, scale=1e3)
+          + [f'{m[f"student/{k}@1"]["mean"]:.3f} ± {m[f"student/{k}@1"]["std"]:.3f}'
+             for k in ('precision', 'recall')]
+          + [f'{floor["mean"]:.2f} ± {floor["std"]:.2f}' if floor else 'not recorded'])
 
 
 def run_methods(args, overrides) -> None:
@@ -161,31 +209,37 @@ def run_methods(args, overrides) -> None:
     raise SystemExit(f'--eval_seeds needs at least two different seeds, got {args.eval_seeds}')
   results = {}
   for method in args.methods.split(','):
-    results[method] = r = evaluations(method, data=args.data, workroot=args.workroot,
-                                      seeds=seeds, overrides=overrides)
+    results[method] = r = evaluations(method, config=args.config, data=args.data,
+                                      workroot=args.workroot, seeds=seeds, overrides=overrides)
     m = r['metrics']
     print(f'{method}: ' + '; '.join(
-        f'{k} student {m[f"student/{k}@1"]["mean"]:.5f} +- {m[f"student/{k}@1"]["std"]:.5f}, '
-        f'teacher {m[f"teacher/{k}@35"]["mean"]:.5f} +- {m[f"teacher/{k}@35"]["std"]:.5f}'
-        for k in ('swd', 'mmd')) + '; ' + '; '.join(
-            f'{k} ratio of means {r[f"{k}_vs_teacher"]["ratio_of_means"]:.2f} '
-            f'+- {r[f"{k}_vs_teacher"]["standard_error"]:.2f} (per seed '
-            f'{min(r[f"{k}_vs_teacher"]["per_seed"]):.2f} to '
-            f'{max(r[f"{k}_vs_teacher"]["per_seed"]):.2f})' for k in ('swd', 'mmd'))
-          + f'; off-mode {m["student/off_mode@1"]["mean"]:.3f}', flush=True)
-  write_json(args.out or f'benchmarks/results/metric_noise_{args.data}_runs.json',
-             {'command': ' '.join(['python benchmarks/metric_noise.py', *sys.argv[1:]]).replace(
-                 args.workroot, '<dir>'), 'date': time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()),
-              'eval_seeds': seeds, 'overrides': overrides, 'methods': results})
+        f'{k} student {m[f"student/{k}@1"]["mean"]:.5g} +- {m[f"student/{k}@1"]["std"]:.3g}, '
+        f'teacher {m[f"teacher/{k}@35"]["mean"]:.5g} +- {m[f"teacher/{k}@35"]["std"]:.3g}, '
+        f'ratio of means {r[f"{k}_vs_teacher"]["ratio_of_means"]:.2f} '
+        f'+- {r[f"{k}_vs_teacher"]["standard_error"]:.2f} (per seed '
+        f'{min(r[f"{k}_vs_teacher"]["per_seed"]):.2f} to '
+        f'{max(r[f"{k}_vs_teacher"]["per_seed"]):.2f})' for k in ratio_metrics(m))
+          + ''.join(f'; {k} {m[f"student/{k}@1"]["mean"]:.3f}'
+                    for k in ('off_mode', 'precision', 'recall') if f'student/{k}@1' in m),
+          flush=True)
+  out = args.out or f'benchmarks/results/metric_noise_{args.data or args.config}_runs.json'
+  command = ' '.join(['python benchmarks/metric_noise.py', *sys.argv[1:]])
+  write_json(out, {'command': command.replace(args.workroot, '<dir>'),
+                   'date': time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()),
+                   'config': args.config, 'data': args.data, 'eval_seeds': seeds,
+                   'overrides': overrides, 'methods': results})
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument('--data', default='ring8')
+  parser.add_argument('--data', default='ring8', help='of distill_toy2d (--methods), or the '
+                      'data whose own spread is measured (no --methods)')
+  parser.add_argument('--config', default='distill_toy2d', help='with --methods: a file of '
+                      'configs/, e.g. distill_digits')
   parser.add_argument('--sizes', default='2000,5000,20000')
   parser.add_argument('--repeats', type=int, default=10)
-  parser.add_argument('--methods', default='', help='methods of configs/distill_toy2d.py')
+  parser.add_argument('--methods', default='', help='methods of configs/<--config>.py')
   parser.add_argument('--workroot', default='', help='the runs of --methods (reused if there)')
   parser.add_argument('--eval_seeds', default='1234,1,2,3,4')
   parser.add_argument('--out', default=None)
@@ -210,6 +264,8 @@ def main():
   if args.methods:
     if not args.workroot:
       parser.error('--methods needs --workroot')
+    if args.config != 'distill_toy2d':
+      args.data = ''  # the image configs have no data variant
     return run_methods(args, overrides)
   if overrides:
     parser.error(f'unknown arguments {overrides}')

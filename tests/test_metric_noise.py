@@ -106,3 +106,50 @@ def test_picture_wraps_the_panels_into_rows(tmp_path):
   np.testing.assert_allclose(width / height, (3 * 3.2) / (2 * 3.8), rtol=0.02)
   width, height = Image.open(tmp_path / 'row.png').size
   np.testing.assert_allclose(width / height, (6 * 3.2) / 3.8, rtol=0.02)
+
+
+def _image_metrics(fid_student, fid_teacher):
+  """A digits run's final metrics, as experiments/main.py writes them."""
+  return {'student/fid@1': fid_student, 'teacher/fid@35': fid_teacher, 'data/fid_floor': 40.0,
+          'student/kid@1': 0.004, 'teacher/kid@35': 0.002, 'student/precision@1': 0.8,
+          'teacher/precision@35': 0.9, 'student/recall@1': 0.9, 'teacher/recall@35': 0.95,
+          'student/samples_per_s@1': 1000.0}
+
+
+def test_image_runs_are_evaluated_per_seed_in_their_config_and_tabled_by_fid(
+    tmp_path, monkeypatch, capsys):
+  calls = []
+
+  def fake_run(config, method, data, workdir, overrides):
+    calls.append((config, method, data, workdir, overrides))
+    seed = int(overrides[-1].split('=')[1])
+    return {'command': 'python experiments/main.py ...', 'cpu_time_s': 1.0,
+            'metrics': _image_metrics(50.0 + seed, 25.0 + seed / 2)}
+
+  monkeypatch.setattr(metric_noise, 'run_method', fake_run)
+  out = tmp_path / 'digits.json'
+  monkeypatch.setattr('sys.argv', [
+      'metric_noise.py', '--config=distill_digits', f'--workroot={tmp_path}',
+      '--methods=uni_instruct:divergence=forward_kl', '--eval_seeds=0,2', f'--out={out}',
+      '--config.seed=3'])
+  metric_noise.main()
+  spec = 'uni_instruct:divergence=forward_kl'
+  assert [c[:3] for c in calls] == [('distill_digits', spec, '')] * 2
+  assert calls[0][3] == str(tmp_path / 'uni_instruct_divergence=forward_kl')
+  assert [c[4] for c in calls] == [['--config.seed=3', '--config.eval.seed=0'],
+                                   ['--config.seed=3', '--config.eval.seed=2']]
+  run = json.loads(out.read_text())['methods'][spec]
+  assert set(k for k in run if k.endswith('_vs_teacher')) == {'fid_vs_teacher', 'kid_vs_teacher'}
+  assert run['fid_vs_teacher']['per_seed'] == run['kid_vs_teacher']['per_seed'] == [2.0, 2.0]
+  assert run['metrics']['student/fid@1']['values'] == [50.0, 52.0]
+  capsys.readouterr()
+  assert list(metric_noise.print_table([str(out)])) == [spec]
+  lines = capsys.readouterr().out.splitlines()
+  assert lines[0].startswith('| run | FID: student / teacher')
+  assert lines[1].count('---') == lines[0].count('|') - 1
+  assert lines[2] == (f'| `{spec}` | 51.00 ± 1.41 / 25.50 ± 0.71 | 2.00 ± 0.00 | '
+                      '4.00 ± 0.00 / 2.00 ± 0.00 | 2.00 ± 0.00 | 0.800 ± 0.000 | 0.900 ± 0.000 | '
+                      '40.00 ± 0.00 |')
+  ring = _runs_file(tmp_path / 'ring.json', ['sid'])
+  with pytest.raises(SystemExit, match='cannot share a table'):
+    metric_noise.print_table([str(out), ring])
