@@ -165,13 +165,12 @@ def print_table(paths, only=None) -> dict:
   return {label: method for label, (method, _) in runs.items()}
 
 
-def mean_sd_and_ratio(m: dict, k: str, digits: int, scale: float = 1.0) -> list:
-  """'student mean ± sd / teacher mean ± sd' (times `scale`) and 'ratio of means ± se' cells of
-  metric k."""
+def mean_sd_and_ratio(m: dict, k: str, digits: int) -> list:
+  """'student mean ± sd / teacher mean ± sd' and 'ratio of means ± se' cells of metric k."""
   st, te = m[f'student/{k}@1'], m[f'teacher/{k}@35']
   q = ratio_of_means(st['values'], te['values'])
-  return [f'{scale * st["mean"]:.{digits}f} ± {scale * st["std"]:.{digits}f} / '
-          f'{scale * te["mean"]:.{digits}f} ± {scale * te["std"]:.{digits}f}',
+  return [f'{st["mean"]:.{digits}f} ± {st["std"]:.{digits}f} / '
+          f'{te["mean"]:.{digits}f} ± {te["std"]:.{digits}f}',
           f'{q["ratio_of_means"]:.2f} ± {q["standard_error"]:.2f}']
 
 
@@ -180,7 +179,7 @@ LOW_DIM_HEADER = (
     '(mean ± sd) | MMD ratio ± se | off-mode | NLL | mode coverage (lowest) | '
     'against the gates (SWD <= 1.5x, MMD <= 3x) |')
 IMAGE_HEADER = (
-    '| run | FID: student / teacher (mean ± sd) | FID ratio ± se | KID ×1e3: student / teacher '
+    '| run | FID: student / teacher (mean ± sd) | FID ratio ± se | KID: student / teacher '
     '(mean ± sd) | KID ratio ± se | precision | recall | data floor FID |')
 
 
@@ -197,10 +196,10 @@ def low_dim_row(m: dict) -> list:
 def image_row(m: dict) -> list:
   """The cells of IMAGE_HEADER of one run's metrics."""
   floor = m.get('data/fid_floor')
-  return (mean_sd_and_ratio(m, 'fid', 2) + mean_sd_and_ratio(m, 'kid', 2, scale=1e3)
+  return (mean_sd_and_ratio(m, 'fid', 1) + mean_sd_and_ratio(m, 'kid', 1)
           + [f'{m[f"student/{k}@1"]["mean"]:.3f} ± {m[f"student/{k}@1"]["std"]:.3f}'
              for k in ('precision', 'recall')]
-          + [f'{floor["mean"]:.2f} ± {floor["std"]:.2f}' if floor else 'not recorded'])
+          + [f'{floor["mean"]:.1f} ± {floor["std"]:.1f}' if floor else 'not recorded'])
 
 
 def run_methods(args, overrides) -> None:

@@ -111,7 +111,7 @@ def test_picture_wraps_the_panels_into_rows(tmp_path):
 def _image_metrics(fid_student, fid_teacher):
   """A digits run's final metrics, as experiments/main.py writes them."""
   return {'student/fid@1': fid_student, 'teacher/fid@35': fid_teacher, 'data/fid_floor': 40.0,
-          'student/kid@1': 0.004, 'teacher/kid@35': 0.002, 'student/precision@1': 0.8,
+          'student/kid@1': 40.0, 'teacher/kid@35': 20.0, 'student/precision@1': 0.8,
           'teacher/precision@35': 0.9, 'student/recall@1': 0.9, 'teacher/recall@35': 0.95,
           'student/samples_per_s@1': 1000.0}
 
@@ -147,9 +147,9 @@ def test_image_runs_are_evaluated_per_seed_in_their_config_and_tabled_by_fid(
   lines = capsys.readouterr().out.splitlines()
   assert lines[0].startswith('| run | FID: student / teacher')
   assert lines[1].count('---') == lines[0].count('|') - 1
-  assert lines[2] == (f'| `{spec}` | 51.00 ± 1.41 / 25.50 ± 0.71 | 2.00 ± 0.00 | '
-                      '4.00 ± 0.00 / 2.00 ± 0.00 | 2.00 ± 0.00 | 0.800 ± 0.000 | 0.900 ± 0.000 | '
-                      '40.00 ± 0.00 |')
+  assert lines[2] == (f'| `{spec}` | 51.0 ± 1.4 / 25.5 ± 0.7 | 2.00 ± 0.00 | '
+                      '40.0 ± 0.0 / 20.0 ± 0.0 | 2.00 ± 0.00 | 0.800 ± 0.000 | 0.900 ± 0.000 | '
+                      '40.0 ± 0.0 |')
   ring = _runs_file(tmp_path / 'ring.json', ['sid'])
   with pytest.raises(SystemExit, match='cannot share a table'):
     metric_noise.print_table([str(out), ring])
