@@ -167,13 +167,14 @@ def print_table(paths, only=None) -> dict:
   return {label: method for label, (method, _) in runs.items()}
 
 
-def mean_sd_and_ratio(m: dict, k: str, digits: int) -> list:
-  """'student mean ± sd / teacher mean ± sd' and 'ratio of means ± se' cells of metric k."""
+def mean_sd_and_ratio(m: dict, k: str, digits: int) -> tuple[list, dict]:
+  """The 'student mean ± sd / teacher mean ± sd' and 'ratio of means ± se' cells of metric k, and
+  that ratio (ratio_of_means)."""
   st, te = m[f'student/{k}@1'], m[f'teacher/{k}@35']
   q = ratio_of_means(st['values'], te['values'])
   return [f'{st["mean"]:.{digits}f} ± {st["std"]:.{digits}f} / '
           f'{te["mean"]:.{digits}f} ± {te["std"]:.{digits}f}',
-          f'{q["ratio_of_means"]:.2f} ± {q["standard_error"]:.2f}']
+          f'{q["ratio_of_means"]:.2f} ± {q["standard_error"]:.2f}'], q
 
 
 LOW_DIM_HEADER = (
@@ -187,9 +188,9 @@ IMAGE_HEADER = (
 
 def low_dim_row(m: dict) -> list:
   """The cells of LOW_DIM_HEADER of one run's metrics."""
-  cells = mean_sd_and_ratio(m, 'swd', 4) + mean_sd_and_ratio(m, 'mmd', 5)
-  ratios = {k: ratio_of_means(m[f'student/{k}@1']['values'], m[f'teacher/{k}@35']['values'])
-            for k in GATES}
+  swd_cells, swd = mean_sd_and_ratio(m, 'swd', 4)
+  mmd_cells, mmd = mean_sd_and_ratio(m, 'mmd', 5)
+  cells, ratios = swd_cells + mmd_cells, {'swd': swd, 'mmd': mmd}
   modes = m.get('student/mode_coverage@1')
   return cells + [f'{m["student/off_mode@1"]["mean"]:.3f}', f'{m["student/nll@1"]["mean"]:.2f}',
                   f'{modes["min"]:.2f}' if modes else 'not recorded', gate_verdict(ratios)]
@@ -199,7 +200,7 @@ def image_row(m: dict) -> list:
   """The cells of IMAGE_HEADER of one run's metrics."""
   floor = m.get('data/fid_floor')
   kid_s, kid_t = m['student/kid@1'], m['teacher/kid@35']
-  return (mean_sd_and_ratio(m, 'fid', 1)
+  return (mean_sd_and_ratio(m, 'fid', 1)[0]
           + [f'{kid_s["mean"]:.1f} ± {kid_s["std"]:.1f} / {kid_t["mean"]:.1f} ± {kid_t["std"]:.1f}']
           + [f'{m[f"student/{k}@1"]["mean"]:.3f} ± {m[f"student/{k}@1"]["std"]:.3f}'
              for k in ('precision', 'recall')]
