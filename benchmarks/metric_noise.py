@@ -273,6 +273,8 @@ def main():
     return run_methods(args, overrides)
   if overrides:
     parser.error(f'unknown arguments {overrides}')
+  if args.config != 'distill_toy2d':
+    parser.error('--config goes with --methods; without it the script measures --data itself')
   data = get_dataset(args.data)
   results = {}
   for size in (int(s) for s in args.sizes.split(',')):

@@ -153,3 +153,10 @@ def test_image_runs_are_evaluated_per_seed_in_their_config_and_tabled_by_fid(
   ring = _runs_file(tmp_path / 'ring.json', ['sid'])
   with pytest.raises(SystemExit, match='cannot share a table'):
     metric_noise.print_table([str(out), ring])
+
+
+def test_config_without_methods_is_refused(monkeypatch, capsys):
+  monkeypatch.setattr('sys.argv', ['metric_noise.py', '--config=distill_digits'])
+  with pytest.raises(SystemExit) as stop:
+    metric_noise.main()
+  assert stop.value.code == 2 and '--config goes with --methods' in capsys.readouterr().err
