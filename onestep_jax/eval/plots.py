@@ -133,6 +133,45 @@ def save_training_curves(records, path: str, *, width_inches: float = 4.5,
     fig.savefig(tmp, format='png')
 
 
+
+def save_evaluation_curves(records, path: str, *, width_inches: float = 4.0,
+                           height_inches: float = 3.0, dpi: int = 100) -> None:
+  """Writes a PNG of the evaluations made during training ('eval/<model>/<metric>@<nfe>' values
+  of metrics.jsonl records) against their 'step': one panel per metric, one line per model and
+  NFE, on a log axis when all the metric's values are positive. Non-finite values are left out."""
+  from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=g-import-not-at-top
+  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
+
+  keys = sorted({k for r in records for k in r if k.startswith('eval/') and k.count('/') == 2})
+  if not keys:
+    raise ValueError('no "eval/<model>/<metric>@<nfe>" values in the training records to plot')
+  parts = {k: (k.split('/')[1], *k.split('/')[2].rsplit('@', 1)) for k in keys}  # model, metric, nfe
+  metrics = sorted({metric for _, metric, _ in parts.values()})
+  cols = min(4, len(metrics))
+  rows = -(-len(metrics) // cols)
+  fig = Figure(figsize=(width_inches * cols, height_inches * rows), dpi=dpi)
+  FigureCanvasAgg(fig)
+  axes = fig.subplots(rows, cols, squeeze=False)
+  for ax, metric in zip(axes.flat, metrics):
+    positive = True
+    for key in (k for k in keys if parts[k][1] == metric):
+      points = np.array([(r['step'], r[key]) for r in records if key in r], np.float64)
+      points = points[np.isfinite(points[:, 1])]
+      positive &= bool(np.all(points[:, 1] > 0))
+      model, _, nfe = parts[key]
+      ax.plot(points[:, 0], points[:, 1], 'o-', lw=1.2, ms=3, label=f'{model}, NFE {nfe}')
+    if positive:
+      ax.set_yscale('log')
+    ax.set_title(metric, fontsize=10)
+    ax.set_xlabel('step')
+    ax.grid(alpha=0.3, which='both')
+    ax.legend(fontsize=8)
+  for ax in axes.flat[len(metrics):]:
+    ax.set_visible(False)
+  fig.tight_layout()
+  with atomic_path(path) as tmp:
+    fig.savefig(tmp, format='png')
+
 # Side-by-side panels for comparing models on 2-D data (experiments/notebooks/
 # compare_divergences.ipynb). Each returns a matplotlib Figure (Agg canvas, no pyplot state);
 # `save_figure` writes it.

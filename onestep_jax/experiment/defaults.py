@@ -44,6 +44,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.num_samples = 20_000
   c.eval.batch_size = 1000  # samples generated per call
   c.eval.seed = 1234  # seeds evaluation sampling
+  # Steps between evaluations during training (0: only the final one): the trained models'
+  # metrics go to metrics.jsonl as eval/<model>/<metric>@<nfe> and are drawn in eval_curves.png.
+  c.eval.every_steps = 0
   c.eval.feature_extractor = ''  # image data: '' trains the library's classifier features
   # A pytorch-fid Inception-v3 weights file (.npz/.pth) instead: paper-comparable FID/IS below.
   c.eval.inception = ml_collections.ConfigDict()  # used when feature_extractor is set

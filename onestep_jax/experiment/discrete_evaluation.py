@@ -89,13 +89,15 @@ def held_out_nelbo(nelbo_fn, params: Mapping[str, Any], tokens: np.ndarray, *, b
 def evaluate(*, samples: Mapping[str, tuple[Generator, np.ndarray, float]],
              reference: tuple[np.ndarray, np.ndarray], dataset, nelbo_fns: Mapping[str, Any],
              params: Mapping[str, Any], batch_size: int, seed: int,
-             nelbo_repeats: int = 4, evaluator: Optional[Evaluator] = None
-             ) -> dict[str, float]:
-  """Every metric above for every generator, its speed, the NELBOs and the data floors;
-  `evaluator` (from `load_ar_evaluator`) adds gen_ppl."""
+             nelbo_repeats: int = 4, evaluator: Optional[Evaluator] = None,
+             floors: bool = True) -> dict[str, float]:
+  """Every metric above for every generator, its speed, the NELBOs and (with `floors`) the data
+  floors; `evaluator` (from `load_ar_evaluator`) adds gen_ppl."""
   ref, ref2 = reference
-  metrics = {f'data/{k}_floor': v for k, v in sample_metrics(ref2, dataset, evaluator).items()}
-  if hasattr(dataset, 'expected_nll'):
+  metrics = {}
+  if floors:
+    metrics = {f'data/{k}_floor': v for k, v in sample_metrics(ref2, dataset, evaluator).items()}
+  if floors and hasattr(dataset, 'expected_nll'):
     metrics['data/sample_nll_exact'] = dataset.expected_nll()
   for g, x, seconds in samples.values():
     metrics.update({f'{g.model}/{k}@{g.nfe}': v

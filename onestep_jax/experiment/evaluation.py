@@ -93,24 +93,32 @@ def reference_pair(data, num: int, *, seed: int) -> tuple[np.ndarray, np.ndarray
 
 
 def sample_generators(*, generators: tuple[Generator, ...], params: Mapping[str, Any],
-                      num_samples: int, batch_size: int, seed: int, num_classes: int
+                      num_samples: int, batch_size: int, seed: int, num_classes: int,
+                      compiled: Optional[dict[str, Any]] = None, check_finite: bool = True
                       ) -> dict[str, tuple[Generator, np.ndarray, float]]:
-  """`<model>_nfe<N>` -> (generator, its samples, the seconds they took after compiling)."""
+  """`<model>_nfe<N>` -> (generator, its samples, the seconds they took after compiling).
+
+  `compiled` keeps the compiled samplers across calls (filled on the first); with
+  `check_finite`, non-finite samples raise FloatingPointError.
+  """
   key = jax.random.PRNGKey(seed)
+  compiled = {} if compiled is None else compiled
   out = {}
   for g in generators:
+    name = f'{g.model}_nfe{g.nfe}'
     size = min(batch_size, num_samples)
-    fn = xla_cpu.jit(lambda p, k, labels, g=g: g.sample_fn(p, k, size, labels))
-    # compiled ahead, outside the timing (a warm-up draw would sample a second time)
-    fn = fn.lower(params, key, random_labels(key, size, num_classes)).compile()
+    if name not in compiled:
+      fn = xla_cpu.jit(lambda p, k, labels, g=g: g.sample_fn(p, k, size, labels))
+      # compiled ahead, outside the timing (a warm-up draw would sample a second time)
+      compiled[name] = fn.lower(params, key, random_labels(key, size, num_classes)).compile()
     t0 = time.perf_counter()
-    x = draw_samples(fn, params, num=num_samples, batch_size=size,
+    x = draw_samples(compiled[name], params, num=num_samples, batch_size=size,
                      key=jax.random.fold_in(key, zlib.crc32(g.model.encode())),
                      num_classes=num_classes)
     seconds = time.perf_counter() - t0
-    if not np.isfinite(x).all():
+    if check_finite and not np.isfinite(x).all():
       raise FloatingPointError(f'{g.model} produced non-finite samples')
-    out[f'{g.model}_nfe{g.nfe}'] = (g, x, seconds)
+    out[name] = (g, x, seconds)
   return out
 
 
@@ -136,13 +144,13 @@ def save_sample_pictures(samples: Mapping[str, tuple[Generator, np.ndarray, floa
 
 def evaluate(*, samples: Mapping[str, tuple[Generator, np.ndarray, float]],
              reference: tuple[np.ndarray, np.ndarray], seed: int, mixture=None,
-             image_metrics: Optional[Callable[[np.ndarray, np.ndarray], dict]] = None
-             ) -> dict[str, float]:
+             image_metrics: Optional[Callable[[np.ndarray, np.ndarray], dict]] = None,
+             floors: bool = True) -> dict[str, float]:
   """`<model>/<metric>@<nfe>` of every generator's samples against `reference[0]`.
 
-  Data floors (`data/<metric>_floor`) measure `reference[1]`, held-out data disjoint from the
-  reference and of the same size, the same way: a model within a small factor of its floor is
-  as close to the data as sampling noise allows.
+  Data floors (`data/<metric>_floor`, unless `floors` is False) measure `reference[1]`,
+  held-out data disjoint from the reference and of the same size, the same way: a model within
+  a small factor of its floor is as close to the data as sampling noise allows.
   """
   ref, ref2 = reference
   key = jax.random.PRNGKey(seed)
@@ -152,7 +160,7 @@ def evaluate(*, samples: Mapping[str, tuple[Generator, np.ndarray, float]],
       return image_metrics(x, ref) if image_metrics is not None else {}
     return low_dim_metrics(x, ref, key=key, mixture=mixture)
 
-  metrics = {f'data/{k}_floor': v for k, v in measure(ref2).items()}
+  metrics = {f'data/{k}_floor': v for k, v in measure(ref2).items()} if floors else {}
   for g, x, seconds in samples.values():
     metrics.update({f'{g.model}/{k}@{g.nfe}': v for k, v in measure(x).items()})
     metrics[f'{g.model}/samples_per_s@{g.nfe}'] = len(x) / seconds
@@ -169,17 +177,36 @@ def previous_training_timings(path: str) -> dict[str, float]:
 
 
 def save_training_curves(workdir: str) -> Optional[str]:
-  """curves.png of the workdir's metrics.jsonl (losses and gradient norms per phase); its path,
-  or None when there is no history yet."""
+  """curves.png of the workdir's metrics.jsonl (losses and gradient norms per phase), and
+  eval_curves.png when it holds evaluations made during training; the first's path, or None
+  when there is no history yet."""
   from onestep_jax.eval import plots  # matplotlib only when drawing
 
-  history = os.path.join(workdir, 'metrics.jsonl')
-  records = read_metrics(history) if os.path.exists(history) else []
+  records = _history(workdir)
   if not records:
     return None
   path = os.path.join(workdir, 'curves.png')
   plots.save_training_curves(records, path)
+  save_evaluation_curves(workdir)
   return path
+
+
+def save_evaluation_curves(workdir: str) -> Optional[str]:
+  """eval_curves.png of the evaluations made during training in the workdir's metrics.jsonl;
+  its path, or None when there are none."""
+  from onestep_jax.eval import plots  # matplotlib only when drawing
+
+  records = [r for r in _history(workdir) if any(k.startswith('eval/') for k in r)]
+  if not records:
+    return None
+  path = os.path.join(workdir, 'eval_curves.png')
+  plots.save_evaluation_curves(records, path)
+  return path
+
+
+def _history(workdir: str) -> list[dict]:
+  history = os.path.join(workdir, 'metrics.jsonl')
+  return read_metrics(history) if os.path.exists(history) else []
 
 
 def write_json(path: str, obj: Any) -> None:

@@ -18,7 +18,7 @@ from onestep_jax.experiment import image_metrics as image_metrics_lib
 from onestep_jax.experiment import inception_evaluation
 from onestep_jax.experiment.evaluation import (
     evaluate, plan_evaluation, previous_training_timings, reference_pair, sample_generators,
-    save_sample_pictures, save_training_curves, write_json)
+    save_evaluation_curves, save_sample_pictures, save_training_curves, write_json)
 from onestep_jax.methods import build_method, resolve_method_config
 from onestep_jax.methods.mdlm import DiscreteSetup
 from onestep_jax.train.checkpoint import Checkpointer
@@ -193,6 +193,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mode: str = 'train',
                     mesh=make_mesh(fsdp=config.train.fsdp),
                     packed_update=config.train.packed_update,
                     parallel_compile=config.train.parallel_compile)
+  reference = reference_pair(dataset if held_out is None else held_out, config.eval.num_samples,
+                             seed=config.eval.seed)
   key_init, key_train = jax.random.split(jax.random.PRNGKey(config.seed))
   t0 = time.perf_counter()
   state = trainer.init_state(setup.init_params(key_init), key=key_train)
@@ -213,12 +215,17 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mode: str = 'train',
         print(f'{config_path}: recorded the new {", ".join(changes)}', file=sys.stderr)
     if mode == 'train':
       start = int(state.step)
+      writer = MetricWriter(history, tensorboard_dir=os.path.join(workdir, 'tensorboard'))
+      after_step = None
+      if config.eval.every_steps:
+        after_step = _periodic_evaluation(config, setup, dataset, held_out=held_out,
+                                          reference=reference, workdir=workdir, writer=writer,
+                                          ar_evaluator=ar_evaluator)
       t0 = time.perf_counter()
       state = trainer.train(
           state, num_steps=config.train.num_steps, checkpointer=ckpt,
           save_every=config.train.save_every, log_every=config.train.log_every,
-          metric_writer=MetricWriter(history, tensorboard_dir=os.path.join(workdir, 'tensorboard')),
-          progress=progress and is_main,
+          metric_writer=writer, progress=progress and is_main, after_step=after_step,
           get_batch=lambda step, pi, pc: dataset.get_batch(
               step, config.train.batch_size, seed=config.seed, process_index=pi,
               process_count=pc))
@@ -237,8 +244,6 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mode: str = 'train',
       generators=setup.generators, params=sampling_params,
       num_samples=config.eval.num_samples, batch_size=config.eval.batch_size,
       seed=config.eval.seed, num_classes=dataset.num_classes if config.data.conditional else 0)
-  reference = reference_pair(dataset if held_out is None else held_out, config.eval.num_samples,
-                             seed=config.eval.seed)
   written = save_sample_pictures(samples, workdir=workdir, reference=reference[0],
                                  mixture=dataset.mixture) if is_main else []
   if is_main and getattr(dataset, 'tokenizer', None) is not None:  # token models: decoded text
@@ -263,16 +268,11 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mode: str = 'train',
                                                            workdir=workdir)
     timings.update(info)
     image_metrics = image_metrics_lib.feature_metric_fn(features)
-  if isinstance(setup, DiscreteSetup):  # token models
-    if own_evaluator:
-      ar_evaluator = discrete_evaluation.load_ar_evaluator(ar_path, dataset)
-    metrics = discrete_evaluation.evaluate(
-        samples=samples, reference=reference, dataset=dataset, nelbo_fns=setup.nelbo_fns,
-        params=sampling_params, batch_size=config.eval.batch_size, seed=config.eval.seed,
-        evaluator=ar_evaluator)
-  else:
-    metrics = evaluate(samples=samples, reference=reference, seed=config.eval.seed,
-                       mixture=dataset.mixture, image_metrics=image_metrics)
+  if own_evaluator and isinstance(setup, DiscreteSetup):
+    ar_evaluator = discrete_evaluation.load_ar_evaluator(ar_path, dataset)
+  metrics = _measure(samples, config=config, setup=setup, dataset=dataset, reference=reference,
+                     params=sampling_params, image_metrics=image_metrics,
+                     ar_evaluator=ar_evaluator)
   metrics.update(inception_metrics)
   metrics_path = os.path.join(workdir, 'metrics.json')
   if 'train_time_s' not in timings:  # nothing trained now: keep the timings of the training run
@@ -281,3 +281,52 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mode: str = 'train',
   if is_main:
     write_json(metrics_path, metrics)
   return metrics
+
+
+def _measure(samples, *, config, setup, dataset, reference, params, image_metrics, ar_evaluator,
+             floors: bool = True) -> dict[str, float]:
+  """The metrics of `samples` (from `sample_generators`): those of token models, or of points and
+  images (features by `image_metrics`); the data floors too with `floors`."""
+  if isinstance(setup, DiscreteSetup):
+    models = {g.model for g, _, _ in samples.values()}
+    return discrete_evaluation.evaluate(
+        samples=samples, reference=reference, dataset=dataset,
+        nelbo_fns={m: fn for m, fn in setup.nelbo_fns.items() if m in models}, params=params,
+        batch_size=config.eval.batch_size, seed=config.eval.seed, evaluator=ar_evaluator,
+        floors=floors)
+  return evaluate(samples=samples, reference=reference, seed=config.eval.seed,
+                  mixture=dataset.mixture, image_metrics=image_metrics, floors=floors)
+
+
+def _periodic_evaluation(config, setup, dataset, *, held_out, reference, workdir: str,
+                         writer: MetricWriter, ar_evaluator):
+  """`after_step` for `Trainer.train`: every `eval.every_steps` steps, the trained models'
+  metrics as in the final evaluation (images on the classifier's features, even when the final
+  one uses Inception), written to metrics.jsonl as `eval/<model>/<metric>@<nfe>`. A frozen
+  teacher's generators are skipped; non-finite samples give NaN metrics instead of stopping."""
+  generators = tuple(g for g in setup.generators
+                     if g.model != 'teacher' or setup.teacher_identity is None)
+  compiled, image_metrics = {}, []
+
+  def after_step(state, step: int) -> None:
+    if step % config.eval.every_steps:
+      return
+    if len(dataset.example_shape) == 3 and not image_metrics:
+      features, _ = image_metrics_lib.classifier_features(dataset, held_out=held_out,
+                                                          workdir=workdir)
+      image_metrics.append(image_metrics_lib.feature_metric_fn(features))
+    params = {**state.frozen, **state.params, **state.ema}
+    samples = sample_generators(
+        generators=generators, params=params, num_samples=config.eval.num_samples,
+        batch_size=config.eval.batch_size, seed=config.eval.seed,
+        num_classes=dataset.num_classes if config.data.conditional else 0, compiled=compiled,
+        check_finite=False)
+    metrics = _measure(samples, config=config, setup=setup, dataset=dataset,
+                       reference=reference, params=params,
+                       image_metrics=image_metrics[0] if image_metrics else None,
+                       ar_evaluator=ar_evaluator, floors=False)
+    writer.write(step, {f'eval/{k}': v for k, v in metrics.items() if not k.endswith('_per_s')})
+    if jax.process_index() == 0:
+      save_evaluation_curves(workdir)
+
+  return after_step

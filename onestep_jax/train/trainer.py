@@ -319,7 +319,8 @@ class Trainer:
   def train(self, state: TrainState, *, get_batch: GetBatch, num_steps: int,
             checkpointer: Optional[Checkpointer] = None, save_every: Optional[int] = None,
             log_every: int = 100, metric_writer: Optional[MetricWriter] = None,
-            progress: bool = True) -> TrainState:
+            progress: bool = True,
+            after_step: Optional[Callable[[TrainState, int], None]] = None) -> TrainState:
     """Trains from `state.step` up to `num_steps`, then saves a final checkpoint.
 
     Args:
@@ -332,6 +333,9 @@ class Trainer:
       log_every: metrics are fetched, written and shown every `log_every` steps.
       metric_writer: receives '<phase>/<metric>' values, rates and non-finite counts.
       progress: show a tqdm bar (process 0 only).
+      after_step: called with the new state and step number after every step, once that
+        step's checkpoint (if any) is saved; e.g. a periodic evaluation. It must not keep the
+        state's arrays: the next step donates them.
 
     On SIGTERM the current step finishes, a checkpoint is saved and `Preempted` is raised.
     Pending saves always finish before this returns or raises.
@@ -365,6 +369,8 @@ class Trainer:
             raise Preempted(f'step {step}')
           if checkpointer is not None and save_every and step % save_every == 0:
             self._save(state, checkpointer)
+          if after_step is not None:
+            after_step(state, step)
         self._save(state, checkpointer)
     finally:
       bar.close()
