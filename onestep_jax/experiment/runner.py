@@ -325,7 +325,8 @@ def _periodic_evaluation(config, setup, dataset, *, held_out, reference, workdir
                        reference=reference, params=params,
                        image_metrics=image_metrics[0] if image_metrics else None,
                        ar_evaluator=ar_evaluator, floors=False)
-    writer.write(step, {f'eval/{k}': v for k, v in metrics.items() if not k.endswith('_per_s')})
+    writer.write(step, {f'eval/{k}': v for k, v in metrics.items()
+                        if not k.rsplit('@', 1)[0].endswith('_per_s')})  # speeds: not the model's
     if jax.process_index() == 0:
       save_evaluation_curves(workdir)
 
