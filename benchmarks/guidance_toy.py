@@ -109,7 +109,7 @@ def class_metrics(x: np.ndarray, label: int, data) -> dict:
 
 def evaluate(setup, state, data) -> tuple[dict, dict]:
   """{model@n: class-averaged metrics (and per class)}, {model@n: samples per class}."""
-  params = {**state.frozen, **state.params, **state.ema}
+  params = state.sampling_params()
   results, samples = {}, {}
   for g in setup.generators:
     if g.model == 'student' and g.nfe not in STUDENT_STEPS:

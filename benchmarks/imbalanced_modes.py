@@ -82,7 +82,7 @@ def train(trainer, state, data, config, num_steps):
 
 def student_samples(setup, state, seed):
   student = next(g for g in setup.generators if g.model == 'student')
-  params = {**state.frozen, **state.params, **state.ema}
+  params = state.sampling_params()
   return np.asarray(jax.jit(student.sample_fn, static_argnums=2)(
       params, jax.random.PRNGKey(1000 + seed), NUM_SAMPLES, None))
 

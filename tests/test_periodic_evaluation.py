@@ -91,3 +91,9 @@ def test_image_students_are_evaluated_on_the_classifier_features(tmp_path, monke
 def test_evaluation_curves_need_evaluations(tmp_path):
   with pytest.raises(ValueError, match='no "eval/'):
     save_evaluation_curves([{'step': 1, 'a/loss': 1.0}], str(tmp_path / 'none.png'))
+
+
+def test_a_negative_interval_is_refused_before_anything_is_written(tmp_path):
+  with pytest.raises(ValueError, match=r'eval\.every_steps must be >= 0, got -2'):
+    run(_distill(-2), str(tmp_path / 'run'), progress=False)
+  assert not (tmp_path / 'run').exists()

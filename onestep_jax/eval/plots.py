@@ -133,7 +133,6 @@ def save_training_curves(records, path: str, *, width_inches: float = 4.5,
     fig.savefig(tmp, format='png')
 
 
-
 def save_evaluation_curves(records, path: str, *, width_inches: float = 4.0,
                            height_inches: float = 3.0, dpi: int = 100) -> None:
   """Writes a PNG of the evaluations made during training ('eval/<model>/<metric>@<nfe>' values
@@ -171,6 +170,7 @@ def save_evaluation_curves(records, path: str, *, width_inches: float = 4.0,
   fig.tight_layout()
   with atomic_path(path) as tmp:
     fig.savefig(tmp, format='png')
+
 
 # Side-by-side panels for comparing models on 2-D data (experiments/notebooks/
 # compare_divergences.ipynb). Each returns a matplotlib Figure (Agg canvas, no pyplot state);

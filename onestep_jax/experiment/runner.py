@@ -163,9 +163,10 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mode: str = 'train',
     raise ValueError(f'unknown mode {mode!r}; valid modes: {list(MODES)}')
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     raise NotADirectoryError(f'workdir {workdir} is a file, not a directory')
-  for field, least in (('batch_size', 1), ('num_steps', 0)):
-    if config.train[field] < least:
-      raise ValueError(f'train.{field} must be >= {least}, got {config.train[field]}')
+  for section, field, least in (('train', 'batch_size', 1), ('train', 'num_steps', 0),
+                                ('eval', 'every_steps', 0)):
+    if config[section][field] < least:
+      raise ValueError(f'{section}.{field} must be >= {least}, got {config[section][field]}')
   checkpoints = os.path.join(workdir, 'checkpoints')
   if mode != 'train' and not os.path.isdir(checkpoints):
     raise FileNotFoundError(f'mode {mode!r} needs a trained run, but {workdir} has no '
@@ -233,7 +234,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mode: str = 'train',
         timings['train_time_s'] = time.perf_counter() - t0
         timings['train_steps_per_s'] = (int(state.step) - start) / timings['train_time_s']
 
-  sampling_params = {**state.frozen, **state.params, **state.ema}
+  sampling_params = state.sampling_params()
   if mode == 'train':
     meta = dict(setup.export_kwargs)
     export_params(os.path.join(workdir, 'export'), sampling_params[setup.export_group],
@@ -306,16 +307,17 @@ def _periodic_evaluation(config, setup, dataset, *, held_out, reference, workdir
   teacher's generators are skipped; non-finite samples give NaN metrics instead of stopping."""
   generators = tuple(g for g in setup.generators
                      if g.model != 'teacher' or setup.teacher_identity is None)
-  compiled, image_metrics = {}, []
+  compiled, image_metrics = {}, None
 
   def after_step(state, step: int) -> None:
+    nonlocal image_metrics
     if step % config.eval.every_steps:
       return
-    if len(dataset.example_shape) == 3 and not image_metrics:
+    if len(dataset.example_shape) == 3 and image_metrics is None:
       features, _ = image_metrics_lib.classifier_features(dataset, held_out=held_out,
                                                           workdir=workdir)
-      image_metrics.append(image_metrics_lib.feature_metric_fn(features))
-    params = {**state.frozen, **state.params, **state.ema}
+      image_metrics = image_metrics_lib.feature_metric_fn(features)
+    params = state.sampling_params()
     samples = sample_generators(
         generators=generators, params=params, num_samples=config.eval.num_samples,
         batch_size=config.eval.batch_size, seed=config.eval.seed,
@@ -323,7 +325,7 @@ def _periodic_evaluation(config, setup, dataset, *, held_out, reference, workdir
         check_finite=False)
     metrics = _measure(samples, config=config, setup=setup, dataset=dataset,
                        reference=reference, params=params,
-                       image_metrics=image_metrics[0] if image_metrics else None,
+                       image_metrics=image_metrics,
                        ar_evaluator=ar_evaluator, floors=False)
     writer.write(step, {f'eval/{k}': v for k, v in metrics.items()
                         if not k.rsplit('@', 1)[0].endswith('_per_s')})  # speeds: not the model's

@@ -36,6 +36,10 @@ class TrainState:
   nonfinite: dict[str, jax.Array]
   first_nonfinite: jax.Array
 
+  def sampling_params(self) -> dict[str, Any]:
+    """Every group's parameters for sampling: frozen, trainable, then EMA ones over those."""
+    return {**self.frozen, **self.params, **self.ema}
+
   def checkpoint_items(self) -> dict[str, Any]:
     """Everything but the frozen groups, as a dict (what a checkpoint stores)."""
     return {f: getattr(self, f) for f in self.__dataclass_fields__ if f != 'frozen'}
