@@ -1,14 +1,14 @@
-"""Can a serialised XLA executable give the 1 s warm start of issue 6? Compile against reload.
+"""Compiled phases reloaded in a fresh process (issue 6's warm start): compile against reload.
 
   python benchmarks/executable_reload.py [--repeats=2] [--note=...]
 
 For the EDM reference step (benchmarks/train_step.py), one fresh process traces, lowers and
-compiles every phase of the step ahead of time, serialises each executable
-(jax.experimental.serialize_executable) to a temporary directory and runs one step; a second
-fresh process builds the same state, loads the executables instead (no tracing, lowering or
-compiling) and runs the same step. Reported per round: the compile and serialise times of the
-first process, the load time and first-call time of the second, and whether both steps gave
-bitwise the same state. Writes benchmarks/results/executable_reload.json.
+compiles every phase of the step ahead of time into an executable cache in a temporary directory
+(onestep_jax.train.executable_cache; compile_s includes writing them) and runs one step; a
+second fresh process builds the same state, loads the executables instead (no tracing, lowering
+or compiling) and runs the same step. Reported per round: the compile time of the first process,
+the load time and first-call time of the second, and whether both steps gave bitwise the same
+state. Writes benchmarks/results/executable_reload.json.
 """
 import argparse
 import hashlib
@@ -30,39 +30,32 @@ from onestep_jax.experiment.allocator import reexec_with_tcmalloc  # noqa: E402
 
 
 def child(mode: str, directory: str) -> dict:
-  """'compile': compiles and saves the step's executables; 'load': loads them. Both run one step
-  and return their timings and a digest of the resulting state."""
+  """'compile': compiles the step's phases, keeping them in an executable cache in `directory`
+  (onestep_jax.train.executable_cache, as a workdir keeps them); 'load': loads them from it.
+  Both run one step and return their timings and a digest of the resulting state."""
   import jax
   import numpy as np
-  from jax.experimental import serialize_executable
+  from onestep_jax.train.executable_cache import ExecutableCache
   from onestep_jax.train.mesh import global_batch
-  from train_step import build, edm_reference_config
+  from train_step import REFERENCE, build, edm_reference_config
 
   with tempfile.TemporaryDirectory() as tmp:
     config = edm_reference_config(tmp)
     config.train.compilation_cache = False
-    dataset, setup, trainer, state = build(config)
+    dataset, setup, trainer, state = build(
+        config, executable_cache=ExecutableCache(directory, key=REFERENCE))
   batch = global_batch(dataset.get_batch(0, config.train.batch_size, seed=0), trainer.mesh)
   # The step's phases take Trainer.phase_args; its end (None: EMA and step count) takes state.
   phases = [name for name, _ in setup.stages[-1].schedule] + [None]
   arguments = lambda name, state: (state,) if name is None else trainer.phase_args(state, batch, 0)
-  path = lambda name: os.path.join(directory, f'{name}.pkl')
-  r, executables = {}, {}
-  t0 = time.perf_counter()
-  for name in phases:
-    if mode == 'compile':  # pylint: disable-next=protected-access
-      executables[name] = trainer._executable(name, *arguments(name, state))
-    else:
-      with open(path(name), 'rb') as f:
-        executables[name] = serialize_executable.deserialize_and_load(*pickle.load(f))
+  if mode == 'load':  # pylint: disable-next=protected-access
+    trainer._lowered = lambda *_: sys.exit('load: a phase was not in the executable cache')
+  r = {}
+  t0 = time.perf_counter()  # pylint: disable-next=protected-access
+  executables = {name: trainer._executable(name, *arguments(name, state)) for name in phases}
   r[f'{mode}_s'] = time.perf_counter() - t0
   if mode == 'compile':
-    t0 = time.perf_counter()
-    for name, executable in executables.items():
-      with open(path(name), 'wb') as f:
-        pickle.dump(serialize_executable.serialize(executable), f)
-    r['serialize_s'] = time.perf_counter() - t0
-    r['serialized_mb'] = sum(os.path.getsize(path(name)) for name in phases) / 2**20
+    r['serialized_mb'] = sum(f.stat().st_size for f in pathlib.Path(directory).iterdir()) / 2**20
   t0 = time.perf_counter()
   for name in phases:
     out = executables[name](*arguments(name, state))
@@ -98,8 +91,7 @@ def main():
       runs = step_timing.run_children(__file__, ['compile', 'load'], repeats=1,
                                       args=[f'--dir={directory}'])
     compiled, loaded = runs['compile'][0], runs['load'][0]
-    rounds.append({'compile_s': compiled['compile_s'], 'serialize_s': compiled['serialize_s'],
-                   'serialized_mb': compiled['serialized_mb'], 'load_s': loaded['load_s'],
+    rounds.append({'compile_s': compiled['compile_s'], 'serialized_mb': compiled['serialized_mb'], 'load_s': loaded['load_s'],
                    'first_call_after_compile_s': compiled['first_call_s'],
                    'first_call_after_load_s': loaded['first_call_s'],
                    'same_state': compiled['state_sha256'] == loaded['state_sha256']})

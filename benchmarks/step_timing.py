@@ -4,8 +4,8 @@ Every configuration is measured in `repeats` fresh child processes, run round-ro
 configurations so that a change of machine load hits all of them alike. Each child times, in
 this order: the network initialisation, the training state's placement, the first step (its
 tracing, lowering and XLA compilation, read from JAX's own compile events, are `compile_s`, and
-each of the three is in `compile_parts`), `warmup - 1` more steps, `steps` timed steps (their
-median is `step_s`), then a 2048^3 float32 matmul (`matmul_s`, the median of
+each of the three is in `compile_parts`, with `load_s` for phases loaded from an executable
+cache), `warmup - 1` more steps, `steps` timed steps (their median is `step_s`), then a 2048^3 float32 matmul (`matmul_s`, the median of
 `MATMUL_REPEATS`). Peak RSS is the child's VmHWM before the matmul (RSS and VmHWM are also
 recorded after each stage); `xla_temp_mb` is each compiled phase's temporary buffer size. The
 parent reports, per configuration, the median over processes of each child's figures, every
@@ -33,7 +33,9 @@ MATMUL_REPEATS = 10
 # jaxpr, lowering to StableHLO, and the XLA compilation or persistent-cache retrieval.
 COMPILE_EVENTS = {'/jax/core/compile/jaxpr_trace_duration': 'trace_s',
                   '/jax/core/compile/jaxpr_to_mlir_module_duration': 'lower_s',
-                  '/jax/core/compile/backend_compile_duration': 'xla_s'}
+                  '/jax/core/compile/backend_compile_duration': 'xla_s',
+                  # a phase loaded from the run's executable cache instead of all three
+                  '/onestep_jax/executable_cache/load_duration': 'load_s'}
 # The persistent compilation cache's events (jax/_src/compiler.py, compilation_cache.py).
 CACHE_RETRIEVAL_EVENT = '/jax/compilation_cache/cache_retrieval_time_sec'
 CACHE_COUNT_EVENTS = {'/jax/compilation_cache/cache_hits': 'hits',
@@ -129,17 +131,18 @@ def _timed(fn: Callable[[], Any]) -> tuple[Any, float, CompileClock]:
 
 
 def measure(config, *, steps: int, warmup: int, network_init: Optional[Callable] = None,
-            per_phase: bool = False) -> dict:
+            per_phase: bool = False, executable_cache_dir: str = '') -> dict:
   """Times one config in this process; see the module docstring.
 
   `network_init()`, if given, is a network initialisation done before the method is built
   (e.g. the random teacher of a distillation benchmark); it is timed as `network_init_s`, and
-  so is the method's own `init_params`.
+  so is the method's own `init_params`. With `executable_cache_dir`, the trainer keeps its
+  compiled phases there as the experiment runner keeps them in a workdir.
   """
   import jax
   import numpy as np
   from onestep_jax.data import get_dataset
-  from onestep_jax.experiment.runner import resolve_config
+  from onestep_jax.experiment.runner import resolve_config, run_executable_cache
   from onestep_jax.methods import build_method
   from onestep_jax.train.mesh import global_batch
   from onestep_jax.train.trainer import Trainer
@@ -153,7 +156,9 @@ def measure(config, *, steps: int, warmup: int, network_init: Optional[Callable]
   setup = build_method(config, dataset)
   trainer = Trainer(groups=setup.groups, phases=setup.phases, stages=setup.stages,
                     batch_size=config.train.batch_size,
-                    parallel_compile=config.train.parallel_compile)
+                    parallel_compile=config.train.parallel_compile,
+                    executable_cache=run_executable_cache(config, setup, executable_cache_dir)
+                    if executable_cache_dir else None)
   params, init_s, init_clock = _timed(lambda: setup.init_params(jax.random.PRNGKey(0)))
   r['network_init_s'], r['network_init_compile_s'] = net_s + init_s, init_clock.seconds
   state, r['state_init_s'], _ = _timed(

@@ -11,8 +11,9 @@ the official PyTorch EDM code was measured on this kind of machine (EDM-precondi
 DDPM++ settings, 32x32x3, model_channels 32, channel_mult [1,2,2], one block per level,
 attention at 16, 10 classes, augment_dim 9, batch 16, float32, random images): 0.279 s per
 teacher-training step with an 87.8 ms matmul, i.e. 3.18 matmul units, and 570 MB peak RSS.
-`--warm_start` also runs that config twice more with a fresh persistent compilation cache, cold
-then warm (both with `--parallel_compile` when it is given), and reports the warm start-up.
+`--warm_start` also runs that config twice more with a fresh persistent compilation cache and
+executable cache (onestep_jax.train.executable_cache, as a workdir's rerun has them), cold then
+warm (both with `--parallel_compile` when it is given), and reports the warm start-up.
 """
 import argparse
 import json
@@ -70,7 +71,7 @@ def config_by_name(name: str, tmp: str):
   return config
 
 
-def build(config):
+def build(config, executable_cache=None):
   """(dataset, method setup, trainer, initial state) of a config."""
   import jax
   from onestep_jax.data import get_dataset
@@ -81,7 +82,7 @@ def build(config):
   config = resolve_config(config, dataset)
   setup = build_method(config, dataset)
   trainer = Trainer(groups=setup.groups, phases=setup.phases, stages=setup.stages,
-                    batch_size=config.train.batch_size)
+                    batch_size=config.train.batch_size, executable_cache=executable_cache)
   state = trainer.init_state(setup.init_params(jax.random.PRNGKey(0)), key=jax.random.PRNGKey(1))
   return dataset, setup, trainer, state
 
@@ -91,10 +92,12 @@ def child(name: str, args) -> dict:
     from onestep_jax.train.compilation_cache import enable_compilation_cache
     enable_compilation_cache(args.cache_dir)
   with tempfile.TemporaryDirectory() as tmp:
-    config = config_by_name(name, tmp)
+    # the cold and warm processes' data at one path: it is in the config, so in the cache's key
+    config = config_by_name(name, args.cache_dir or tmp)
     config.train.parallel_compile = args.parallel_compile
+    config.train.compilation_cache = bool(args.cache_dir)  # and the executable cache beside it
     return step_timing.measure(config, steps=args.steps, warmup=args.warmup,
-                               per_phase=args.per_phase)
+                               per_phase=args.per_phase, executable_cache_dir=args.cache_dir)
 
 
 def warm_start(args) -> dict:

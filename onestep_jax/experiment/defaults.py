@@ -33,7 +33,8 @@ def base_config() -> ml_collections.ConfigDict:
   # One optimizer update for each group's small leaves packed together (onestep_jax.train.packing;
   # False for optax transforms that read the tree, and to resume runs from before 4 Dec 2026).
   c.train.packed_update = True
-  c.train.compilation_cache = True  # XLA cache: $ONESTEP_JAX_CACHE_DIR or ~/.cache/onestep_jax/xla
+  # XLA cache ($ONESTEP_JAX_CACHE_DIR or ~/.cache/onestep_jax/xla) and <workdir>/executables
+  c.train.compilation_cache = True
   # Compile a stage's phases at once in threads: on 2 cores the first distillation iteration
   # 2-19% shorter, peak memory 3-18% higher (onestep_jax.train.trainer).
   c.train.parallel_compile = False

@@ -23,6 +23,7 @@ from onestep_jax.methods import build_method, resolve_method_config
 from onestep_jax.methods.mdlm import DiscreteSetup
 from onestep_jax.train.checkpoint import Checkpointer
 from onestep_jax.train.compilation_cache import enable_compilation_cache
+from onestep_jax.train.executable_cache import ExecutableCache
 from onestep_jax.train.export import export_params
 from onestep_jax.train.mesh import make_mesh
 from onestep_jax.train.metrics import MetricWriter, read_metrics
@@ -108,6 +109,10 @@ def _with_recorded_fields(record: Optional[dict[str, Any]], config: ml_collectio
   return config
 
 
+def _rerun_may_change(field: str) -> bool:
+  return field.startswith('eval.') or field in RERUN_FIELDS
+
+
 def _rerun_changes(path: str, record: Optional[dict[str, Any]],
                    config: ml_collections.ConfigDict) -> Optional[list[str]]:
   """'field old -> new' for each field of the resolved `config` that differs from the `record`
@@ -120,11 +125,26 @@ def _rerun_changes(path: str, record: Optional[dict[str, Any]],
   changed = [k for k in sorted(record.keys() | new.keys()) if show(record, k) != show(new, k)]
   changes = [f'{k} {show(record, k)} -> {show(new, k)}' for k in changed]
   own = [k.removeprefix('teacher_run.') for k in changed]  # teacher_run.*: the same rules
-  if any(k not in RERUN_FIELDS and not k.startswith('eval.') for k in own):
+  if not all(_rerun_may_change(k) for k in own):
     raise ValueError(f'{os.path.dirname(path)} holds a run with another config '
                      f'({", ".join(changes)}); a rerun may change only eval.* and '
                      f'{", ".join(RERUN_FIELDS)}; use a new workdir')
   return changes
+
+
+def run_executable_cache(config: ml_collections.ConfigDict, setup,
+                         workdir: str) -> Optional[ExecutableCache]:
+  """The compiled phases of the run in `workdir`, kept in <workdir>/executables when
+  train.compilation_cache is on, keyed on the resolved config and the teacher's content hash
+  (see onestep_jax.train.executable_cache). The fields a rerun may change (eval.* and
+  RERUN_FIELDS) are left out of the key: they do not reach the training programs, so a run
+  extended with a larger train.num_steps loads its phases too."""
+  if not config.train.compilation_cache:
+    return None
+  fields = {k: v for k, v in _config_fields(config).items()
+            if not _rerun_may_change(k.removeprefix('teacher_run.'))}
+  return ExecutableCache(os.path.join(workdir, 'executables'),
+                         key=json.dumps([fields, setup.teacher_identity], sort_keys=True))
 
 
 def _trim_history(path: str, last_step: int) -> None:
@@ -193,7 +213,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mode: str = 'train',
                     batch_size=config.train.batch_size, nonfinite=config.train.nonfinite,
                     mesh=make_mesh(fsdp=config.train.fsdp),
                     packed_update=config.train.packed_update,
-                    parallel_compile=config.train.parallel_compile)
+                    parallel_compile=config.train.parallel_compile,
+                    executable_cache=run_executable_cache(config, setup, workdir))
   reference = reference_pair(dataset if held_out is None else held_out, config.eval.num_samples,
                              seed=config.eval.seed)
   key_init, key_train = jax.random.split(jax.random.PRNGKey(config.seed))

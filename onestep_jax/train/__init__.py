@@ -10,4 +10,5 @@
   metrics   MetricWriter for metrics.jsonl.
   export    export_params (gathers sharded params) / load_exported (onestep_jax.export_format).
   compilation_cache  enable_compilation_cache.
+  executable_cache   ExecutableCache: compiled phases kept on disk, loaded without tracing.
 """

@@ -27,6 +27,7 @@ from onestep_jax.train import mesh as mesh_lib
 from onestep_jax.train import spec
 from onestep_jax.train.checkpoint import Checkpointer, NonFiniteError
 from onestep_jax.train.ema import ema_beta, ema_update
+from onestep_jax.train.executable_cache import ExecutableCache
 from onestep_jax.train.metrics import MetricWriter
 from onestep_jax.train.packing import Packing
 from onestep_jax.train.preemption import Preempted, StopOnSigterm
@@ -48,6 +49,10 @@ def _gc_paused():
   finally:
     if enabled:
       gc.enable()
+
+
+def _program_name(phase: Optional[str]) -> str:
+  return 'end_of_step' if phase is None else f'phase:{phase}'
 
 
 # get_batch(step, process_index, process_count) -> this process's rows of the global batch.
@@ -75,12 +80,16 @@ class Trainer:
       run. The compilers' working memory then adds up: on 2 CPU cores the first distillation
       iteration took 2-19% less time and peak RSS rose 3-18% (docs/RESULTS.md, "Compiling the
       phases at once"; not measured on hosts with more cores).
+    executable_cache: where compiled phases are kept and looked up before tracing
+      (`onestep_jax.train.executable_cache`); None compiles every phase in each process. Its key
+      must identify the phases' code: give one only for code whose changes it sees.
   """
 
   def __init__(self, *, groups: Sequence[spec.Group], phases: Sequence[spec.Phase],
                stages: Sequence[spec.Stage], batch_size: int, mesh: Optional[Mesh] = None,
                nonfinite: str = 'skip', fsdp_min_size: int = 2**14,
-               packed_update: bool = True, parallel_compile: bool = False):
+               packed_update: bool = True, parallel_compile: bool = False,
+               executable_cache: Optional[ExecutableCache] = None):
     spec.validate(groups, phases, stages)
     if nonfinite not in NONFINITE_POLICIES:
       raise ValueError(f'Unknown nonfinite policy {nonfinite!r}; choose one of '
@@ -103,6 +112,7 @@ class Trainer:
     self.fsdp_min_size = fsdp_min_size
     self.packed_update = packed_update
     self.parallel_compile = parallel_compile
+    self.executable_cache = executable_cache
     self._tx = {g.name: g.transform() for g in groups if g.trainable}
     self._phase_index = {name: i for i, name in enumerate(self.phases)}
     self._executables: dict[Optional[str], Callable] = {}
@@ -267,14 +277,29 @@ class Trainer:
     return self._executable(None, state)(state), metrics
 
   def _executable(self, phase: Optional[str], *args) -> Callable:
-    """`_jitted(phase)` traced and lowered without garbage collection (see `_gc_paused`) and
-    compiled for `args` ahead of its first run, after which the memory the compiler freed is
-    handed back to the OS: malloc keeps it, and the first run's buffers came on top of it (peak
-    RSS of the EDM reference step 1.5 GB -> 1.2 GB with glibc, 1.27 GB -> 0.99 GB with tcmalloc)."""
+    """The executable of `phase` for `args`: from the executable cache, or `_jitted(phase)`
+    traced and lowered without garbage collection (see `_gc_paused`) and compiled ahead of its
+    first run, after which the memory the compiler freed is handed back to the OS: malloc keeps
+    it, and the first run's buffers came on top of it (peak RSS of the EDM reference step
+    1.5 GB -> 1.2 GB with glibc, 1.27 GB -> 0.99 GB with tcmalloc)."""
     if phase not in self._executables:
-      self._executables[phase] = self._lowered(phase, args).compile()
+      compiled = self._cached(phase, args)
+      if compiled is None:
+        compiled = self._compiled(phase, args, self._lowered(phase, args))
+      self._executables[phase] = compiled
       release_freed_memory()
     return self._executables[phase]
+
+  def _cached(self, phase: Optional[str], args: tuple) -> Optional[jax.stages.Compiled]:
+    if self.executable_cache is None:
+      return None
+    return self.executable_cache.load(_program_name(phase), args)
+
+  def _compiled(self, phase: Optional[str], args: tuple,
+                lowered: jax.stages.Lowered) -> jax.stages.Compiled:
+    if self.executable_cache is None:
+      return lowered.compile()
+    return self.executable_cache.compile(_program_name(phase), args, lowered)
 
   def _lowered(self, phase: Optional[str], args: tuple) -> jax.stages.Lowered:
     """`_jitted(phase)` traced and lowered for `args` without garbage collection."""
@@ -283,17 +308,22 @@ class Trainer:
 
   def _compile_at_once(self, phases: Sequence[Optional[str]], state: TrainState,
                        batch: Any) -> None:
-    """Compiles those of `phases` (None: the end of step) not compiled yet, concurrently: each
-    is traced and lowered in turn (Python, holding the GIL) and handed to a thread that compiles
-    it (XLA, without the GIL) while the next is traced."""
-    todo = [p for p in phases if p not in self._executables]
-    if len(todo) < 2:
+    """Compiles those of `phases` (None: the end of step) neither compiled yet nor in the
+    executable cache, concurrently: each is traced and lowered in turn (Python, holding the GIL)
+    and handed to a thread that compiles it (XLA, without the GIL) while the next is traced."""
+    args = {p: (state,) if p is None else self.phase_args(state, batch, 0) for p in phases
+            if p not in self._executables}
+    for p in list(args):
+      compiled = self._cached(p, args[p])
+      if compiled is not None:
+        self._executables[p] = compiled
+        del args[p]
+    if len(args) < 2:
       return
-    with concurrent.futures.ThreadPoolExecutor(len(todo)) as pool:
-      compiling = [pool.submit(self._lowered(p, (state,) if p is None else
-                                             self.phase_args(state, batch, 0)).compile)
-                   for p in todo]
-      self._executables.update(zip(todo, (c.result() for c in compiling)))
+    with concurrent.futures.ThreadPoolExecutor(len(args)) as pool:
+      compiling = {p: pool.submit(self._compiled, p, a, self._lowered(p, a))
+                   for p, a in args.items()}
+      self._executables.update((p, c.result()) for p, c in compiling.items())
     release_freed_memory()
 
   def _pace(self, outputs: Any) -> None:

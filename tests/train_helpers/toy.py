@@ -55,7 +55,7 @@ def get_batch(step, process_index, process_count):
 
 
 def make_trainer(*, mesh=None, nonfinite='skip', critic_repeats=3, switch_at=2,
-                 fsdp_min_size=2**14, packed_update=True) -> Trainer:
+                 fsdp_min_size=2**14, packed_update=True, executable_cache=None) -> Trainer:
   groups = [
       spec.Group('teacher', trainable=False),
       spec.Group('generator', trainable=True, optimizer=optax.adam(1e-2),
@@ -67,7 +67,8 @@ def make_trainer(*, mesh=None, nonfinite='skip', critic_repeats=3, switch_at=2,
   stages = [spec.Stage([('critic', 1)], until_step=switch_at),
             spec.Stage([('critic', critic_repeats), ('generator', 1)])]
   return Trainer(groups=groups, phases=phases, stages=stages, batch_size=BATCH, mesh=mesh,
-                 nonfinite=nonfinite, fsdp_min_size=fsdp_min_size, packed_update=packed_update)
+                 nonfinite=nonfinite, fsdp_min_size=fsdp_min_size, packed_update=packed_update,
+                 executable_cache=executable_cache)
 
 
 def flat_state(state) -> dict:

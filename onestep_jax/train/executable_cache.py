@@ -1,0 +1,181 @@
+"""Compiled training phases kept on disk under a key of what made them, so that a rerun loads
+them without tracing, lowering or compiling (issue 6, warm start).
+
+JAX's persistent cache (`compilation_cache.py`) is keyed on the lowered program, so a warm
+process still traces and lowers every phase before it finds the compiled one: on the EDM
+reference step 0.64 s of tracing and lowering and 0.63 s of loading, against 0.59 s to load the
+same executable from here (docs/RESULTS.md, "Compiled phases kept with the run"). This cache is
+keyed before tracing, so its key must hold everything the programs depend on:
+
+- `code_digest()`: the library's files, the versions of Python, jax, jaxlib, flax, optax and
+  numpy, the host CPU's instruction-set flags, JAX's configuration, `XLA_FLAGS` and the
+  library's `ONESTEP_JAX_*` compiler options;
+- the caller's `key`: for the experiment runner, the resolved config (the fields a rerun may
+  change aside) and the teacher's content hash;
+- per program: its name, and the tree structure, shapes, dtypes, weak types and shardings of
+  its arguments, with the devices and this process's index.
+
+Code that none of these sees (a loss function of one's own passed to the Trainer) would not be
+noticed when it changes, which is why the Trainer only uses a cache it is given: the runner keeps
+one per workdir (`<workdir>/executables`, under `train.compilation_cache`), where it serves the
+resumes of that run. A file that cannot be read is recompiled and replaced. A program that
+JAX's persistent cache supplied is not kept (see `ExecutableCache.compile`).
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.metadata
+import os
+import pickle
+import platform
+import sys
+import threading
+import time
+import warnings
+from typing import Any, Optional
+
+import jax
+import numpy as np
+from jax.experimental import serialize_executable
+
+from onestep_jax.atomic import atomic_path
+
+LOAD_EVENT = '/onestep_jax/executable_cache/load_duration'  # jax.monitoring duration event
+_PERSISTENT_CACHE_HIT = '/jax/compilation_cache/cache_hits'  # jax/_src/compiler.py
+_PACKAGES = ('jax', 'jaxlib', 'flax', 'optax', 'numpy')
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_thread = threading.local()  # persistent-cache hits seen by this thread's compiles
+
+
+def _count_persistent_cache_hit(event: str, **_) -> None:
+  if event == _PERSISTENT_CACHE_HIT:
+    _thread.hits = getattr(_thread, 'hits', 0) + 1
+
+
+jax.monitoring.register_event_listener(_count_persistent_cache_hit)
+
+
+def _sha(*parts: Any) -> str:
+  h = hashlib.sha256()
+  for part in parts:
+    h.update(part if isinstance(part, bytes) else repr(part).encode())
+    h.update(b'\0')
+  return h.hexdigest()
+
+
+def _cpu_flags() -> str:
+  """The host CPU's instruction-set flags (an executable compiled for AVX-512 must not be
+  loaded on a host without it)."""
+  try:
+    with open('/proc/cpuinfo') as f:
+      return next((line for line in f if line.startswith(('flags', 'Features'))), '')
+  except OSError:
+    return platform.processor()
+
+
+@functools.lru_cache(maxsize=None)
+def _library_files_digest() -> str:
+  """sha256 over the path and bytes of every file of the onestep_jax package."""
+  h = hashlib.sha256()
+  for root, dirs, files in os.walk(_PACKAGE_DIR):
+    dirs[:] = sorted(d for d in dirs if d != '__pycache__')
+    for name in sorted(files):
+      path = os.path.join(root, name)
+      h.update(os.path.relpath(path, _PACKAGE_DIR).encode() + b'\0')
+      with open(path, 'rb') as f:
+        h.update(f.read())
+  return h.hexdigest()
+
+
+def code_digest() -> str:
+  """The part of every key that does not depend on the run: see the module docstring."""
+  versions = {p: importlib.metadata.version(p) for p in _PACKAGES}
+  config = sorted((k, repr(v)) for k, v in jax.config.values.items() if ' at 0x' not in repr(v))
+  env = sorted((k, v) for k, v in os.environ.items()
+               if k == 'XLA_FLAGS' or (k.startswith('ONESTEP_JAX_') and 'CACHE_DIR' not in k))
+  return _sha(_library_files_digest(), sys.version, versions, platform.machine(), _cpu_flags(),
+              config, env)
+
+
+def _devices(sharding: jax.sharding.Sharding) -> tuple:
+  """(id, platform, kind) of the sharding's devices, in mesh order for a NamedSharding."""
+  mesh = getattr(sharding, 'mesh', None)
+  devices = (list(np.ravel(mesh.devices)) if isinstance(mesh, jax.sharding.Mesh)
+             else sorted(sharding.device_set, key=lambda d: d.id))
+  return tuple((d.id, d.platform, d.device_kind) for d in devices)
+
+
+def _argument_signature(args: tuple) -> str:
+  """Tree structure, shapes, dtypes, weak types and shardings of `args`."""
+  leaves, tree = jax.tree.flatten(args)
+  def leaf(x):
+    aval = jax.typeof(x) if isinstance(x, jax.Array) else np.asarray(x)
+    sharding = getattr(x, 'sharding', None)
+    return (tuple(aval.shape), str(aval.dtype), getattr(aval, 'weak_type', False),
+            repr(sharding), None if sharding is None else _devices(sharding))
+  return _sha(str(tree), [leaf(x) for x in leaves])
+
+
+class ExecutableCache:
+  """Executables of one run's programs in `directory`, keyed as the module docstring says.
+
+  `key` identifies what the programs compute beyond `code_digest()` and their arguments (the
+  runner passes the resolved config and the teacher's hash). On creation, files of this process
+  written under another key are deleted: they can no longer be loaded. The directory is made
+  at the first `store`.
+  """
+
+  def __init__(self, directory: str | os.PathLike, *, key: str):
+    self.directory = os.path.abspath(os.fspath(directory))
+    self._prefix = _sha(code_digest(), key)[:24]
+    self._process = f'p{jax.process_index()}of{jax.process_count()}'
+    for name in os.listdir(self.directory) if os.path.isdir(self.directory) else ():
+      if name.endswith(f'.{self._process}.bin') and not name.startswith(self._prefix):
+        os.remove(os.path.join(self.directory, name))
+
+  def path(self, program: str, args: tuple) -> str:
+    """The file of `program` compiled for `args`."""
+    return os.path.join(self.directory, f'{self._prefix}-{_sha(program, _argument_signature(args))[:24]}'
+                        f'.{self._process}.bin')
+
+  def load(self, program: str, args: tuple) -> Optional[jax.stages.Compiled]:
+    """The executable stored for `program` and `args`, or None (none stored, or unreadable)."""
+    path = self.path(program, args)
+    if not os.path.exists(path):
+      return None
+    start = time.perf_counter()
+    try:
+      with open(path, 'rb') as f:
+        payload, in_tree, out_tree = pickle.load(f)
+      compiled = serialize_executable.deserialize_and_load(payload, in_tree, out_tree)
+    except Exception as e:  # pylint: disable=broad-except
+      warnings.warn(f'compiling {program!r} again: its stored executable {path} could not be '
+                    f'loaded ({type(e).__name__}: {e})')
+      return None
+    jax.monitoring.record_event_duration_secs(LOAD_EVENT, time.perf_counter() - start)
+    return compiled
+
+  def compile(self, program: str, args: tuple, lowered: jax.stages.Lowered
+              ) -> jax.stages.Compiled:
+    """`lowered` compiled, and written for `program` and `args` unless JAX's persistent cache
+    supplied it: jaxlib 0.10.2 serialises such an executable without its kernels (it loads, then
+    fails with 'Function ... not found'), so the next process takes it from that cache again."""
+    hits = getattr(_thread, 'hits', 0)
+    compiled = lowered.compile()
+    if getattr(_thread, 'hits', 0) == hits:
+      self.store(program, args, compiled)
+    return compiled
+
+  def store(self, program: str, args: tuple, compiled: jax.stages.Compiled) -> None:
+    """Writes `compiled`, compiled by XLA in this process, for `program` and `args`
+    (atomically); programs that JAX cannot serialise (closed-over constants) are left out with
+    a warning."""
+    try:
+      payload = pickle.dumps(serialize_executable.serialize(compiled))
+    except (ValueError, NotImplementedError) as e:
+      warnings.warn(f'{program!r} is not kept in {self.directory}: {e}')
+      return
+    os.makedirs(self.directory, exist_ok=True)
+    with atomic_path(self.path(program, args)) as tmp, open(tmp, 'wb') as f:
+      f.write(payload)

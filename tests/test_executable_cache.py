@@ -1,0 +1,164 @@
+"""Compiled phases kept on disk (onestep_jax.train.executable_cache): a trainer given the cache
+loads its phases without tracing them and trains bit for bit as one that compiled them; the key
+moves with the arguments, the run's key, the library's compiler options and JAX's configuration;
+unreadable files are recompiled; the runner keeps one per workdir and its reruns load it."""
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from onestep_jax.experiment.runner import run
+from onestep_jax.train import executable_cache
+from onestep_jax.train.executable_cache import ExecutableCache
+from onestep_jax.train.export import load_exported
+from test_experiment import _config
+from train_helpers import toy
+
+
+@pytest.fixture
+def no_persistent_cache(monkeypatch):
+  """JAX's persistent cache off, so that every compile in the test is XLA's (a program that
+  cache supplies is not kept: the last test); another test may have turned it on."""
+  monkeypatch.setattr('onestep_jax.experiment.runner.enable_compilation_cache', lambda: None)
+  enabled = jax.config.jax_enable_compilation_cache
+  jax.config.update('jax_enable_compilation_cache', False)
+  yield
+  jax.config.update('jax_enable_compilation_cache', enabled)
+
+
+def _train(trainer, state, num_steps):
+  return trainer.train(state, get_batch=toy.get_batch, num_steps=num_steps, progress=False)
+
+
+def _no_tracing(trainer):
+  def refuse(phase, args):
+    raise AssertionError(f'traced {phase!r}: it should have been loaded')
+  trainer._lowered = refuse  # pylint: disable=protected-access
+
+
+def test_loaded_phases_train_as_compiled_ones(tmp_path, no_persistent_cache):
+  plain = toy.make_trainer()
+  straight = toy.flat_state(_train(plain, plain.init_state(toy.init_params(),
+                                                           key=jax.random.PRNGKey(0)), 6))
+  first = toy.make_trainer(executable_cache=ExecutableCache(tmp_path, key='toy'))
+  state = _train(first, first.init_state(toy.init_params(), key=jax.random.PRNGKey(0)), 3)
+  # Both stages ran: the critic-only phase, the critic and generator phases and the end of step.
+  assert len(os.listdir(tmp_path)) == 3
+  second = toy.make_trainer(executable_cache=ExecutableCache(tmp_path, key='toy'))
+  _no_tracing(second)
+  loads = []
+  listener = lambda event, duration, **_: loads.append(event)
+  jax.monitoring.register_event_duration_secs_listener(listener)
+  try:
+    resumed = toy.flat_state(_train(second, state, 6))
+  finally:
+    from jax._src import monitoring  # no public unregister
+    monitoring.unregister_event_duration_listener(listener)
+  assert loads.count(executable_cache.LOAD_EVENT) == 3
+  assert resumed.keys() == straight.keys()
+  for k in straight:
+    np.testing.assert_array_equal(resumed[k], straight[k], err_msg=k)
+
+
+def test_parallel_compile_stores_and_loads(tmp_path, no_persistent_cache):
+  trainer = toy.make_trainer(executable_cache=ExecutableCache(tmp_path, key='toy'))
+  trainer.parallel_compile = True
+  state = _train(trainer, trainer.init_state(toy.init_params(), key=jax.random.PRNGKey(0)), 3)
+  again = toy.make_trainer(executable_cache=ExecutableCache(tmp_path, key='toy'))
+  again.parallel_compile = True
+  _no_tracing(again)
+  _train(again, state, 4)
+
+
+def test_key_follows_arguments_run_key_and_compiler_options(tmp_path, monkeypatch):
+  cache = ExecutableCache(tmp_path, key='a')
+  x = jnp.zeros((4, 3))
+  path = cache.path('phase:p', (x,))
+  assert cache.path('phase:p', (jnp.zeros((4, 3)),)) == path
+  for other in [(jnp.zeros((4, 2)),), (jnp.zeros((4, 3), jnp.bfloat16),), ({'x': x},),
+                (jnp.zeros((4, 3)), np.int32(0))]:
+    assert cache.path('phase:p', other) != path, other
+  assert cache.path('phase:q', (x,)) != path
+  assert ExecutableCache(tmp_path, key='b').path('phase:p', (x,)) != path
+  monkeypatch.setenv('ONESTEP_JAX_YNN_FUSION', 'reduce')
+  assert ExecutableCache(tmp_path, key='a').path('phase:p', (x,)) != path
+  monkeypatch.delenv('ONESTEP_JAX_YNN_FUSION')
+  with jax.default_matmul_precision('highest'):
+    assert ExecutableCache(tmp_path, key='a').path('phase:p', (x,)) != path
+  assert ExecutableCache(tmp_path, key='a').path('phase:p', (x,)) == path
+
+
+def test_sharding_is_in_the_key(tmp_path):
+  from jax.sharding import NamedSharding, PartitionSpec as P
+  cache = ExecutableCache(tmp_path, key='a')
+  mesh = jax.make_mesh((1,), ('data',))
+  x = jnp.zeros((4, 3))
+  paths = {cache.path('p', (jax.device_put(x, NamedSharding(mesh, spec)),))
+           for spec in (P(), P('data'), P(None, 'data'))}
+  assert len(paths) == 3
+
+
+def test_other_keys_files_are_deleted_and_unreadable_ones_recompiled(tmp_path, no_persistent_cache):
+  f = jax.jit(lambda x: x * 2)
+  x = jnp.arange(3.0)
+  old = ExecutableCache(tmp_path, key='old')
+  old.store('p', (x,), f.lower(x).compile())
+  assert len(os.listdir(tmp_path)) == 1
+  cache = ExecutableCache(tmp_path, key='new')
+  assert os.listdir(tmp_path) == []
+  cache.store('p', (x,), f.lower(x).compile())
+  np.testing.assert_array_equal(cache.load('p', (x,))(x), [0.0, 2.0, 4.0])
+  with open(cache.path('p', (x,)), 'wb') as file:
+    file.write(b'not an executable')
+  with pytest.warns(UserWarning, match='compiling .p. again'):
+    assert cache.load('p', (x,)) is None
+
+
+def test_runner_rerun_loads_the_workdirs_phases(tmp_path, no_persistent_cache):
+  def config(num_steps):
+    c = _config('teacher_toy2d', 'ring8', num_steps=num_steps, save_every=10)
+    c.train.compilation_cache = True
+    c.method.sample_steps = 4
+    return c
+  straight = run(config(20), str(tmp_path / 'a'), progress=False)
+  run(config(10), str(tmp_path / 'b'), progress=False)
+  assert len(os.listdir(tmp_path / 'b' / 'executables')) == 2  # the phase and the end of step
+  loads = []
+  listener = lambda event, duration, **_: loads.append(event)
+  jax.monitoring.register_event_duration_secs_listener(listener)
+  try:
+    resumed = run(config(20), str(tmp_path / 'b'), progress=False)  # extended: same key
+  finally:
+    from jax._src import monitoring
+    monitoring.unregister_event_duration_listener(listener)
+  assert loads.count(executable_cache.LOAD_EVENT) == 2
+  for k in straight:
+    if 'time' not in k and 'per_s' not in k:
+      assert resumed[k] == straight[k], k
+  a, b = (load_exported(tmp_path / d / 'export').params for d in 'ab')
+  jax.tree.map(np.testing.assert_array_equal, a, b)
+
+
+def test_programs_from_the_persistent_cache_are_not_kept(tmp_path):
+  """jaxlib serialises an executable that JAX's persistent cache supplied without its kernels;
+  storing it would break the next process, so it is left to that cache."""
+  from onestep_jax.train.compilation_cache import enable_compilation_cache
+  previous = jax.config.jax_compilation_cache_dir
+  enabled = jax.config.jax_enable_compilation_cache
+  jax.config.update('jax_enable_compilation_cache', True)
+  enable_compilation_cache(tmp_path / 'xla')
+  try:
+    f = jax.jit(lambda x: x * 3 + 1)
+    x = jnp.arange(5.0)
+    first = ExecutableCache(tmp_path / 'a', key='k')
+    first.compile('p', (x,), f.lower(x))
+    assert os.path.exists(first.path('p', (x,)))
+    jax.clear_caches()  # the next compile reads the persistent cache
+    second = ExecutableCache(tmp_path / 'b', key='k')
+    np.testing.assert_array_equal(second.compile('p', (x,), f.lower(x))(x), x * 3 + 1)
+    assert not os.path.exists(second.path('p', (x,)))
+  finally:
+    jax.config.update('jax_compilation_cache_dir', previous)
+    jax.config.update('jax_enable_compilation_cache', enabled)
