@@ -50,10 +50,32 @@ def test_eight_devices_match_one_device(reference, tmp_path):
   assert results["fsdp1['updates']['critic']"] == 2 + 2 * 3
 
 
-def test_two_processes_match_one_process(reference, tmp_path):
+def _port():
   with socket.socket() as s:
     s.bind(('localhost', 0))
-    port = s.getsockname()[1]
+    return s.getsockname()[1]
+
+
+def test_compiled_phases_load_on_eight_devices_and_two_processes(reference, tmp_path):
+  """The executable cache on sharded meshes: a second run loads every phase (the script exits
+  if one is traced) and trains as the reference does, with 8 devices and with 2 processes."""
+  for layout in ('devices', 'processes'):
+    cache = ['--executables', str(tmp_path / layout)]
+    for name, loaded in (('first', []), ('second', ['--loaded'])):
+      out = str(tmp_path / f'{layout}_{name}.npz')
+      if layout == 'devices':
+        _run([['--out', out, '--devices', '8', '--fsdp', '2', '--steps', str(STEPS), *cache,
+               *loaded]])
+      else:
+        port = _port()
+        _run([['--out', out, '--devices', '2', '--fsdp', '2', '--steps', str(STEPS),
+               '--num-processes', '2', '--process-id', str(i), '--port', str(port), *cache,
+               *loaded] for i in range(2)])
+      _assert_close(reference, dict(np.load(out)), 'fsdp2')
+
+
+def test_two_processes_match_one_process(reference, tmp_path):
+  port = _port()
   out, ckpt, export = tmp_path / 'two.npz', tmp_path / 'ckpt', tmp_path / 'export'
   _run([['--out', str(out), '--devices', '2', '--fsdp', '2', '--steps', str(STEPS),
          '--num-processes', '2', '--process-id', str(i), '--port', str(port), '--ckpt',

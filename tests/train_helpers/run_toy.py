@@ -4,6 +4,8 @@ Used by tests/test_train_distributed.py and tests/test_train_checkpoint.py:
   run_toy.py --out OUT [--devices N] [--fsdp F] [--steps S]
              [--num-processes P --process-id I --port PORT] [--ckpt DIR/fsdp<F>] [--export DIR]
              [--marker FILE]   (write FILE when step 3 starts; used to time a SIGTERM)
+             [--executables DIR [--loaded]]  (keep the compiled phases in DIR/fsdp<F>;
+                                              --loaded: fail if a phase is traced)
 """
 import argparse
 import pathlib
@@ -24,6 +26,8 @@ def main():
   parser.add_argument('--ckpt', default=None)
   parser.add_argument('--export', default=None)
   parser.add_argument('--marker', default=None)
+  parser.add_argument('--executables', default=None)
+  parser.add_argument('--loaded', action='store_true')
   args = parser.parse_args()
 
   import jax
@@ -36,6 +40,7 @@ def main():
   import numpy as np
   from train_helpers import toy
   from onestep_jax.train.checkpoint import Checkpointer
+  from onestep_jax.train.executable_cache import ExecutableCache
   from onestep_jax.train.export import export_params
   from onestep_jax.train.mesh import make_mesh
 
@@ -46,7 +51,11 @@ def main():
 
   results = {}
   for fsdp in args.fsdp:
-    trainer = toy.make_trainer(mesh=make_mesh(fsdp=fsdp), fsdp_min_size=0)
+    cache = (ExecutableCache(pathlib.Path(args.executables) / f'fsdp{fsdp}', key='toy')
+             if args.executables else None)
+    trainer = toy.make_trainer(mesh=make_mesh(fsdp=fsdp), fsdp_min_size=0, executable_cache=cache)
+    if args.loaded:
+      trainer._lowered = lambda phase, _: sys.exit(f'traced {phase!r}')  # pylint: disable=protected-access
     state = trainer.init_state(toy.init_params(), key=jax.random.PRNGKey(0))
     ckpt = (Checkpointer(pathlib.Path(args.ckpt) / f'fsdp{fsdp}', teacher_identity='toy')
             if args.ckpt else None)
