@@ -91,7 +91,8 @@ def main():
       runs = step_timing.run_children(__file__, ['compile', 'load'], repeats=1,
                                       args=[f'--dir={directory}'])
     compiled, loaded = runs['compile'][0], runs['load'][0]
-    rounds.append({'compile_s': compiled['compile_s'], 'serialized_mb': compiled['serialized_mb'], 'load_s': loaded['load_s'],
+    rounds.append({'compile_s': compiled['compile_s'], 'serialized_mb': compiled['serialized_mb'],
+                   'load_s': loaded['load_s'],
                    'first_call_after_compile_s': compiled['first_call_s'],
                    'first_call_after_load_s': loaded['first_call_s'],
                    'same_state': compiled['state_sha256'] == loaded['state_sha256']})

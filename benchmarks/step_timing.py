@@ -5,14 +5,15 @@ configurations so that a change of machine load hits all of them alike. Each chi
 this order: the network initialisation, the training state's placement, the first step (its
 tracing, lowering and XLA compilation, read from JAX's own compile events, are `compile_s`, and
 each of the three is in `compile_parts`, with `load_s` for phases loaded from an executable
-cache), `warmup - 1` more steps, `steps` timed steps (their median is `step_s`), then a 2048^3 float32 matmul (`matmul_s`, the median of
-`MATMUL_REPEATS`). Peak RSS is the child's VmHWM before the matmul (RSS and VmHWM are also
-recorded after each stage); `xla_temp_mb` is each compiled phase's temporary buffer size. The
-parent reports, per configuration, the median over processes of each child's figures, every
-step time also in matmul units (step_s / matmul_s of the same process), and the machine: date,
-JAX version, CPU model, threads, load averages, and the malloc in use (the scripts restart
-themselves with tcmalloc when it is installed, as experiments/main.py does:
-onestep_jax/experiment/allocator.py; ONESTEP_JAX_MALLOC=system measures glibc's).
+cache), `warmup - 1` more steps, `steps` timed steps (their median is `step_s`), then a 2048^3
+float32 matmul (`matmul_s`, the median of `MATMUL_REPEATS`). Peak RSS is the child's VmHWM
+before the matmul (RSS and VmHWM are also recorded after each stage); `xla_temp_mb` is each
+compiled phase's temporary buffer size. The parent reports, per configuration, the median over
+processes of each child's figures, every step time also in matmul units (step_s / matmul_s of
+the same process), and the machine: date, JAX version, CPU model, threads, load averages, and
+the malloc in use (the scripts restart themselves with tcmalloc when it is installed, as
+experiments/main.py does: onestep_jax/experiment/allocator.py; ONESTEP_JAX_MALLOC=system
+measures glibc's).
 """
 from __future__ import annotations
 

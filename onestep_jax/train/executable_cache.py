@@ -136,8 +136,8 @@ class ExecutableCache:
 
   def path(self, program: str, args: tuple) -> str:
     """The file of `program` compiled for `args`."""
-    return os.path.join(self.directory, f'{self._prefix}-{_sha(program, _argument_signature(args))[:24]}'
-                        f'.{self._process}.bin')
+    program_key = _sha(program, _argument_signature(args))[:24]
+    return os.path.join(self.directory, f'{self._prefix}-{program_key}.{self._process}.bin')
 
   def load(self, program: str, args: tuple) -> Optional[jax.stages.Compiled]:
     """The executable stored for `program` and `args`, or None (none stored, or unreadable)."""

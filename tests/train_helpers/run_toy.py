@@ -54,8 +54,8 @@ def main():
     cache = (ExecutableCache(pathlib.Path(args.executables) / f'fsdp{fsdp}', key='toy')
              if args.executables else None)
     trainer = toy.make_trainer(mesh=make_mesh(fsdp=fsdp), fsdp_min_size=0, executable_cache=cache)
-    if args.loaded:
-      trainer._lowered = lambda phase, _: sys.exit(f'traced {phase!r}')  # pylint: disable=protected-access
+    if args.loaded:  # pylint: disable-next=protected-access
+      trainer._lowered = lambda phase, _: sys.exit(f'traced {phase!r}')
     state = trainer.init_state(toy.init_params(), key=jax.random.PRNGKey(0))
     ckpt = (Checkpointer(pathlib.Path(args.ckpt) / f'fsdp{fsdp}', teacher_identity='toy')
             if args.ckpt else None)
