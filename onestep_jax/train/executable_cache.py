@@ -2,10 +2,11 @@
 them without tracing, lowering or compiling (issue 6, warm start).
 
 JAX's persistent cache (`compilation_cache.py`) is keyed on the lowered program, so a warm
-process still traces and lowers every phase before it finds the compiled one: on the EDM
-reference step 0.64 s of tracing and lowering and 0.63 s of loading, against 0.59 s to load the
-same executable from here (docs/RESULTS.md, "Compiled phases kept with the run"). This cache is
-keyed before tracing, so its key must hold everything the programs depend on:
+process still traces and lowers every phase before it finds the compiled one: the EDM reference
+step's warm compile was 1.23-1.31 s that way, half of it tracing and lowering, and 0.60-0.62 s
+loaded from here (`benchmarks/train_step.py --warm_start`; docs/RESULTS.md, "Compiled phases kept
+with the run"). This cache is keyed before tracing, so its key must hold everything the programs
+depend on:
 
 - `code_digest()`: the library's files, the versions of Python, jax, jaxlib, flax, optax and
   numpy, the host CPU's instruction-set flags, JAX's configuration, `XLA_FLAGS` and the
