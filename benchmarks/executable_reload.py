@@ -13,9 +13,7 @@ state. Writes benchmarks/results/executable_reload.json.
 import argparse
 import hashlib
 import json
-import os
 import pathlib
-import pickle
 import statistics
 import sys
 import tempfile

@@ -1,7 +1,9 @@
 """Compiled phases kept on disk (onestep_jax.train.executable_cache): a trainer given the cache
 loads its phases without tracing them and trains bit for bit as one that compiled them; the key
 moves with the arguments, the run's key, the library's compiler options and JAX's configuration;
-unreadable files are recompiled; the runner keeps one per workdir and its reruns load it."""
+unreadable files are deleted and recompiled; the runner keeps one per workdir and its reruns
+load it."""
+import contextlib
 import os
 
 import jax
@@ -38,6 +40,21 @@ def _no_tracing(trainer):
   trainer._lowered = refuse  # pylint: disable=protected-access
 
 
+@contextlib.contextmanager
+def _loads():
+  """Yields a list that collects the executable cache's load events while inside."""
+  loads = []
+  def listener(event, duration, **_):
+    if event == executable_cache.LOAD_EVENT:
+      loads.append(duration)
+  jax.monitoring.register_event_duration_secs_listener(listener)
+  try:
+    yield loads
+  finally:
+    from jax._src import monitoring  # no public unregister
+    monitoring.unregister_event_duration_listener(listener)
+
+
 def test_loaded_phases_train_as_compiled_ones(tmp_path, no_persistent_cache):
   plain = toy.make_trainer()
   straight = toy.flat_state(_train(plain, plain.init_state(toy.init_params(),
@@ -48,15 +65,9 @@ def test_loaded_phases_train_as_compiled_ones(tmp_path, no_persistent_cache):
   assert len(os.listdir(tmp_path)) == 3
   second = toy.make_trainer(executable_cache=ExecutableCache(tmp_path, key='toy'))
   _no_tracing(second)
-  loads = []
-  listener = lambda event, duration, **_: loads.append(event)
-  jax.monitoring.register_event_duration_secs_listener(listener)
-  try:
+  with _loads() as loads:
     resumed = toy.flat_state(_train(second, state, 6))
-  finally:
-    from jax._src import monitoring  # no public unregister
-    monitoring.unregister_event_duration_listener(listener)
-  assert loads.count(executable_cache.LOAD_EVENT) == 3
+  assert len(loads) == 3
   assert resumed.keys() == straight.keys()
   for k in straight:
     np.testing.assert_array_equal(resumed[k], straight[k], err_msg=k)
@@ -70,6 +81,11 @@ def test_parallel_compile_stores_and_loads(tmp_path, no_persistent_cache):
   again.parallel_compile = True
   _no_tracing(again)
   _train(again, state, 4)
+
+
+def test_a_directory_instead_of_a_cache_is_refused(tmp_path):
+  with pytest.raises(TypeError, match='executable_cache must be an .*ExecutableCache or None'):
+    toy.make_trainer(executable_cache=str(tmp_path))
 
 
 def test_key_follows_arguments_run_key_and_compiler_options(tmp_path, monkeypatch):
@@ -114,6 +130,7 @@ def test_other_keys_files_are_deleted_and_unreadable_ones_recompiled(tmp_path, n
     file.write(b'not an executable')
   with pytest.warns(UserWarning, match='compiling .p. again'):
     assert cache.load('p', (x,)) is None
+  assert os.listdir(tmp_path) == []  # deleted, so the warning is not repeated on every rerun
 
 
 def test_runner_rerun_loads_the_workdirs_phases(tmp_path, no_persistent_cache):
@@ -125,15 +142,9 @@ def test_runner_rerun_loads_the_workdirs_phases(tmp_path, no_persistent_cache):
   straight = run(config(20), str(tmp_path / 'a'), progress=False)
   run(config(10), str(tmp_path / 'b'), progress=False)
   assert len(os.listdir(tmp_path / 'b' / 'executables')) == 2  # the phase and the end of step
-  loads = []
-  listener = lambda event, duration, **_: loads.append(event)
-  jax.monitoring.register_event_duration_secs_listener(listener)
-  try:
+  with _loads() as loads:
     resumed = run(config(20), str(tmp_path / 'b'), progress=False)  # extended: same key
-  finally:
-    from jax._src import monitoring
-    monitoring.unregister_event_duration_listener(listener)
-  assert loads.count(executable_cache.LOAD_EVENT) == 2
+  assert len(loads) == 2
   for k in straight:
     if 'time' not in k and 'per_s' not in k:
       assert resumed[k] == straight[k], k

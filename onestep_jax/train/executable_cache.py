@@ -19,8 +19,8 @@ depend on:
 Code that none of these sees (a loss function of one's own passed to the Trainer) would not be
 noticed when it changes, which is why the Trainer only uses a cache it is given: the runner keeps
 one per workdir (`<workdir>/executables`, under `train.compilation_cache`), where it serves the
-resumes of that run. A file that cannot be read is recompiled and replaced. A program that
-JAX's persistent cache supplied is not kept (see `ExecutableCache.compile`).
+resumes of that run. A file that cannot be read is deleted and its program compiled again. A
+program that JAX's persistent cache supplied is not kept (see `ExecutableCache.compile`).
 """
 from __future__ import annotations
 
@@ -141,7 +141,8 @@ class ExecutableCache:
     return os.path.join(self.directory, f'{self._prefix}-{program_key}.{self._process}.bin')
 
   def load(self, program: str, args: tuple) -> Optional[jax.stages.Compiled]:
-    """The executable stored for `program` and `args`, or None (none stored, or unreadable)."""
+    """The executable stored for `program` and `args`, or None (none stored, or unreadable:
+    then the file is deleted with a warning)."""
     path = self.path(program, args)
     if not os.path.exists(path):
       return None
@@ -152,7 +153,8 @@ class ExecutableCache:
       compiled = serialize_executable.deserialize_and_load(payload, in_tree, out_tree)
     except Exception as e:  # pylint: disable=broad-except
       warnings.warn(f'compiling {program!r} again: its stored executable {path} could not be '
-                    f'loaded ({type(e).__name__}: {e})')
+                    f'loaded ({type(e).__name__}: {e}); deleted')
+      os.remove(path)
       return None
     jax.monitoring.record_event_duration_secs(LOAD_EVENT, time.perf_counter() - start)
     return compiled

@@ -97,6 +97,9 @@ class Trainer:
     for name, value in (('packed_update', packed_update), ('parallel_compile', parallel_compile)):
       if not isinstance(value, bool):
         raise TypeError(f'{name} must be True or False, got {value!r}.')
+    if executable_cache is not None and not isinstance(executable_cache, ExecutableCache):
+      raise TypeError('executable_cache must be an onestep_jax.train.executable_cache.'
+                      f'ExecutableCache or None, got {executable_cache!r}.')
     for name, value, low in (('batch_size', batch_size, 1), ('fsdp_min_size', fsdp_min_size, 0)):
       if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
         raise ValueError(f'{name} must be an integer >= {low}, got {value!r}.')
