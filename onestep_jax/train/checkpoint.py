@@ -36,14 +36,14 @@ def _reason(error: BaseException) -> str:
   return line if len(line) <= 200 else line[:197] + '...'
 
 
-# Step directories found unreadable in this process; see _silence_reports_about.
+# Step directories being read, or found unreadable, in this process; see _silence_reports_about.
 _UNREADABLE: set[str] = set()
 
 
 def _is_leftover_report(text: str) -> bool:
-  """True for a report about a read left pending by a failed restore: it names an unreadable
-  step directory, or (once one was found) is the 'Event loop is closed' error that such a read
-  raises when orbax's background loop is shut down at exit."""
+  """True for a report about a read left pending by a failed restore: it names a step directory
+  being read or found unreadable, or (while there is one) is the 'Event loop is closed' error
+  that such a read raises when orbax's background loop is shut down at exit."""
   return bool(_UNREADABLE) and (any(path in text for path in _UNREADABLE)
                                 or 'Event loop is closed' in text)
 
@@ -54,10 +54,10 @@ def _asyncio_filter(record: logging.LogRecord) -> bool:
 
 
 def _silence_reports_about(path: str) -> None:
-  """Drops the reports that mention the unreadable checkpoint `path` after its failed restore:
-  orbax leaves sibling reads pending, and when they are garbage-collected Python prints each
-  one's error with TensorStore's 60-line spec ('Exception ignored in <coroutine ...>', asyncio's
-  'exception was never retrieved')."""
+  """Drops the reports that mention the checkpoint `path` (being read, or unreadable): a failed
+  restore leaves orbax's sibling reads pending, and when they are garbage-collected Python prints
+  each one's error with TensorStore's 60-line spec ('Exception ignored in <coroutine ...>',
+  asyncio's 'exception was never retrieved')."""
   _UNREADABLE.add(path)
   if not getattr(sys.unraisablehook, 'drops_unreadable_checkpoint_reports', False):
     previous = sys.unraisablehook
@@ -163,12 +163,19 @@ class Checkpointer:
   @contextlib.contextmanager
   def _reading(self, step: int):
     """Turns any error of reading `step` into UnreadableCheckpointError (orbax and TensorStore
-    raise many types for damaged files), without their leftover reports."""
+    raise many types for damaged files), without their leftover reports.
+
+    The reports are silenced before the read: a sibling read that failed too can be collected,
+    and reported, while orbax's frames unwind, before any handler here runs."""
+    path = os.path.join(self.directory, str(step), '')
+    known_unreadable = path in _UNREADABLE
+    _silence_reports_about(path)
     try:
       yield
     except Exception as e:
-      _silence_reports_about(os.path.join(self.directory, str(step), ''))
       raise UnreadableCheckpointError(_reason(e)) from None
+    if not known_unreadable:
+      _UNREADABLE.discard(path)
 
   def _restore_step(self, template: TrainState, step: int) -> TrainState:
     with self._reading(step):
