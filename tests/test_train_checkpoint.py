@@ -116,6 +116,11 @@ def test_sigterm_saves_and_exits_cleanly(tmp_path, trainer):
     assert int(ckpt.restore(template).step) == steps[0]
 
 
+def _report(error):
+  """Hands `error` to sys.unraisablehook, as Python does for an exception it cannot raise."""
+  sys.unraisablehook(type('U', (), {'exc_value': error})())
+
+
 def test_leftover_reports_of_a_failed_restore_are_dropped_and_others_kept(monkeypatch):
   """After a restore found a step unreadable, the errors of orbax's abandoned reads (naming the
   step, or 'Event loop is closed' when its loop shuts down at exit) are not printed; other
@@ -124,20 +129,18 @@ def test_leftover_reports_of_a_failed_restore_are_dropped_and_others_kept(monkey
   from onestep_jax.train import checkpoint
   printed = []
   monkeypatch.setattr(sys, 'unraisablehook', printed.append)
-  monkeypatch.setattr(checkpoint, '_UNREADABLE', set())
-  report = lambda error: sys.unraisablehook(type('U', (), {'exc_value': error})())  # noqa: E731
-  report(RuntimeError('Event loop is closed'))
+  monkeypatch.setattr(checkpoint, '_SILENCED', set())
+  _report(RuntimeError('Event loop is closed'))
   assert len(printed) == 1  # no restore failed yet: nothing is dropped
   checkpoint._silence_reports_about('/run/checkpoints/20/')
-  report(RuntimeError('Event loop is closed'))
-  report(ValueError('OUT_OF_RANGE reading /run/checkpoints/20/state/x'))
-  report(ValueError('an unrelated error'))
+  _report(RuntimeError('Event loop is closed'))
+  _report(ValueError('OUT_OF_RANGE reading /run/checkpoints/20/state/x'))
+  _report(ValueError('an unrelated error'))
   assert [str(u.exc_value) for u in printed[1:]] == ['an unrelated error']
   log = lambda error: logging.LogRecord('asyncio', logging.ERROR, '', 0, 'Task exception was '  # noqa: E731
                                         'never retrieved', None, (type(error), error, None))
   assert not checkpoint._asyncio_filter(log(RuntimeError('Event loop is closed')))
   assert checkpoint._asyncio_filter(log(ValueError('an unrelated error')))
-
 
 
 def test_reports_during_a_failing_read_are_dropped_and_a_good_read_silences_nothing(monkeypatch,
@@ -148,24 +151,23 @@ def test_reports_during_a_failing_read_are_dropped_and_a_good_read_silences_noth
   from onestep_jax.train import checkpoint
   printed = []
   monkeypatch.setattr(sys, 'unraisablehook', printed.append)
-  monkeypatch.setattr(checkpoint, '_UNREADABLE', set())
-  report = lambda text: sys.unraisablehook(type('U', (), {'exc_value': ValueError(text)})())  # noqa: E731
+  monkeypatch.setattr(checkpoint, '_SILENCED', set())
   ckpt = Checkpointer(tmp_path)
-  step_dir = os.path.join(ckpt.directory, '20', '')
+  step_dir = lambda step: os.path.join(ckpt.directory, str(step), '')  # noqa: E731
   with pytest.raises(checkpoint.UnreadableCheckpointError, match='damaged'):
     with ckpt._reading(20):
-      report(f'OUT_OF_RANGE reading {step_dir}state/x')  # before the handler has seen the error
+      _report(ValueError(f'OUT_OF_RANGE reading {step_dir(20)}state/x'))  # before the handler
       raise OSError('damaged')
   assert printed == []
   with ckpt._reading(10):
-    report(f'reading {os.path.join(ckpt.directory, "10", "")}state/x')  # during a good read
+    _report(ValueError(f'reading {step_dir(10)}state/x'))  # during a good read
   with ckpt._reading(30):
     pass
-  report(f'reading {os.path.join(ckpt.directory, "30", "")}state/x')
-  report(f'reading {step_dir}state/y')  # the damaged step stays silenced
-  assert [str(u.exc_value) for u in printed] == [
-      f'reading {os.path.join(ckpt.directory, "30", "")}state/x']
+  _report(ValueError(f'reading {step_dir(30)}state/x'))
+  _report(ValueError(f'reading {step_dir(20)}state/y'))  # the damaged step stays silenced
+  assert [str(u.exc_value) for u in printed] == [f'reading {step_dir(30)}state/x']
   ckpt.close()
+
 
 SHARDED_CHECK = """
 import jax, jax.numpy as jnp, numpy as np

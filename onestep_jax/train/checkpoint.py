@@ -37,14 +37,14 @@ def _reason(error: BaseException) -> str:
 
 
 # Step directories being read, or found unreadable, in this process; see _silence_reports_about.
-_UNREADABLE: set[str] = set()
+_SILENCED: set[str] = set()
 
 
 def _is_leftover_report(text: str) -> bool:
   """True for a report about a read left pending by a failed restore: it names a step directory
   being read or found unreadable, or (while there is one) is the 'Event loop is closed' error
   that such a read raises when orbax's background loop is shut down at exit."""
-  return bool(_UNREADABLE) and (any(path in text for path in _UNREADABLE)
+  return bool(_SILENCED) and (any(path in text for path in _SILENCED)
                                 or 'Event loop is closed' in text)
 
 
@@ -58,7 +58,7 @@ def _silence_reports_about(path: str) -> None:
   restore leaves orbax's sibling reads pending, and when they are garbage-collected Python prints
   each one's error with TensorStore's 60-line spec ('Exception ignored in <coroutine ...>',
   asyncio's 'exception was never retrieved')."""
-  _UNREADABLE.add(path)
+  _SILENCED.add(path)
   if not getattr(sys.unraisablehook, 'drops_unreadable_checkpoint_reports', False):
     previous = sys.unraisablehook
 
@@ -168,14 +168,14 @@ class Checkpointer:
     The reports are silenced before the read: a sibling read that failed too can be collected,
     and reported, while orbax's frames unwind, before any handler here runs."""
     path = os.path.join(self.directory, str(step), '')
-    known_unreadable = path in _UNREADABLE
+    known_unreadable = path in _SILENCED
     _silence_reports_about(path)
     try:
       yield
     except Exception as e:
       raise UnreadableCheckpointError(_reason(e)) from None
     if not known_unreadable:
-      _UNREADABLE.discard(path)
+      _SILENCED.discard(path)
 
   def _restore_step(self, template: TrainState, step: int) -> TrainState:
     with self._reading(step):
