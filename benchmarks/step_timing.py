@@ -5,7 +5,9 @@ configurations so that a change of machine load hits all of them alike. Each chi
 this order: the network initialisation, the training state's placement, the first step (its
 tracing, lowering and XLA compilation, read from JAX's own compile events, are `compile_s`, and
 each of the three is in `compile_parts`, with `load_s` for phases loaded from an executable
-cache), `warmup - 1` more steps, `steps` timed steps (their median is `step_s`), then a 2048^3
+cache; `first_run_s` is the rest of the first step beyond a steady one, the programs' first run,
+in which XLA:CPU builds each YNNPACK fusion's runtime), `warmup - 1` more steps, `steps` timed
+steps (their median is `step_s`), then a 2048^3
 float32 matmul (`matmul_s`, the median of `MATMUL_REPEATS`). Peak RSS is the child's VmHWM
 before the matmul (RSS and VmHWM are also recorded after each stage); `xla_temp_mb` is each
 compiled phase's temporary buffer size. The parent reports, per configuration, the median over
@@ -180,8 +182,10 @@ def measure(config, *, steps: int, warmup: int, network_init: Optional[Callable]
       r['compile_cache'] = clock.cache
   r['memory_mb']['end'] = memory_mb()
   r['xla_temp_mb'] = xla_temp_mb(trainer)
+  step_s = statistics.median(times[warmup:])
   r.update(first_step_s=times[0], compile_s=sum(compile_s[:1]),
-           compile_s_after_first=sum(compile_s[1:]), step_s=statistics.median(times[warmup:]),
+           compile_s_after_first=sum(compile_s[1:]), step_s=step_s,
+           first_run_s=times[0] - compile_s[0] - step_s,
            step_s_all=times[warmup:], batch_size=config.train.batch_size,
            schedule=[list(s.schedule) for s in setup.stages],
            peak_rss_mb=memory_mb()['peak_rss_mb'])
@@ -257,12 +261,14 @@ def summarize(runs: Sequence[dict]) -> dict:
       'compile_parts': {k: statistics.median(r['compile_parts'][k] for r in runs)
                         for k in COMPILE_EVENTS.values()},
       'network_init_s': med('network_init_s'), 'state_init_s': med('state_init_s'),
-      'first_step_s': med('first_step_s'), 'peak_rss_mb': med('peak_rss_mb'),
+      'first_step_s': med('first_step_s'), 'first_run_s': med('first_run_s'),
+      'peak_rss_mb': med('peak_rss_mb'),
       'peak_rss_mb_max': max(r['peak_rss_mb'] for r in runs),
       'xla_temp_mb': runs[0]['xla_temp_mb'],
       'batch_size': runs[0]['batch_size'], 'samples_per_s': runs[0]['batch_size'] / med('step_s'),
       'per_process': {k: [r[k] for r in runs] for k in
-                      ('step_s', 'matmul_s', 'compile_s', 'network_init_s', 'peak_rss_mb',
+                      ('step_s', 'matmul_s', 'compile_s', 'first_run_s', 'network_init_s',
+                       'peak_rss_mb',
                        'load_avg_start', 'load_avg_end')},
       'step_matmul_units_per_process': units,
       'schedule': runs[0]['schedule'],
@@ -279,7 +285,7 @@ def format_row(name: str, s: dict) -> str:
   """One printed line of a summary."""
   return (f'{name:28s} step {1000 * s["step_s"]:8.1f} ms = {s["step_matmul_units"]:6.2f} matmul '
           f'(matmul {1000 * s["matmul_s"]:.1f} ms)  compile {s["compile_s"]:5.1f} s '
-          f'(trace {s["compile_parts"]["trace_s"]:.2f} s)  '
+          f'(trace {s["compile_parts"]["trace_s"]:.2f} s)  first run {s["first_run_s"]:4.2f} s  '
           f'net init {s["network_init_s"]:5.2f} s  peak RSS {s["peak_rss_mb"]:6.0f} MB')
 
 
