@@ -143,7 +143,6 @@ def measure(config, *, steps: int, warmup: int, network_init: Optional[Callable]
   compiled phases there as the experiment runner keeps them in a workdir.
   """
   import jax
-  import numpy as np
   from onestep_jax.data import get_dataset
   from onestep_jax.experiment.runner import resolve_config, run_executable_cache
   from onestep_jax.methods import build_method
