@@ -1,12 +1,17 @@
 """Network initialisation with host-side random draws (onestep_jax.nets.host_rng) and the
 compilation-cache location."""
+import subprocess
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from onestep_jax.methods.networks import init_network
 from onestep_jax.nets.dhariwal_unet import DhariwalUNet
-from onestep_jax.nets.host_rng import HOST_PHILOX, host_key
+from onestep_jax.nets.host_rng import HOST_PHILOX, call_with_host_draws, host_key
+from onestep_jax.nets.mlp import MLP
 from onestep_jax.nets.song_unet import SongUNet
 from onestep_jax.train import compilation_cache
 
@@ -74,6 +79,86 @@ def test_init_network_is_deterministic_and_follows_the_official_modes():
   np.testing.assert_allclose(v.std(), np.sqrt(1 / 32) / np.sqrt(3), rtol=0.1)
   assert not np.any(q['out_conv']['weight'])
   np.testing.assert_allclose(np.asarray(q['map_label']['weight']).std(), 1.0, rtol=0.3)
+
+
+def _same(a, b):
+  assert jax.tree.structure(a) == jax.tree.structure(b)
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    assert x.dtype == y.dtype
+    np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.parametrize('module', [SongUNet(**TINY, label_dim=10),
+                                    DhariwalUNet(**TINY, label_dim=10)], ids=['song', 'adm'])
+def test_host_draws_as_arguments_give_the_host_callbacks_values(module):
+  x, t, labels = jnp.zeros((1, 8, 8, 3)), jnp.zeros((1,)), jnp.zeros((1, 10))
+
+  def init(k):
+    k_params, k_drop = jax.random.split(k)
+    return module.init({'params': k_params, 'dropout': k_drop}, x, t, labels)['params']
+
+  with_callbacks = jax.jit(lambda k: init(host_key(k)))(jax.random.PRNGKey(5))
+  _same(call_with_host_draws(init, jax.random.PRNGKey(5)), with_callbacks)
+  # init_network takes this path for a concrete key and the callbacks' under a trace.
+  net = MLP(data_dim=2, hidden_dim=16, num_layers=2, label_dim=3)
+  concrete = init_network(net, jax.random.PRNGKey(2), example_shape=(2,), num_classes=3)
+  _same(concrete, jax.jit(lambda k: init_network(net, k, example_shape=(2,), num_classes=3))(
+      jax.random.PRNGKey(2)))
+
+
+def test_host_draws_cover_key_arrays_words_and_every_bit_width():
+  def fn(k):
+    keys = jax.random.split(k, (2, 3))
+    row = jnp.concatenate([keys[1], keys[0, :1]])  # slicing, squeezing, concatenating keys
+    folded = jax.vmap(jax.random.fold_in)(row, np.arange(4, dtype=np.uint32))
+    return {'normal': jax.random.normal(folded[2], (5,)),
+            'batched': jax.vmap(lambda kk: jax.random.uniform(kk, (3,)))(folded),
+            'bits': [jax.random.bits(jax.random.fold_in(k, 9), (7,), d)
+                     for d in (jnp.uint8, jnp.uint16, jnp.uint32, jnp.uint64)
+                     if jnp.dtype(d).itemsize <= 4 or jax.config.jax_enable_x64],
+            'words': jax.random.key_data(keys[1, 2]),
+            'passed_through': jax.random.normal(jax.jit(lambda kk: kk)(k), (2,)),
+            'seeded': jax.random.normal(jax.random.key(7, impl=HOST_PHILOX), (2,))}
+
+  _same(call_with_host_draws(fn, jax.random.PRNGKey(1)),
+        jax.jit(lambda k: fn(host_key(k)))(jax.random.PRNGKey(1)))
+
+
+def test_host_draws_refuse_what_they_cannot_derive():
+  with pytest.raises(ValueError, match='must not return keys'):
+    call_with_host_draws(lambda k: jax.random.split(k), jax.random.PRNGKey(0))
+  with pytest.raises(ValueError, match='only host_philox keys'):
+    call_with_host_draws(lambda k: jax.random.normal(jax.random.key(0), (2,)), jax.random.PRNGKey(0))
+  with pytest.raises(ValueError, match='needs a value computed in the program'):
+    call_with_host_draws(lambda k: jax.random.normal(jax.random.fold_in(k, jnp.arange(3)[1]), ()),
+                         jax.random.PRNGKey(0))
+
+
+_WARM_START = """
+import sys, jax, numpy as np
+from onestep_jax.methods.networks import init_network
+from onestep_jax.nets.song_unet import SongUNet
+from onestep_jax.train.compilation_cache import enable_compilation_cache
+enable_compilation_cache(sys.argv[1])
+hits = []
+jax.monitoring.register_event_listener(lambda event, **_: hits.append(event))
+params = init_network(SongUNet(**%r), jax.random.PRNGKey(0), example_shape=(8, 8, 3),
+                      num_classes=0)
+print(hits.count('/jax/compilation_cache/compile_requests_use_cache'),
+      hits.count('/jax/compilation_cache/cache_hits'),
+      sum(float(np.abs(x).sum()) for x in jax.tree.leaves(params)))
+"""
+
+
+def test_a_second_process_loads_the_initialisation_program(tmp_path):
+  """The program has no host callbacks, so JAX's persistent cache keeps it for the next run."""
+  run = lambda: subprocess.run([sys.executable, '-c', _WARM_START % TINY, str(tmp_path)],
+                               check=True, capture_output=True, text=True).stdout.split()
+  (_, cold_hits, cold_sum), (warm_requests, warm_hits, warm_sum) = run(), run()
+  # Every program of the second process, the initialisation's included, is a cache hit (with
+  # host callbacks in it, the initialisation's is compiled again: 7 hits in 8 requests).
+  assert int(cold_hits) == 0 and int(warm_hits) == int(warm_requests) >= 1
+  assert cold_sum == warm_sum and float(cold_sum) > 0
 
 
 def test_cache_dir_follows_the_environment(monkeypatch, tmp_path):

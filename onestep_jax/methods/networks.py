@@ -7,7 +7,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from onestep_jax.nets.host_rng import host_key
+from onestep_jax.nets.host_rng import call_with_host_draws, host_key
 from onestep_jax.nets.mlp import MLP
 
 
@@ -40,21 +40,25 @@ def build_network(name: str, kwargs: Mapping[str, Any]) -> nn.Module:
 
 def init_network(module: nn.Module, key: jax.Array, *, example_shape, num_classes: int,
                  second_time: bool = False) -> Any:
-  """Fresh parameters of `module`, initialised in one compiled call whose random draws run on
-  the host (`host_rng.HOST_PHILOX`, derived from `key`): with threefry keys the compile took
-  13-18 s for a U-Net, one kernel per parameter; eager init compiles every draw separately.
-  Deterministic in `key`. `second_time=True` also creates the (zero-initialised) embedding of
-  the flow maps' second time."""
+  """Fresh parameters of `module`, initialised in one compiled call whose random draws are
+  made on the host (`host_rng.HOST_PHILOX`, derived from `key`): with threefry keys the compile
+  took 13-18 s for a U-Net, one kernel per parameter; eager init compiles every draw
+  separately. For a concrete `key` the draws enter as arguments (`call_with_host_draws`), so the
+  program has no host callbacks and a warm start loads it from the persistent cache. Deterministic
+  in `key`, the same under a trace. `second_time=True` also creates the (zero-initialised)
+  embedding of the flow maps' second time."""
   x = jnp.zeros((1,) + tuple(example_shape), jnp.float32)
   labels = jnp.zeros((1, num_classes), jnp.float32) if num_classes else None
   inputs = {'second_time_labels': jnp.zeros((1,), jnp.float32)} if second_time else {}
 
   def init(k):
-    k_params, k_drop = jax.random.split(host_key(k))
+    k_params, k_drop = jax.random.split(k)
     rngs = {'params': k_params, 'dropout': k_drop, 'label_dropout': k_drop}
     return module.init(rngs, x, jnp.zeros((1,), jnp.float32), labels, **inputs)['params']
 
-  return jax.jit(init)(key)
+  if isinstance(key, jax.core.Tracer):
+    return init(host_key(key))
+  return call_with_host_draws(init, key)
 
 
 def network_fn(module: nn.Module, params: Any, *, train: bool = False,
