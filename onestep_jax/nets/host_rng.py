@@ -121,8 +121,8 @@ def _broadcast_words(w: np.ndarray, p) -> np.ndarray:
 
 # Operations on key arrays, on their words [..., 2]: (words or data inputs, params) -> output.
 _KEY_OPS = {
-    'random_seed': lambda ins, p: _each_key(lambda _, s: _seed_words(s), np.zeros(2, np.uint32),
-                                            ins[0].astype(np.uint32)),
+    'random_seed': lambda ins, p: np.reshape(
+        [_seed_words(s) for s in ins[0].astype(np.uint32).ravel()], (*ins[0].shape, 2)),
     'random_split': lambda ins, p: _each_key(lambda k: _split_words(k, p['shape']), ins[0]),
     'random_fold_in': lambda ins, p: _each_key(_fold_in_words, ins[0], ins[1].astype(np.uint32)),
     'random_bits': lambda ins, p: _each_key(lambda k: _draw(k, p['bit_width'], p['shape']),
