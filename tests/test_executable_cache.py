@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.experimental.compilation_cache import compilation_cache
 
 from onestep_jax.experiment.runner import run
 from onestep_jax.train import executable_cache
@@ -19,15 +20,29 @@ from test_experiment import _config
 from train_helpers import toy
 
 
+@contextlib.contextmanager
+def _persistent_cache(on: bool):
+  """JAX's persistent cache on or off inside. JAX decides once per process whether to use it,
+  at the first compile, so that decision is reset on entry and exit."""
+  enabled, directory = jax.config.jax_enable_compilation_cache, jax.config.jax_compilation_cache_dir
+  jax.config.update('jax_enable_compilation_cache', on)
+  compilation_cache.reset_cache()
+  try:
+    yield
+  finally:
+    jax.config.update('jax_enable_compilation_cache', enabled)
+    jax.config.update('jax_compilation_cache_dir', directory)
+    compilation_cache.reset_cache()
+
+
 @pytest.fixture
 def no_persistent_cache(monkeypatch):
   """JAX's persistent cache off, so that every compile in the test is XLA's (a program that
-  cache supplies is not kept: the last test); another test may have turned it on."""
+  cache supplies is not kept: the last test); another test in this process may have turned it
+  on and filled it with the same programs."""
   monkeypatch.setattr('onestep_jax.experiment.runner.enable_compilation_cache', lambda: None)
-  enabled = jax.config.jax_enable_compilation_cache
-  jax.config.update('jax_enable_compilation_cache', False)
-  yield
-  jax.config.update('jax_enable_compilation_cache', enabled)
+  with _persistent_cache(False):
+    yield
 
 
 def _train(trainer, state, num_steps):
@@ -156,11 +171,8 @@ def test_programs_from_the_persistent_cache_are_not_kept(tmp_path):
   """jaxlib serialises an executable that JAX's persistent cache supplied without its kernels;
   storing it would break the next process, so it is left to that cache."""
   from onestep_jax.train.compilation_cache import enable_compilation_cache
-  previous = jax.config.jax_compilation_cache_dir
-  enabled = jax.config.jax_enable_compilation_cache
-  jax.config.update('jax_enable_compilation_cache', True)
-  enable_compilation_cache(tmp_path / 'xla')
-  try:
+  with _persistent_cache(True):
+    enable_compilation_cache(tmp_path / 'xla')
     f = jax.jit(lambda x: x * 3 + 1)
     x = jnp.arange(5.0)
     first = ExecutableCache(tmp_path / 'a', key='k')
@@ -170,6 +182,3 @@ def test_programs_from_the_persistent_cache_are_not_kept(tmp_path):
     second = ExecutableCache(tmp_path / 'b', key='k')
     np.testing.assert_array_equal(second.compile('p', (x,), f.lower(x))(x), x * 3 + 1)
     assert not os.path.exists(second.path('p', (x,)))
-  finally:
-    jax.config.update('jax_compilation_cache_dir', previous)
-    jax.config.update('jax_enable_compilation_cache', enabled)
