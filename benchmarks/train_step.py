@@ -1,7 +1,7 @@
 """Compile time, start-up, steady step time and peak memory of one training step per config.
 
   python benchmarks/train_step.py [--only=edm_reference_32x32,...] [--repeats=3] [--steps=15]
-      [--warmup=3] [--warm_start] [--parallel_compile] [--note=...]
+      [--warmup=3] [--warm_start [--warm_repeats=3]] [--parallel_compile] [--note=...]
       [--out benchmarks/results/train_step.json]
 
 Every config runs in `--repeats` fresh processes (round-robin); the figures are medians over
@@ -11,14 +11,17 @@ the official PyTorch EDM code was measured on this kind of machine (EDM-precondi
 DDPM++ settings, 32x32x3, model_channels 32, channel_mult [1,2,2], one block per level,
 attention at 16, 10 classes, augment_dim 9, batch 16, float32, random images): 0.279 s per
 teacher-training step with an 87.8 ms matmul, i.e. 3.18 matmul units, and 570 MB peak RSS.
-`--warm_start` also runs that config twice more with a fresh persistent compilation cache and
-executable cache (onestep_jax.train.executable_cache, as a workdir's rerun has them), cold then
-warm (both with `--parallel_compile` when it is given), and reports the warm start-up.
+`--warm_start` also runs that config with a fresh persistent compilation cache and executable
+cache (onestep_jax.train.executable_cache, as a workdir's rerun has them), in one cold process and
+then `--warm_repeats` warm ones (all with `--parallel_compile` when it is given), and reports the
+warm start-up (median) and its parts: network initialisation, state placement, loading the
+compiled step, and the first run.
 """
 import argparse
 import json
 import os
 import pathlib
+import statistics
 import sys
 import tempfile
 
@@ -101,20 +104,30 @@ def child(name: str, args) -> dict:
 
 
 def warm_start(args) -> dict:
-  """The reference config with a fresh persistent cache: one cold process, then one warm."""
+  """The reference config with a fresh persistent cache: one cold process, then
+  `--warm_repeats` warm ones (medians over those)."""
   with tempfile.TemporaryDirectory() as cache:
     runs = step_timing.run_children(
-        __file__, [REFERENCE], repeats=2,
+        __file__, [REFERENCE], repeats=1 + args.warm_repeats,
         args=[f'--steps={args.warmup}', '--warmup=1', f'--cache_dir={cache}',
               *(['--parallel_compile'] if args.parallel_compile else [])])[REFERENCE]
-  cold, warm = runs
+  cold, warm = runs[0], runs[1:]
   start_up = lambda r: r['network_init_s'] + r['state_init_s'] + r['first_step_s'] - r['step_s']
-  return {'cold_compile_s': cold['compile_s'], 'warm_compile_s': warm['compile_s'],
-          'cold_compile_parts': cold['compile_parts'], 'warm_compile_parts': warm['compile_parts'],
-          'warm_compile_cache': warm['compile_cache'],
-          'cold_start_up_s': start_up(cold), 'warm_start_up_s': start_up(warm),
-          'warm_network_init_s': warm['network_init_s'],
-          'start_up': 'network init + state placement + first step - a steady step'}
+  parts = {'network_init_s': 'network_init_s', 'state_init_s': 'state_init_s',
+           'load_s': 'compile_s', 'first_run_s': 'first_run_s'}
+  med = lambda f: statistics.median(f(r) for r in warm)
+  return {'cold_compile_s': cold['compile_s'], 'warm_compile_s': med(lambda r: r['compile_s']),
+          'cold_compile_parts': cold['compile_parts'],
+          'warm_compile_parts': {k: med(lambda r, k=k: r['compile_parts'][k])
+                                 for k in cold['compile_parts']},
+          'warm_compile_cache': warm[-1]['compile_cache'],
+          'cold_start_up_s': start_up(cold), 'warm_start_up_s': med(start_up),
+          'warm_start_up_s_per_process': [start_up(r) for r in warm],
+          'warm_network_init_s': med(lambda r: r['network_init_s']),
+          'warm_start_up_parts': {k: med(lambda r, v=v: r[v]) for k, v in parts.items()},
+          'warm_start_up_parts_per_process': [{k: r[v] for k, v in parts.items()} for r in warm],
+          'start_up': 'network init + state placement + first step - a steady step '
+                      '(= network init + state placement + loading + first run)'}
 
 
 def main():
@@ -128,6 +141,8 @@ def main():
                       help='compile the phases at once (train.parallel_compile)')
   parser.add_argument('--warm_start', action='store_true',
                       help='also measure a cold and a warm start with the persistent cache')
+  parser.add_argument('--warm_repeats', type=int, default=3,
+                      help='with --warm_start: warm processes (after one cold one)')
   parser.add_argument('--note', default='', help='recorded in the JSON (e.g. machine load)')
   parser.add_argument('--out', default=str(ROOT / 'benchmarks' / 'results' / 'train_step.json'))
   parser.add_argument('--child', default='', help=argparse.SUPPRESS)
@@ -146,9 +161,11 @@ def main():
   results = step_timing.time_in_children(__file__, names, args, what='step')
   if args.warm_start:
     results['_warm_start'] = w = warm_start(args)
-    print(f'warm start ({REFERENCE}): compile {w["cold_compile_s"]:.2f} s cold, '
-          f'{w["warm_compile_s"]:.2f} s warm; start-up {w["cold_start_up_s"]:.2f} s cold, '
-          f'{w["warm_start_up_s"]:.2f} s warm; warm compile = '
+    print(f'warm start ({REFERENCE}, medians of {args.warm_repeats} warm processes): compile '
+          f'{w["cold_compile_s"]:.2f} s cold, {w["warm_compile_s"]:.2f} s warm; start-up '
+          f'{w["cold_start_up_s"]:.2f} s cold, {w["warm_start_up_s"]:.2f} s warm ('
+          + ', '.join(f'{v:.2f}' for v in w['warm_start_up_s_per_process']) + ') = ' + ', '.join(
+              f'{k} {v:.2f}' for k, v in w['warm_start_up_parts'].items()) + '; warm compile = '
           + ', '.join(f'{k} {v:.2f}' for k, v in w['warm_compile_parts'].items())
           + '; persistent cache: ' + ', '.join(f'{k} {v:.4g}'
                                                for k, v in w['warm_compile_cache'].items()),
