@@ -151,6 +151,8 @@ def main():
   if args.child:
     print(json.dumps(child(args.child, args)))
     return
+  if args.warm_start and args.warm_repeats < 1:
+    parser.error(f'--warm_repeats must be at least 1, got {args.warm_repeats}')
   names = args.only.split(',') if args.only else list(CONFIGS)
   for name in names:
     try:
