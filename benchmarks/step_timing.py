@@ -2,12 +2,13 @@
 
 Every configuration is measured in `repeats` fresh child processes, run round-robin over the
 configurations so that a change of machine load hits all of them alike. Each child times, in
-this order: the network initialisation, the training state's placement, the first step (its
-tracing, lowering and XLA compilation, read from JAX's own compile events, are `compile_s`, and
-each of the three is in `compile_parts`, with `load_s` for phases loaded from an executable
-cache; `first_run_s` is the rest of the first step beyond a steady one, the programs' first run,
-in which XLA:CPU builds each YNNPACK fusion's runtime), `warmup - 1` more steps, `steps` timed
-steps (their median is `step_s`), then a 2048^3
+this order (with an executable cache, its phases are first preloaded, as a resumed run does:
+`Trainer.preload`): the network initialisation, the training state's placement, the first step
+(its tracing, lowering and XLA compilation, read from JAX's own compile events, are `compile_s`,
+and each of the three is in `compile_parts`, with `load_s` for phases loaded from an executable
+cache, the time the step waited for them; `first_run_s` is the rest of the first step beyond a
+steady one, the programs' first run, in which XLA:CPU builds each YNNPACK fusion's runtime),
+`warmup - 1` more steps, `steps` timed steps (their median is `step_s`), then a 2048^3
 float32 matmul (`matmul_s`, the median of `MATMUL_REPEATS`). Peak RSS is the child's VmHWM
 before the matmul (RSS and VmHWM are also recorded after each stage); `xla_temp_mb` is each
 compiled phase's temporary buffer size. The parent reports, per configuration, the median over
@@ -161,13 +162,14 @@ def measure(config, *, steps: int, warmup: int, network_init: Optional[Callable]
                     parallel_compile=config.train.parallel_compile,
                     executable_cache=run_executable_cache(config, setup, executable_cache_dir)
                     if executable_cache_dir else None)
+  # Steps past the warm-up stage, so that every phase of the steady schedule is measured.
+  first = max(s.until_step or 0 for s in setup.stages)
+  trainer.preload(first)  # as a resumed run does: see Trainer.preload
   params, init_s, init_clock = _timed(lambda: setup.init_params(jax.random.PRNGKey(0)))
   r['network_init_s'], r['network_init_compile_s'] = net_s + init_s, init_clock.seconds
   state, r['state_init_s'], _ = _timed(
       lambda: trainer.init_state(params, key=jax.random.PRNGKey(1)))
   r['memory_mb']['initialised'] = memory_mb()
-  # Steps past the warm-up stage, so that every phase of the steady schedule is measured.
-  first = max(s.until_step or 0 for s in setup.stages)
   batches = [global_batch(dataset.get_batch(first + i, config.train.batch_size, seed=0),
                           trainer.mesh) for i in range(warmup + steps)]
   times, compile_s = [], []

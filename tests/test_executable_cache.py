@@ -56,11 +56,11 @@ def _no_tracing(trainer):
 
 
 @contextlib.contextmanager
-def _loads():
-  """Yields a list that collects the executable cache's load events while inside."""
+def _loads(event=executable_cache.LOAD_EVENT):
+  """Yields a list that collects the executable cache's load (or preload) events while inside."""
   loads = []
-  def listener(event, duration, **_):
-    if event == executable_cache.LOAD_EVENT:
+  def listener(name, duration, **_):
+    if name == event:
       loads.append(duration)
   jax.monitoring.register_event_duration_secs_listener(listener)
   try:
@@ -86,6 +86,41 @@ def test_loaded_phases_train_as_compiled_ones(tmp_path, no_persistent_cache):
   assert resumed.keys() == straight.keys()
   for k in straight:
     np.testing.assert_array_equal(resumed[k], straight[k], err_msg=k)
+
+
+def test_preload_reads_the_stages_programs_in_the_background(tmp_path, no_persistent_cache):
+  """`Trainer.preload(step)` reads the programs of the stage at `step` and the end of step, and
+  only those; the steps take them without reading or tracing and train as compiled ones."""
+  def fresh():
+    trainer = toy.make_trainer(executable_cache=ExecutableCache(tmp_path, key='toy'))
+    return trainer, trainer.init_state(toy.init_params(), key=jax.random.PRNGKey(0))
+  trainer, state = fresh()
+  straight = toy.flat_state(_train(trainer, state, 3))  # both stages: 3 programs stored
+  trainer, state = fresh()
+  _no_tracing(trainer)
+  with _loads(executable_cache.PRELOAD_EVENT) as preloads, _loads() as loads:
+    trainer.preload(0)  # the first stage: the critic-only phase and the end of step
+    state = _train(trainer, state, 1)
+    assert (len(preloads), len(loads)) == (2, 2)
+    trainer.preload(0)  # taken already: nothing to read again
+    state = _train(trainer, state, 3)  # the generator's phase, read when first needed
+    assert (len(preloads), len(loads)) == (2, 3)
+  resumed = toy.flat_state(state)
+  for k in straight:
+    np.testing.assert_array_equal(resumed[k], straight[k], err_msg=k)
+
+
+def test_an_unreadable_preloaded_program_is_deleted_and_recompiled(tmp_path, no_persistent_cache):
+  f = jax.jit(lambda x: x - 1)
+  x = jnp.arange(3.0)
+  ExecutableCache(tmp_path, key='k').store('p', (x,), f.lower(x).compile())
+  cache = ExecutableCache(tmp_path, key='k')
+  with open(cache.path('p', (x,)), 'wb') as file:
+    file.write(b'not an executable')
+  cache.preload(['p', 'q'])
+  with pytest.warns(UserWarning, match='compiling .p. again'):
+    assert cache.load('p', (x,)) is None
+  assert os.listdir(tmp_path) == []
 
 
 def test_parallel_compile_stores_and_loads(tmp_path, no_persistent_cache):
@@ -157,9 +192,9 @@ def test_runner_rerun_loads_the_workdirs_phases(tmp_path, no_persistent_cache):
   straight = run(config(20), str(tmp_path / 'a'), progress=False)
   run(config(10), str(tmp_path / 'b'), progress=False)
   assert len(os.listdir(tmp_path / 'b' / 'executables')) == 2  # the phase and the end of step
-  with _loads() as loads:
+  with _loads(executable_cache.PRELOAD_EVENT) as preloads, _loads() as loads:
     resumed = run(config(20), str(tmp_path / 'b'), progress=False)  # extended: same key
-  assert len(loads) == 2
+  assert len(preloads) == len(loads) == 2  # read while the networks initialised
   for k in straight:
     if 'time' not in k and 'per_s' not in k:
       assert resumed[k] == straight[k], k

@@ -21,7 +21,7 @@ from onestep_jax.experiment.evaluation import (
     save_evaluation_curves, save_sample_pictures, save_training_curves, write_json)
 from onestep_jax.methods import build_method, resolve_method_config
 from onestep_jax.methods.mdlm import DiscreteSetup
-from onestep_jax.train.checkpoint import Checkpointer
+from onestep_jax.train.checkpoint import Checkpointer, latest_saved_step
 from onestep_jax.train.compilation_cache import enable_compilation_cache
 from onestep_jax.train.executable_cache import ExecutableCache
 from onestep_jax.train.export import export_params
@@ -218,6 +218,9 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mode: str = 'train',
   reference = reference_pair(dataset if held_out is None else held_out, config.eval.num_samples,
                              seed=config.eval.seed)
   key_init, key_train = jax.random.split(jax.random.PRNGKey(config.seed))
+  resume_step = latest_saved_step(checkpoints)
+  if mode == 'train' and resume_step is not None and resume_step < config.train.num_steps:
+    trainer.preload(resume_step)  # the compiled phases load while the networks initialise
   t0 = time.perf_counter()
   state = trainer.init_state(setup.init_params(key_init), key=key_train)
   timings = {'init_time_s': time.perf_counter() - t0}

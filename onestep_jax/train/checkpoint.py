@@ -84,6 +84,14 @@ def params_fingerprint(tree: Any) -> str:
   return h.hexdigest()
 
 
+def latest_saved_step(directory: str | os.PathLike) -> Optional[int]:
+  """The newest finalised checkpoint step under `directory`, or None; only reads (a Checkpointer
+  creates the directory)."""
+  if not os.path.isdir(directory):
+    return None
+  return max(ocp.utils.checkpoint_steps(directory), default=None)
+
+
 class Checkpointer:
   """Saves and restores TrainStates under `directory` with orbax.
 

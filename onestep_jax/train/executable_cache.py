@@ -21,9 +21,12 @@ noticed when it changes, which is why the Trainer only uses a cache it is given:
 one per workdir (`<workdir>/executables`, under `train.compilation_cache`), where it serves the
 resumes of that run. A file that cannot be read is deleted and its program compiled again. A
 program that JAX's persistent cache supplied is not kept (see `ExecutableCache.compile`).
+`ExecutableCache.preload` reads a run's executables in background threads, so that a resume
+loads them while it initialises its networks (`Trainer.preload`).
 """
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import hashlib
 import importlib.metadata
@@ -34,7 +37,7 @@ import sys
 import threading
 import time
 import warnings
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import jax
 import numpy as np
@@ -42,7 +45,10 @@ from jax.experimental import serialize_executable
 
 from onestep_jax.atomic import atomic_path
 
-LOAD_EVENT = '/onestep_jax/executable_cache/load_duration'  # jax.monitoring duration event
+# jax.monitoring duration events: the time `load` took (for a preloaded executable, the time it
+# waited for it), and the time a preload took in its background thread
+LOAD_EVENT = '/onestep_jax/executable_cache/load_duration'
+PRELOAD_EVENT = '/onestep_jax/executable_cache/preload_duration'
 _PERSISTENT_CACHE_HIT = '/jax/compilation_cache/cache_hits'  # jax/_src/compiler.py
 _PACKAGES = ('jax', 'jaxlib', 'flax', 'optax', 'numpy')
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -118,6 +124,11 @@ def _argument_signature(args: tuple) -> str:
   return _sha(str(tree), [leaf(x) for x in leaves])
 
 
+def _file_stem(program: str) -> str:
+  """`program` as a part of a file name ('phase:fake_score' -> 'phase-fake_score')."""
+  return ''.join(c if c.isalnum() or c in '_.' else '-' for c in program)
+
+
 class ExecutableCache:
   """Executables of one run's programs in `directory`, keyed as the module docstring says.
 
@@ -131,6 +142,8 @@ class ExecutableCache:
     self.directory = os.path.abspath(os.fspath(directory))
     self._prefix = _sha(code_digest(), key)[:24]
     self._process = f'p{jax.process_index()}of{jax.process_count()}'
+    self._preloading: dict[str, concurrent.futures.Future] = {}  # until `load` takes them
+    self._preloaded: set[str] = set()  # every file `preload` has started to read
     for name in os.listdir(self.directory) if os.path.isdir(self.directory) else ():
       if name.endswith(f'.{self._process}.bin') and not name.startswith(self._prefix):
         os.remove(os.path.join(self.directory, name))
@@ -138,23 +151,57 @@ class ExecutableCache:
   def path(self, program: str, args: tuple) -> str:
     """The file of `program` compiled for `args`."""
     program_key = _sha(program, _argument_signature(args))[:24]
-    return os.path.join(self.directory, f'{self._prefix}-{program_key}.{self._process}.bin')
+    return os.path.join(self.directory, f'{self._prefix}-{_file_stem(program)}-{program_key}.'
+                                        f'{self._process}.bin')
+
+  def preload(self, programs: Sequence[str]) -> None:
+    """Starts reading every executable stored for `programs` (for any arguments) that no
+    earlier call read, each in a thread of its own; `load` then waits for it instead of reading
+    it. XLA deserialises without
+    the GIL, so the reading overlaps with what the caller does meanwhile."""
+    if not os.path.isdir(self.directory):
+      return
+    starts = tuple(f'{self._prefix}-{_file_stem(p)}-' for p in programs)
+    paths = [os.path.join(self.directory, name) for name in sorted(os.listdir(self.directory))
+             if name.startswith(starts) and name.endswith(f'.{self._process}.bin')]
+    paths = [p for p in paths if p not in self._preloaded]
+    if not paths:
+      return
+    pool = concurrent.futures.ThreadPoolExecutor(len(paths),
+                                                 thread_name_prefix='executable_preload')
+    for path in paths:
+      self._preloading[path] = pool.submit(self._preload, path)
+    self._preloaded.update(paths)
+    pool.shutdown(wait=False)
+
+  @staticmethod
+  def _read(path: str) -> jax.stages.Compiled:
+    with open(path, 'rb') as f:
+      payload, in_tree, out_tree = pickle.load(f)
+    return serialize_executable.deserialize_and_load(payload, in_tree, out_tree)
+
+  @classmethod
+  def _preload(cls, path: str) -> jax.stages.Compiled:
+    start = time.perf_counter()
+    compiled = cls._read(path)
+    jax.monitoring.record_event_duration_secs(PRELOAD_EVENT, time.perf_counter() - start)
+    return compiled
 
   def load(self, program: str, args: tuple) -> Optional[jax.stages.Compiled]:
-    """The executable stored for `program` and `args`, or None (none stored, or unreadable:
-    then the file is deleted with a warning)."""
+    """The executable stored for `program` and `args` (preloaded, or read now), or None (none
+    stored, or unreadable: then the file is deleted with a warning)."""
     path = self.path(program, args)
-    if not os.path.exists(path):
+    preloading = self._preloading.pop(path, None)
+    if preloading is None and not os.path.exists(path):
       return None
     start = time.perf_counter()
     try:
-      with open(path, 'rb') as f:
-        payload, in_tree, out_tree = pickle.load(f)
-      compiled = serialize_executable.deserialize_and_load(payload, in_tree, out_tree)
+      compiled = self._read(path) if preloading is None else preloading.result()
     except Exception as e:  # pylint: disable=broad-except
       warnings.warn(f'compiling {program!r} again: its stored executable {path} could not be '
                     f'loaded ({type(e).__name__}: {e}); deleted')
-      os.remove(path)
+      if os.path.exists(path):
+        os.remove(path)
       return None
     jax.monitoring.record_event_duration_secs(LOAD_EVENT, time.perf_counter() - start)
     return compiled

@@ -279,6 +279,15 @@ class Trainer:
         self._pace(metrics[name])
     return self._executable(None, state)(state), metrics
 
+  def preload(self, step: int) -> None:
+    """Starts reading, in background threads, the executables that the executable cache holds
+    for the phases of the stage at `step` and the end of step, so that a resumed run loads them
+    while it initialises its networks (warm start of the EDM reference step: docs/RESULTS.md,
+    "Loading the phases during the initialisation"). Without an executable cache, nothing."""
+    if self.executable_cache is not None:
+      schedule = spec.stage_at(self.stages, step).schedule
+      self.executable_cache.preload([_program_name(p) for p in [n for n, _ in schedule] + [None]])
+
   def _executable(self, phase: Optional[str], *args) -> Callable:
     """The executable of `phase` for `args`: from the executable cache, or `_jitted(phase)`
     traced and lowered without garbage collection (see `_gc_paused`) and compiled ahead of its
