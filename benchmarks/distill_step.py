@@ -1,7 +1,8 @@
 """Time, start-up and peak memory of one distillation iteration at the EDM reference setting.
 
   python benchmarks/distill_step.py [--methods=diff_instruct,sid,dmd2,dmd2:reuse] [--repeats=3]
-      [--steps=15] [--warmup=3] [--per_phase] [--parallel_compile] [--note=...]
+      [--steps=15] [--warmup=3] [--per_phase] [--parallel_compile]
+      [--warm_start [--warm_repeats=3]] [--note=...]
 
 One iteration = one fake-score update + one generator update (update ratio 1, no GAN head), with
 generator, fake score and teacher the reference network of benchmarks/train_step.py (random
@@ -12,7 +13,9 @@ per iteration (626 MB peak RSS; with an 87.8 ms matmul, 10.1 units), SiD 1.06 s 
 0.82 s (599 MB). `<method>:reuse` sets method.reuse_generator_samples: the fake-score update uses
 the generator update's samples, as DMD2's official loop does, so an iteration is one phase;
 `<method>:shared` also sets method.share_fake_score_noise: that update takes the generator loss's
-noise, and one fake-score forward pass serves both.
+noise, and one fake-score forward pass serves both. `--warm_start` also measures each method's
+cold and warm start as benchmarks/train_step.py does (its warm processes load the teacher the cold
+one exported, as a resumed run would, instead of initialising one).
 Writes benchmarks/results/distill_step.json.
 """
 import argparse
@@ -79,12 +82,20 @@ def distill_config(name: str, tmp: str):
 
 
 def child(name: str, args) -> dict:
-  """Benchmarks `name` (see distill_config) in this process."""
+  """Benchmarks `name` (see distill_config) in this process; with `args.cache_dir`, with that
+  persistent cache and executable cache, and the teacher kept there."""
+  if args.cache_dir:
+    from onestep_jax.train.compilation_cache import enable_compilation_cache
+    enable_compilation_cache(args.cache_dir)
   with tempfile.TemporaryDirectory() as tmp:
-    c, make_teacher = distill_config(name, tmp)
+    # the cold and warm processes' teacher at one path: it is in the config, so in the cache's key
+    c, make_teacher = distill_config(name, args.cache_dir or tmp)
     c.train.parallel_compile = args.parallel_compile
+    c.train.compilation_cache = bool(args.cache_dir)
+    exported = os.path.exists(c.method.teacher)
     return step_timing.measure(c, steps=args.steps, warmup=args.warmup,
-                               network_init=make_teacher, per_phase=args.per_phase)
+                               network_init=None if exported else make_teacher,
+                               per_phase=args.per_phase, executable_cache_dir=args.cache_dir)
 
 
 def main():
@@ -98,11 +109,12 @@ def main():
                       help='compile the phases at once (train.parallel_compile)')
   parser.add_argument('--note', default='', help='recorded in the JSON (e.g. machine load)')
   parser.add_argument('--out', default=str(ROOT / 'benchmarks' / 'results' / 'distill_step.json'))
-  parser.add_argument('--child', default='', help=argparse.SUPPRESS)
+  step_timing.add_warm_start_flags(parser)
   args = parser.parse_args()
   if args.child:
     print(json.dumps(child(args.child, args)))
     return
+  step_timing.check_warm_start_flags(parser, args)
   names = args.methods.split(',')
   try:
     check_names(names)
@@ -110,6 +122,9 @@ def main():
     parser.error(f'--methods: {e}')
   started = step_timing.machine()
   results = step_timing.time_in_children(__file__, names, args, what='iteration')
+  if args.warm_start:
+    results['_warm_start'] = {name: step_timing.warm_start(__file__, name, args)
+                              for name in names}
   step_timing.write(args.out, results, started=started, repeats=args.repeats,
                     counts={'steps': args.steps, 'warmup': args.warmup}, note=args.note)
 

@@ -28,6 +28,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Any, Callable, Optional, Sequence
 
@@ -280,6 +281,60 @@ def summarize(runs: Sequence[dict]) -> dict:
     out['phase_matmul_units'] = {p: statistics.median(r['phase_s'][p] / r['matmul_s']
                                                       for r in runs) for p in out['phase_s']}
   return out
+
+
+def add_warm_start_flags(parser: argparse.ArgumentParser) -> None:
+  """--warm_start and --warm_repeats, and the children's --child and --cache_dir."""
+  parser.add_argument('--warm_start', action='store_true',
+                      help='also measure a cold and warm starts with a fresh persistent cache')
+  parser.add_argument('--warm_repeats', type=int, default=3,
+                      help='with --warm_start: warm processes (after one cold one)')
+  parser.add_argument('--child', default='', help=argparse.SUPPRESS)
+  parser.add_argument('--cache_dir', default='', help=argparse.SUPPRESS)
+
+
+def check_warm_start_flags(parser: argparse.ArgumentParser, args) -> None:
+  if args.warm_start and args.warm_repeats < 1:
+    parser.error(f'--warm_repeats must be at least 1, got {args.warm_repeats}')
+
+
+def warm_start(script: str, name: str, args) -> dict:
+  """`name` with a fresh persistent cache and executable cache (`--cache_dir` of the children,
+  as a workdir's rerun has them): one cold process, then `args.warm_repeats` warm ones (medians
+  over those); prints and returns the cold and warm compile and start-up, and the start-up's
+  parts: network initialisation, state placement, loading (the wait for the preloaded phases)
+  and the first run."""
+  with tempfile.TemporaryDirectory() as cache:
+    runs = run_children(script, [name], repeats=1 + args.warm_repeats,
+                        args=[f'--steps={args.warmup}', '--warmup=1', f'--cache_dir={cache}',
+                              *(['--parallel_compile'] if args.parallel_compile else [])])[name]
+  cold, warm = runs[0], runs[1:]
+  start_up = lambda r: r['network_init_s'] + r['state_init_s'] + r['first_step_s'] - r['step_s']
+  parts = {'network_init_s': 'network_init_s', 'state_init_s': 'state_init_s',
+           'load_s': 'compile_s', 'first_run_s': 'first_run_s'}
+  med = lambda f: statistics.median(f(r) for r in warm)
+  w = {'cold_compile_s': cold['compile_s'], 'warm_compile_s': med(lambda r: r['compile_s']),
+       'cold_compile_parts': cold['compile_parts'],
+       'warm_compile_parts': {k: med(lambda r, k=k: r['compile_parts'][k])
+                              for k in cold['compile_parts']},
+       'warm_compile_cache': warm[-1]['compile_cache'],
+       'cold_start_up_s': start_up(cold), 'warm_start_up_s': med(start_up),
+       'warm_start_up_s_per_process': [start_up(r) for r in warm],
+       'warm_network_init_s': med(lambda r: r['network_init_s']),
+       'warm_start_up_parts': {k: med(lambda r, v=v: r[v]) for k, v in parts.items()},
+       'warm_start_up_parts_per_process': [{k: r[v] for k, v in parts.items()} for r in warm],
+       'start_up': 'network init + state placement + first step - a steady step '
+                   '(= network init + state placement + loading + first run)'}
+  print(f'warm start ({name}, medians of {args.warm_repeats} warm processes): compile '
+        f'{w["cold_compile_s"]:.2f} s cold, {w["warm_compile_s"]:.2f} s warm; start-up '
+        f'{w["cold_start_up_s"]:.2f} s cold, {w["warm_start_up_s"]:.2f} s warm ('
+        + ', '.join(f'{v:.2f}' for v in w['warm_start_up_s_per_process']) + ') = ' + ', '.join(
+            f'{k} {v:.2f}' for k, v in w['warm_start_up_parts'].items()) + '; warm compile = '
+        + ', '.join(f'{k} {v:.2f}' for k, v in w['warm_compile_parts'].items())
+        + '; persistent cache: ' + ', '.join(f'{k} {v:.4g}'
+                                             for k, v in w['warm_compile_cache'].items()),
+        flush=True)
+  return w
 
 
 def format_row(name: str, s: dict) -> str:

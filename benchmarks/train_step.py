@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import pathlib
-import statistics
 import sys
 import tempfile
 
@@ -103,33 +102,6 @@ def child(name: str, args) -> dict:
                                per_phase=args.per_phase, executable_cache_dir=args.cache_dir)
 
 
-def warm_start(args) -> dict:
-  """The reference config with a fresh persistent cache: one cold process, then
-  `--warm_repeats` warm ones (medians over those)."""
-  with tempfile.TemporaryDirectory() as cache:
-    runs = step_timing.run_children(
-        __file__, [REFERENCE], repeats=1 + args.warm_repeats,
-        args=[f'--steps={args.warmup}', '--warmup=1', f'--cache_dir={cache}',
-              *(['--parallel_compile'] if args.parallel_compile else [])])[REFERENCE]
-  cold, warm = runs[0], runs[1:]
-  start_up = lambda r: r['network_init_s'] + r['state_init_s'] + r['first_step_s'] - r['step_s']
-  parts = {'network_init_s': 'network_init_s', 'state_init_s': 'state_init_s',
-           'load_s': 'compile_s', 'first_run_s': 'first_run_s'}
-  med = lambda f: statistics.median(f(r) for r in warm)
-  return {'cold_compile_s': cold['compile_s'], 'warm_compile_s': med(lambda r: r['compile_s']),
-          'cold_compile_parts': cold['compile_parts'],
-          'warm_compile_parts': {k: med(lambda r, k=k: r['compile_parts'][k])
-                                 for k in cold['compile_parts']},
-          'warm_compile_cache': warm[-1]['compile_cache'],
-          'cold_start_up_s': start_up(cold), 'warm_start_up_s': med(start_up),
-          'warm_start_up_s_per_process': [start_up(r) for r in warm],
-          'warm_network_init_s': med(lambda r: r['network_init_s']),
-          'warm_start_up_parts': {k: med(lambda r, v=v: r[v]) for k, v in parts.items()},
-          'warm_start_up_parts_per_process': [{k: r[v] for k, v in parts.items()} for r in warm],
-          'start_up': 'network init + state placement + first step - a steady step '
-                      '(= network init + state placement + loading + first run)'}
-
-
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--only', default='', help='comma-separated subset of ' + ','.join(CONFIGS))
@@ -139,20 +111,14 @@ def main():
   parser.add_argument('--per_phase', action='store_true', help='also time each phase alone')
   parser.add_argument('--parallel_compile', action='store_true',
                       help='compile the phases at once (train.parallel_compile)')
-  parser.add_argument('--warm_start', action='store_true',
-                      help='also measure a cold and a warm start with the persistent cache')
-  parser.add_argument('--warm_repeats', type=int, default=3,
-                      help='with --warm_start: warm processes (after one cold one)')
   parser.add_argument('--note', default='', help='recorded in the JSON (e.g. machine load)')
   parser.add_argument('--out', default=str(ROOT / 'benchmarks' / 'results' / 'train_step.json'))
-  parser.add_argument('--child', default='', help=argparse.SUPPRESS)
-  parser.add_argument('--cache_dir', default='', help=argparse.SUPPRESS)
+  step_timing.add_warm_start_flags(parser)
   args = parser.parse_args()
   if args.child:
     print(json.dumps(child(args.child, args)))
     return
-  if args.warm_start and args.warm_repeats < 1:
-    parser.error(f'--warm_repeats must be at least 1, got {args.warm_repeats}')
+  step_timing.check_warm_start_flags(parser, args)
   names = args.only.split(',') if args.only else list(CONFIGS)
   for name in names:
     try:
@@ -162,16 +128,7 @@ def main():
   started = step_timing.machine()
   results = step_timing.time_in_children(__file__, names, args, what='step')
   if args.warm_start:
-    results['_warm_start'] = w = warm_start(args)
-    print(f'warm start ({REFERENCE}, medians of {args.warm_repeats} warm processes): compile '
-          f'{w["cold_compile_s"]:.2f} s cold, {w["warm_compile_s"]:.2f} s warm; start-up '
-          f'{w["cold_start_up_s"]:.2f} s cold, {w["warm_start_up_s"]:.2f} s warm ('
-          + ', '.join(f'{v:.2f}' for v in w['warm_start_up_s_per_process']) + ') = ' + ', '.join(
-              f'{k} {v:.2f}' for k, v in w['warm_start_up_parts'].items()) + '; warm compile = '
-          + ', '.join(f'{k} {v:.2f}' for k, v in w['warm_compile_parts'].items())
-          + '; persistent cache: ' + ', '.join(f'{k} {v:.4g}'
-                                               for k, v in w['warm_compile_cache'].items()),
-          flush=True)
+    results['_warm_start'] = step_timing.warm_start(__file__, REFERENCE, args)
   step_timing.write(args.out, results, started=started, repeats=args.repeats,
                     counts={'steps': args.steps, 'warmup': args.warmup}, note=args.note)
 
