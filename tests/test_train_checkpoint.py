@@ -10,7 +10,8 @@ import jax
 import numpy as np
 import pytest
 
-from onestep_jax.train.checkpoint import Checkpointer, NonFiniteError, params_fingerprint
+from onestep_jax.train.checkpoint import (Checkpointer, NonFiniteError, latest_saved_step,
+                                         params_fingerprint)
 from train_helpers import toy
 
 SCRIPT = pathlib.Path(__file__).parent / 'train_helpers' / 'run_toy.py'
@@ -57,6 +58,17 @@ def test_keep_n_and_periodic_saves(tmp_path, trainer):
                   save_every=2, progress=False)
     assert ckpt.all_steps() == [6, 7]
   assert not list(tmp_path.glob('*tmp*'))
+
+
+def test_latest_saved_step_reads_without_creating(tmp_path, trainer):
+  """The runner asks before its Checkpointer exists (to preload the stage's phases)."""
+  missing = tmp_path / 'missing'
+  assert latest_saved_step(missing) is None and not missing.exists()
+  with Checkpointer(tmp_path, teacher_identity='toy', max_to_keep=2) as ckpt:
+    trainer.train(_init(trainer), get_batch=toy.get_batch, num_steps=5, checkpointer=ckpt,
+                  save_every=2, progress=False)
+  (tmp_path / '7.broken').mkdir()  # a step moved aside by a failed restore is not a checkpoint
+  assert latest_saved_step(tmp_path) == 5
 
 
 def test_teacher_mismatch_is_refused(tmp_path, trainer):
