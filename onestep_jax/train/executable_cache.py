@@ -156,19 +156,21 @@ class ExecutableCache:
 
   def preload(self, programs: Sequence[str]) -> None:
     """Starts reading every executable stored for `programs` (for any arguments) that no
-    earlier call read, each in a thread of its own; `load` then waits for it instead of reading
-    it. XLA deserialises without
-    the GIL, so the reading overlaps with what the caller does meanwhile."""
+    earlier call read, one after another in that order in a background thread; `load` then waits
+    for it instead of reading it. XLA deserialises without the GIL, so the reading overlaps with
+    what the caller does meanwhile (one thread: reading them all at once slowed the first
+    phase's load and first run on 2 cores, docs/RESULTS.md, "Loading the phases during the
+    initialisation")."""
     if not os.path.isdir(self.directory):
       return
-    starts = tuple(f'{self._prefix}-{_file_stem(p)}-' for p in programs)
-    paths = [os.path.join(self.directory, name) for name in sorted(os.listdir(self.directory))
-             if name.startswith(starts) and name.endswith(f'.{self._process}.bin')]
-    paths = [p for p in paths if p not in self._preloaded]
+    names = sorted(os.listdir(self.directory))
+    paths = [os.path.join(self.directory, name) for program in programs for name in names
+             if name.startswith(f'{self._prefix}-{_file_stem(program)}-')
+             and name.endswith(f'.{self._process}.bin')]
+    paths = [p for p in dict.fromkeys(paths) if p not in self._preloaded]
     if not paths:
       return
-    pool = concurrent.futures.ThreadPoolExecutor(len(paths),
-                                                 thread_name_prefix='executable_preload')
+    pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix='executable_preload')
     for path in paths:
       self._preloading[path] = pool.submit(self._preload, path)
     self._preloaded.update(paths)
