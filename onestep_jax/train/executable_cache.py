@@ -21,7 +21,7 @@ noticed when it changes, which is why the Trainer only uses a cache it is given:
 one per workdir (`<workdir>/executables`, under `train.compilation_cache`), where it serves the
 resumes of that run. A file that cannot be read is deleted and its program compiled again. A
 program that JAX's persistent cache supplied is not kept (see `ExecutableCache.compile`).
-`ExecutableCache.preload` reads a run's executables in background threads, so that a resume
+`ExecutableCache.preload` reads a run's executables in a background thread, so that a resume
 loads them while it initialises its networks (`Trainer.preload`).
 """
 from __future__ import annotations

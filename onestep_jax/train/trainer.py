@@ -280,7 +280,7 @@ class Trainer:
     return self._executable(None, state)(state), metrics
 
   def preload(self, step: int) -> None:
-    """Starts reading, in background threads, the executables that the executable cache holds
+    """Starts reading, in a background thread, the executables that the executable cache holds
     for the phases of the stage at `step` and the end of step, so that a resumed run loads them
     while it initialises its networks (warm start of the EDM reference step: docs/RESULTS.md,
     "Loading the phases during the initialisation"). Without an executable cache, nothing."""
