@@ -286,7 +286,7 @@ def summarize(runs: Sequence[dict]) -> dict:
 def add_warm_start_flags(parser: argparse.ArgumentParser) -> None:
   """--warm_start and --warm_repeats, and the children's --child and --cache_dir."""
   parser.add_argument('--warm_start', action='store_true',
-                      help='also measure a cold and warm starts with a fresh persistent cache')
+                      help='also measure a cold start and warm starts with a fresh cache')
   parser.add_argument('--warm_repeats', type=int, default=3,
                       help='with --warm_start: warm processes (after one cold one)')
   parser.add_argument('--child', default='', help=argparse.SUPPRESS)

@@ -271,7 +271,7 @@ class Trainer:
     metrics = {}
     schedule = spec.stage_at(self.stages, step).schedule
     if self.parallel_compile:
-      self._compile_at_once([name for name, _ in schedule] + [None], state, batch)
+      self._compile_at_once(self._stage_programs(step), state, batch)
     for name, repeats in schedule:
       for r in range(repeats):
         args = self.phase_args(state, batch, r)
@@ -285,8 +285,11 @@ class Trainer:
     while it initialises its networks (warm start of the EDM reference step: docs/RESULTS.md,
     "Loading the phases during the initialisation"). Without an executable cache, nothing."""
     if self.executable_cache is not None:
-      schedule = spec.stage_at(self.stages, step).schedule
-      self.executable_cache.preload([_program_name(p) for p in [n for n, _ in schedule] + [None]])
+      self.executable_cache.preload([_program_name(p) for p in self._stage_programs(step)])
+
+  def _stage_programs(self, step: int) -> list[Optional[str]]:
+    """The phases the stage at `step` runs, in order, then None for the end of step."""
+    return [name for name, _ in spec.stage_at(self.stages, step).schedule] + [None]
 
   def _executable(self, phase: Optional[str], *args) -> Callable:
     """The executable of `phase` for `args`: from the executable cache, or `_jitted(phase)`
