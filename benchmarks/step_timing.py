@@ -320,7 +320,6 @@ def warm_start(script: str, name: str, args) -> dict:
        'warm_compile_cache': warm[-1]['compile_cache'],
        'cold_start_up_s': start_up(cold), 'warm_start_up_s': med(start_up),
        'warm_start_up_s_per_process': [start_up(r) for r in warm],
-       'warm_network_init_s': med(lambda r: r['network_init_s']),
        'warm_start_up_parts': {k: med(lambda r, v=v: r[v]) for k, v in parts.items()},
        'warm_start_up_parts_per_process': [{k: r[v] for k, v in parts.items()} for r in warm],
        'start_up': 'network init + state placement + first step - a steady step '
