@@ -43,7 +43,8 @@ from onestep_jax.methods.flow_map_config import FLOW_MAP_VARIANTS, flow_map_meth
 # usual steps at once. Its norm clipped at 5 (every group's; the fake score's and the
 # discriminator's stay under 2), Pearson chi^2 went from MMD 16x, 32x and 14x the teacher's
 # (seeds 0-2, five evaluations each) to 1.8x, 1.7x and 1.4x; the other rows stay within their
-# seed spread, and Neyman chi^2 fails either way (2026-12-06).
+# seed spread, and Neyman chi^2 fails either way (2026-12-06). --config.method.clip_norm=1e30
+# turns it off (optax's clip returns any gradient of a smaller norm unchanged).
 LOW_DIMENSIONAL = {
     'diff_instruct': {'train.num_steps': 5000},
     'dmd': {'method.normalize': False},
