@@ -31,6 +31,14 @@ def test_curves_png_has_a_column_per_phase(tmp_path):
     save_training_curves([{'step': 1, 'steps_per_sec': 3.0}], str(tmp_path / 'none.png'))
 
 
+def test_curves_draw_each_windows_largest_gradient_norm_when_logged(tmp_path):
+  with_max = [{**r, 'gen/grad_norm_max/generator': 5.0 + r['step']} for r in RECORDS]
+  save_training_curves(with_max, str(tmp_path / 'max.png'))
+  save_training_curves(RECORDS, str(tmp_path / 'plain.png'))
+  with Image.open(tmp_path / 'max.png') as a, Image.open(tmp_path / 'plain.png') as b:
+    assert a.size == b.size and not np.array_equal(np.asarray(a), np.asarray(b))
+
+
 def test_metric_writer_without_clu_writes_only_jsonl(tmp_path, monkeypatch):
   monkeypatch.setitem(sys.modules, 'clu', None)  # import clu fails, as when it is not installed
   writer = metrics_lib.MetricWriter(tmp_path / 'metrics.jsonl', tensorboard_dir=str(tmp_path / 'tb'))

@@ -214,6 +214,29 @@ def test_metrics_jsonl(tmp_path):
   assert last['samples_per_sec'] == pytest.approx(BATCH * last['steps_per_sec'])
 
 
+def test_log_holds_each_windows_largest_gradient_norm_and_how_often_the_clip_acted(tmp_path):
+  # Loss -x * sum(a) over 4 entries: the gradient norm is 2 |x|, x set per step by the batch.
+  # Phase 'a' runs twice a step (the same batch), so each window of 2 steps has 4 updates.
+  scale = {0: 1.0, 1: 3.0, 2: 0.5, 3: 2.0}
+  loss_fn = lambda p, batch, key: (-jnp.mean(batch['x']) * jnp.sum(p['a']), {})
+  trainer = Trainer(
+      groups=[spec.Group('a', trainable=True, optimizer=optax.sgd(0.0), clip_norm=3.0),
+              spec.Group('b', trainable=True, optimizer=optax.sgd(0.0))],
+      phases=[spec.Phase('a', loss_fn, updates=('a',)),
+              spec.Phase('b', lambda p, batch, key: (-jnp.sum(p['b']), {}), updates=('b',))],
+      stages=[spec.Stage([('a', 2), ('b', 1)])], batch_size=BATCH)
+  state = trainer.init_state({'a': jnp.zeros(4), 'b': jnp.zeros(4)}, key=jax.random.PRNGKey(0))
+  get_batch = lambda step, *_: {'x': np.full((BATCH, 1), scale[step], np.float32)}
+  writer = MetricWriter(tmp_path / 'metrics.jsonl')
+  trainer.train(state, get_batch=get_batch, num_steps=4, log_every=2, metric_writer=writer,
+                progress=False)
+  first, last = read_metrics(tmp_path / 'metrics.jsonl')
+  # Norms 2, 2, 6, 6 then 1, 1, 4, 4; the clip at 3 acts on the updates of norm 6 and 4.
+  assert (first['a/grad_norm/a'], first['a/grad_norm_max/a'], first['a/clipped/a']) == (6, 6, 0.5)
+  assert (last['a/grad_norm/a'], last['a/grad_norm_max/a'], last['a/clipped/a']) == (4, 4, 0.5)
+  assert last['b/grad_norm_max/b'] == 2.0 and 'b/clipped/b' not in last  # no clip_norm there
+
+
 def test_validation_errors():
   trainer, state = _counting_trainer()
   with pytest.raises(ValueError, match=r"leaf \['x'\] of shape \(3, 1\); expected 16 rows"):

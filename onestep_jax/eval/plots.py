@@ -98,8 +98,9 @@ def save_training_curves(records, path: str, *, width_inches: float = 4.5,
   """Writes a PNG of training curves from metrics.jsonl records against their 'step'.
 
   One column per phase (the '<phase>/' prefix of '<phase>/loss'): its loss on top, the
-  gradient norm of each group it updates ('<phase>/grad_norm/<group>') below, each on a log
-  axis when all its values are positive. Non-finite values are left out of the lines.
+  gradient norm of each group it updates ('<phase>/grad_norm/<group>', the logged update's) below,
+  with the largest norm since the previous record dashed ('<phase>/grad_norm_max/<group>'), each
+  on a log axis when all its values are positive. Non-finite values are left out of the lines.
   """
   from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=g-import-not-at-top
   from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
@@ -117,10 +118,18 @@ def save_training_curves(records, path: str, *, width_inches: float = 4.5,
                             (axes[1, col], norms, f'{phase}: gradient norm')):
       positive = True
       for key in keys:
-        points = np.array([(r['step'], r[key]) for r in records if key in r], np.float64)
-        points = points[np.isfinite(points[:, 1])] if len(points) else points.reshape(0, 2)
-        positive &= bool(np.all(points[:, 1] > 0))
-        ax.plot(points[:, 0], points[:, 1], lw=1.2, label=key.rsplit('/', 1)[-1])
+        lines = [(key, '-', '')]
+        window_max = key.replace('/grad_norm/', '/grad_norm_max/')
+        if window_max != key and any(window_max in r for r in records):
+          lines.append((window_max, '--', ' (window max)'))
+        line = None
+        for k, style, suffix in lines:
+          points = np.array([(r['step'], r[k]) for r in records if k in r], np.float64)
+          points = points[np.isfinite(points[:, 1])] if len(points) else points.reshape(0, 2)
+          positive &= bool(np.all(points[:, 1] > 0))
+          line, = ax.plot(points[:, 0], points[:, 1], style, lw=1.2,
+                          color=None if line is None else line.get_color(),
+                          label=key.rsplit('/', 1)[-1] + suffix)
       if positive and keys:
         ax.set_yscale('log')
       if keys is norms and norms:

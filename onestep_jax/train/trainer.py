@@ -7,6 +7,7 @@ every `log_every` steps and before saving.
 """
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import contextlib
 import functools
@@ -261,12 +262,15 @@ class Trainer:
                        in_shardings=(state_sh, mesh_lib.batch_sharding(self.mesh), repl, repl),
                        out_shardings=(state_sh, repl), donate_argnums=0)
 
-  def train_step(self, state: TrainState, batch: Any, *, step: int
+  def train_step(self, state: TrainState, batch: Any, *, step: int,
+                 grad_norms: Optional[list] = None
                  ) -> tuple[TrainState, dict[str, dict[str, jax.Array]]]:
     """One trainer step on a global batch; `step` (host int) must equal `state.step`.
 
     `batch` holds global arrays (see `mesh.global_batch`); `state`'s buffers are donated.
     Returns the new state and, per phase, the metrics of its last run (device arrays).
+    `grad_norms`, if given, receives ('<phase>', '<group>', norm) for every run of every phase
+    (device scalars, not fetched), so that `train` can log each window's largest norm.
     """
     metrics = {}
     schedule = spec.stage_at(self.stages, step).schedule
@@ -277,6 +281,9 @@ class Trainer:
         args = self.phase_args(state, batch, r)
         state, metrics[name] = self._executable(name, *args)(*args)
         self._pace(metrics[name])
+        if grad_norms is not None:
+          grad_norms.extend((name, g, metrics[name][f'grad_norm/{g}'])
+                            for g in self.phases[name].updates)
     return self._executable(None, state)(state), metrics
 
   def preload(self, step: int) -> None:
@@ -393,20 +400,21 @@ class Trainer:
     bar = tqdm.tqdm(total=num_steps, initial=start, disable=not progress or p_index != 0,
                     dynamic_ncols=True)
     last_log_time, last_log_step = time.time(), start
-    step = start
+    step, grad_norms = start, []
     try:
       with StopOnSigterm() as sigterm:
         while step < num_steps:
           local = get_batch(step, p_index, n_proc)
           self._check_local_batch(local, n_proc)
           state, metrics = self.train_step(state, mesh_lib.global_batch(local, self.mesh),
-                                            step=step)
+                                            step=step, grad_norms=grad_norms)
           step += 1
           bar.update(1)
           at_log = step % log_every == 0 or step == num_steps
           if at_log:
             values = self._log(state, metrics, step=step, since=(last_log_step, last_log_time),
-                               metric_writer=metric_writer)
+                               grad_norms=grad_norms, metric_writer=metric_writer)
+            grad_norms = []
             bar.set_postfix({k: f'{v:.4g}' for k, v in values.items() if k.endswith('/loss')})
             last_log_time, last_log_step = time.time(), step
           if sigterm.should_stop(at_log):
@@ -432,9 +440,10 @@ class Trainer:
                          f'over {n_proc} processes).')
 
   def _log(self, state: TrainState, metrics: Mapping[str, Mapping[str, jax.Array]], *,
-           step: int, since: tuple[int, float], metric_writer: Optional[MetricWriter]
-           ) -> dict[str, float]:
+           step: int, since: tuple[int, float], grad_norms: Sequence[tuple[str, str, jax.Array]],
+           metric_writer: Optional[MetricWriter]) -> dict[str, float]:
     values = {f'{p}/{k}': float(host_value(v)) for p, m in metrics.items() for k, v in m.items()}
+    values.update(self._window_norms(grad_norms))
     counts = self.check_finite(state)
     elapsed = max(time.time() - since[1], 1e-9)
     values['steps_per_sec'] = (step - since[0]) / elapsed
@@ -442,6 +451,22 @@ class Trainer:
     values.update({f'nonfinite/{p}': c for p, c in counts.items()})
     if metric_writer is not None:
       metric_writer.write(step, values)
+    return values
+
+  def _window_norms(self, grad_norms: Sequence[tuple[str, str, jax.Array]]) -> dict[str, float]:
+    """Per phase and group, the largest gradient norm of the updates since the last log
+    ('<phase>/grad_norm_max/<group>'; 'grad_norm/<group>' is the last update's alone) and, for a
+    group with `clip_norm`, the fraction of those updates the clip shortened
+    ('<phase>/clipped/<group>'): what one needs to choose `clip_norm`."""
+    window = collections.defaultdict(list)
+    for phase, group, norm in grad_norms:
+      window[phase, group].append(float(host_value(norm)))
+    values = {}
+    for (phase, group), norms in window.items():
+      values[f'{phase}/grad_norm_max/{group}'] = max(norms)
+      clip = self.groups[group].clip_norm
+      if clip is not None:
+        values[f'{phase}/clipped/{group}'] = float(np.mean(np.asarray(norms) > clip))
     return values
 
   def _save(self, state: TrainState, checkpointer: Optional[Checkpointer]) -> None:
