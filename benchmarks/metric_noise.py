@@ -9,6 +9,7 @@ between evaluations of one trained run.
       --workroot=<dir>
   python benchmarks/metric_noise.py --table=<json>,... [--runs=<m1>,...] \
       [--workroot=<dir> --picture=<png>]
+  python benchmarks/metric_noise.py --table=<json>,... --by_seed [--runs=<m1>,...]
 
 Without --methods, for each size N the script draws `--repeats` pairs of independent samples of
 N points of the data and measures SWD, MMD^2 and the energy distance between them, as the final
@@ -20,7 +21,10 @@ run of either script is reused) and evaluated once per evaluation seed, which re
 teacher's, the student's and the reference's samples (for an image set: which half of the held-out
 images is the reference); the script reports each metric's mean and spread over the seeds, and
 the student's mean over the teacher's mean (SWD and MMD, or FID) with its standard error
-and the range of the per-seed ratios.
+and the range of the per-seed ratios. With --by_seed the table has one row per method over its
+training seeds (the files' `--config.seed=N`, 0 without): each seed's ratios, their mean over the
+seeds with its standard error (the seeds' spread, which holds the evaluations' too), and the gate
+verdicts on those means.
 """
 import argparse
 import json
@@ -167,6 +171,74 @@ def print_table(paths, only=None) -> dict:
   return {label: method for label, (method, _) in runs.items()}
 
 
+SEED_HEADER = (
+    '| run | training seeds | SWD ratio per seed | MMD ratio per seed | SWD ratio, mean ± se | '
+    'MMD ratio, mean ± se | off-mode (mean) | NLL (mean) | modes covered (lowest) | '
+    'seeds passing both gates | against the gates (seed means) |')
+
+
+def training_seed(overrides) -> tuple[int, tuple]:
+  """The training seed among a file's overrides (`--config.seed=N`; 0, the configs' default,
+  without one) and the other overrides."""
+  seeds = [o for o in overrides if o.startswith('--config.seed=')]
+  rest = tuple(o for o in overrides if not o.startswith('--config.seed='))
+  return (int(seeds[-1].split('=', 1)[1]) if seeds else 0), rest
+
+
+def print_seed_table(paths, only=None) -> dict:
+  """Prints a Markdown table with one row per method (and overrides other than the seed) over
+  the training seeds its runs in JSON files written with --methods have (one file per seed and
+  method: the last), or of the rows `only`, in that order; returns {label: {seed: run}}."""
+  groups = {}
+  for path in paths:
+    if not os.path.isfile(path):
+      raise SystemExit(f'--table: no file {path}')
+    with open(path) as f:
+      written = json.load(f)
+    if 'methods' not in written:
+      raise SystemExit(f'--table: {path} holds no runs (it was not written with --methods)')
+    seed, rest = training_seed(written.get('overrides', []))
+    for method, run in written['methods'].items():
+      if 'student/swd@1' not in run['metrics']:
+        raise SystemExit(f'--by_seed: {path} holds runs on images; it tables 2-D runs')
+      label = f'{method} [{" ".join(rest)}]' if rest else method
+      groups.setdefault(label, {})[seed] = run
+  if only:
+    missing = [m for m in only if m not in groups]
+    if missing:
+      raise SystemExit(f'--runs: {missing} not in the --table files; they hold {sorted(groups)}')
+    groups = {m: groups[m] for m in only}
+  print(SEED_HEADER)
+  print('|' + ' --- |' * (SEED_HEADER.count('|') - 1))
+  for label, runs in groups.items():
+    print(f'| `{label}` | ' + ' | '.join(seed_row(dict(sorted(runs.items())))) + ' |')
+  return groups
+
+
+def seed_row(runs: dict) -> list:
+  """The cells of SEED_HEADER of one method's runs {seed: run}."""
+  per_seed = {k: [ratio_of_means(r['metrics'][f'student/{k}@1']['values'],
+                                 r['metrics'][f'teacher/{k}@35']['values'])['ratio_of_means']
+                  for r in runs.values()] for k in GATES}
+  means = {k: {'ratio_of_means': float(np.mean(v)),
+               'standard_error': float(np.std(v, ddof=1) / np.sqrt(len(v))) if len(v) > 1
+                                 else float('nan')} for k, v in per_seed.items()}
+  passing = sum(all(per_seed[k][i] <= gate for k, gate in GATES.items())
+                for i in range(len(runs)))
+  student = lambda k: [r['metrics'][f'student/{k}@1'] for r in runs.values()]
+  modes = student('mode_coverage') if all('student/mode_coverage@1' in r['metrics']
+                                          for r in runs.values()) else None
+  return ([', '.join(map(str, runs)),
+           *(' / '.join(f'{v:.2f}' for v in per_seed[k]) for k in GATES),
+           *(f'{m["ratio_of_means"]:.2f}' + (f' ± {m["standard_error"]:.2f}' if len(runs) > 1
+                                              else '') for m in means.values()),
+           f'{np.mean([v["mean"] for v in student("off_mode")]):.3f}',
+           f'{np.mean([v["mean"] for v in student("nll")]):.2f}',
+           f'{min(v["min"] for v in modes):.2f}' if modes else 'not recorded',
+           f'{passing} of {len(runs)}',
+           gate_verdict(means) if len(runs) > 1 else 'one seed: no spread'])
+
+
 def mean_sd_and_ratio(m: dict, k: str, digits: int) -> tuple[list, dict]:
   """The 'student mean ± sd / teacher mean ± sd' and 'ratio of means ± se' cells of metric k, and
   that ratio (ratio_of_means)."""
@@ -249,9 +321,16 @@ def main():
   parser.add_argument('--out', default=None)
   parser.add_argument('--table', default='', help='JSON files of --methods runs: print a table')
   parser.add_argument('--runs', default='', help='with --table: only these runs, in this order')
+  parser.add_argument('--by_seed', action='store_true', help='with --table: one row per method '
+                      'over its training seeds')
   parser.add_argument('--picture', default='', help='with --table and --workroot: a PNG of the '
                       "teacher's and each run's samples (their last evaluation)")
   args, overrides = parser.parse_known_args()
+  if args.by_seed and (not args.table or args.picture):
+    parser.error('--by_seed goes with --table and without --picture')
+  if args.table and args.by_seed:
+    print_seed_table(args.table.split(','), args.runs.split(',') if args.runs else None)
+    return None
   if args.table:
     methods = print_table(args.table.split(','), args.runs.split(',') if args.runs else None)
     if args.picture:

@@ -160,3 +160,37 @@ def test_config_without_methods_is_refused(monkeypatch, capsys):
   with pytest.raises(SystemExit) as stop:
     metric_noise.main()
   assert stop.value.code == 2 and '--config goes with --methods' in capsys.readouterr().err
+
+
+def _seed_file(path, method, seed, swd, mmd):
+  """A --methods file of one 2-D run whose student's SWD and MMD are `swd` and `mmd` times the
+  teacher's at each of two evaluation seeds."""
+  metrics = {}
+  for k, ratio in (('swd', swd), ('mmd', mmd)):
+    metrics[f'teacher/{k}@35'] = {'values': [1.0, 2.0]}
+    metrics[f'student/{k}@1'] = {'values': [ratio, 2.0 * ratio]}
+  metrics.update({'student/off_mode@1': {'mean': 0.1 * (seed + 1)},
+                  'student/nll@1': {'mean': 1.0 + seed},
+                  'student/mode_coverage@1': {'min': 1.0 - 0.125 * seed}})
+  overrides = [f'--config.seed={seed}'] if seed else []
+  path.write_text(json.dumps({'methods': {method: {'metrics': metrics}}, 'overrides': overrides}))
+  return str(path)
+
+
+def test_seed_table_has_a_row_per_method_over_its_training_seeds(tmp_path, capsys):
+  files = [_seed_file(tmp_path / f'sid{s}.json', 'sid', s, swd, mmd)
+           for s, swd, mmd in ((0, 1.2, 2.0), (1, 1.4, 5.3), (2, 1.3, 2.0))]
+  files.append(_seed_file(tmp_path / 'dmd.json', 'dmd', 0, 1.0, 1.0))
+  groups = metric_noise.print_seed_table(files)
+  assert {k: sorted(v) for k, v in groups.items()} == {'sid': [0, 1, 2], 'dmd': [0]}
+  rows = {line.split('`')[1]: [c.strip() for c in line.split('|')[2:-1]]
+          for line in capsys.readouterr().out.splitlines() if line.startswith('| `')}
+  se_mmd = np.std([2.0, 5.3, 2.0], ddof=1) / np.sqrt(3)  # 1.1
+  assert rows['sid'] == ['0, 1, 2', '1.20 / 1.40 / 1.30', '2.00 / 5.30 / 2.00', '1.30 ± 0.06',
+                         f'3.10 ± {se_mmd:.2f}', '0.200', '2.00', '0.75', '2 of 3',
+                         'MMD over its gate, within 1 se']
+  assert rows['dmd'][3:5] == ['1.00', '1.00']  # one seed: no standard error
+  assert rows['dmd'][-2:] == ['1 of 1', 'one seed: no spread']
+  assert list(metric_noise.print_seed_table(files, ['dmd'])) == ['dmd']
+  with pytest.raises(SystemExit, match=r"\['sdi'\] not in the --table files"):
+    metric_noise.print_seed_table(files, ['sdi'])
