@@ -38,6 +38,7 @@ import numpy as np
 
 from onestep_jax.data import get_dataset
 from onestep_jax.experiment.evaluation import low_dim_metrics
+from onestep_jax.train.metrics import read_metrics
 from distill import draw, run_method
 from step_timing import write_json
 
@@ -87,7 +88,19 @@ def evaluations(method: str, *, config: str, data: str, workroot: str, seeds,
   for k in ratio_metrics(out['metrics']):
     out[f'{k}_vs_teacher'] = ratio_of_means(out['metrics'][f'student/{k}@1']['values'],
                                             out['metrics'][f'teacher/{k}@35']['values'])
+  out['training'] = gradient_norms(os.path.join(workdir, 'metrics.jsonl'))
   return out
+
+
+def gradient_norms(path: str) -> dict:
+  """From a run's metrics.jsonl: each '<phase>/grad_norm_max/<group>' over the whole run (its
+  largest update's norm) and each '<phase>/clipped/<group>' averaged over the records (the
+  fraction of updates the clip shortened); {} for runs logged before these were, or without
+  a metrics.jsonl."""
+  records = read_metrics(path) if os.path.isfile(path) else []
+  keys = sorted({k for r in records for k in r if '/grad_norm_max/' in k or '/clipped/' in k})
+  reduce = lambda k: max if '/grad_norm_max/' in k else np.mean
+  return {k: float(reduce(k)([r[k] for r in records if k in r])) for k in keys}
 
 
 def ratio_metrics(metrics: dict) -> list:

@@ -194,3 +194,14 @@ def test_seed_table_has_a_row_per_method_over_its_training_seeds(tmp_path, capsy
   assert list(metric_noise.print_seed_table(files, ['dmd'])) == ['dmd']
   with pytest.raises(SystemExit, match=r"\['sdi'\] not in the --table files"):
     metric_noise.print_seed_table(files, ['sdi'])
+
+
+def test_gradient_norms_take_each_runs_largest_norm_and_mean_clipped_fraction(tmp_path):
+  records = [{'step': 100, 'g/grad_norm/g': 1.0, 'g/grad_norm_max/g': 30.0, 'g/clipped/g': 0.5},
+             {'step': 200, 'g/grad_norm/g': 2.0, 'g/grad_norm_max/g': 4.0, 'g/clipped/g': 0.0},
+             {'step': 200, 'eval/student/swd@1': 0.1}]
+  (tmp_path / 'metrics.jsonl').write_text('\n'.join(json.dumps(r) for r in records) + '\n')
+  assert metric_noise.gradient_norms(str(tmp_path / 'metrics.jsonl')) == {
+      'g/clipped/g': 0.25, 'g/grad_norm_max/g': 30.0}
+  (tmp_path / 'old.jsonl').write_text(json.dumps({'step': 100, 'g/grad_norm/g': 1.0}) + '\n')
+  assert metric_noise.gradient_norms(str(tmp_path / 'old.jsonl')) == {}
