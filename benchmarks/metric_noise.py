@@ -199,10 +199,11 @@ def training_seed(overrides) -> tuple[int, tuple]:
 
 
 def print_seed_table(paths, only=None) -> dict:
-  """Prints a Markdown table with one row per method (and overrides other than the seed) over
-  the training seeds its runs in JSON files written with --methods have (one file per seed and
-  method: the last), or of the rows `only`, in that order; returns {label: {seed: run}}."""
-  groups = {}
+  """Prints a Markdown table with one row per method and overrides other than the seed (labelled
+  as load_rows labels runs: the overrides in brackets only where the method was run with others
+  too) over the training seeds its runs in JSON files written with --methods have (one per seed:
+  the last file's), or of the rows `only`, in that order; returns {label: {seed: run}}."""
+  found = {}
   for path in paths:
     if not os.path.isfile(path):
       raise SystemExit(f'--table: no file {path}')
@@ -214,8 +215,10 @@ def print_seed_table(paths, only=None) -> dict:
     for method, run in written['methods'].items():
       if 'student/swd@1' not in run['metrics']:
         raise SystemExit(f'--by_seed: {path} holds runs on images; it tables 2-D runs')
-      label = f'{method} [{" ".join(rest)}]' if rest else method
-      groups.setdefault(label, {})[seed] = run
+      found.setdefault((method, ' '.join(rest)), {})[seed] = run
+  settings = [method for method, _ in found]
+  groups = {f'{method} [{rest}]' if rest and settings.count(method) > 1 else method: runs
+            for (method, rest), runs in found.items()}
   if only:
     missing = [m for m in only if m not in groups]
     if missing:

@@ -162,7 +162,7 @@ def test_config_without_methods_is_refused(monkeypatch, capsys):
   assert stop.value.code == 2 and '--config goes with --methods' in capsys.readouterr().err
 
 
-def _seed_file(path, method, seed, swd, mmd):
+def _seed_file(path, method, seed, swd, mmd, overrides=()):
   """A --methods file of one 2-D run whose student's SWD and MMD are `swd` and `mmd` times the
   teacher's at each of two evaluation seeds."""
   metrics = {}
@@ -172,7 +172,7 @@ def _seed_file(path, method, seed, swd, mmd):
   metrics.update({'student/off_mode@1': {'mean': 0.1 * (seed + 1)},
                   'student/nll@1': {'mean': 1.0 + seed},
                   'student/mode_coverage@1': {'min': 1.0 - 0.125 * seed}})
-  overrides = [f'--config.seed={seed}'] if seed else []
+  overrides = [*overrides, *([f'--config.seed={seed}'] if seed else [])]
   path.write_text(json.dumps({'methods': {method: {'metrics': metrics}}, 'overrides': overrides}))
   return str(path)
 
@@ -181,8 +181,11 @@ def test_seed_table_has_a_row_per_method_over_its_training_seeds(tmp_path, capsy
   files = [_seed_file(tmp_path / f'sid{s}.json', 'sid', s, swd, mmd)
            for s, swd, mmd in ((0, 1.2, 2.0), (1, 1.4, 5.3), (2, 1.3, 2.0))]
   files.append(_seed_file(tmp_path / 'dmd.json', 'dmd', 0, 1.0, 1.0))
+  files.append(_seed_file(tmp_path / 'sim.json', 'sim', 1, 1.0, 1.0, ['--config.x=1']))
+  files.append(_seed_file(tmp_path / 'sim_y.json', 'sim', 1, 1.0, 1.0, ['--config.y=1']))
   groups = metric_noise.print_seed_table(files)
-  assert {k: sorted(v) for k, v in groups.items()} == {'sid': [0, 1, 2], 'dmd': [0]}
+  assert {k: sorted(v) for k, v in groups.items()} == {  # overrides shown where they differ
+      'sid': [0, 1, 2], 'dmd': [0], 'sim [--config.x=1]': [1], 'sim [--config.y=1]': [1]}
   rows = {line.split('`')[1]: [c.strip() for c in line.split('|')[2:-1]]
           for line in capsys.readouterr().out.splitlines() if line.startswith('| `')}
   se_mmd = np.std([2.0, 5.3, 2.0], ddof=1) / np.sqrt(3)  # 1.1
