@@ -135,18 +135,24 @@ def gate_verdict(ratios: dict) -> str:
   return '; '.join(notes) or 'passes both by more than 1 se'
 
 
+def read_runs_file(path: str) -> dict:
+  """A JSON file written with --methods; clear errors for a missing file or one without runs."""
+  if not os.path.isfile(path):
+    raise SystemExit(f'--table: no file {path}')
+  with open(path) as f:
+    written = json.load(f)
+  if 'methods' not in written:
+    raise SystemExit(f'--table: {path} holds no runs (it was not written with --methods)')
+  return written
+
+
 def load_rows(paths) -> dict:
   """The runs of JSON files written with --methods, by label: the method, followed by its file's
   overrides in brackets (e.g. `sid [--config.seed=1]`) when files with other overrides also hold
   that method; one label in several files: the last file's run. Returns {label: (method, run)}."""
   files = []
   for path in paths:
-    if not os.path.isfile(path):
-      raise SystemExit(f'--table: no file {path}')
-    with open(path) as f:
-      written = json.load(f)
-    if 'methods' not in written:
-      raise SystemExit(f'--table: {path} holds no runs (it was not written with --methods)')
+    written = read_runs_file(path)
     files.append((' '.join(written.get('overrides', [])), written['methods']))
   settings = {}  # method -> the overrides it was run with
   for overrides, methods in files:
@@ -205,12 +211,7 @@ def print_seed_table(paths, only=None) -> dict:
   the last file's), or of the rows `only`, in that order; returns {label: {seed: run}}."""
   found = {}
   for path in paths:
-    if not os.path.isfile(path):
-      raise SystemExit(f'--table: no file {path}')
-    with open(path) as f:
-      written = json.load(f)
-    if 'methods' not in written:
-      raise SystemExit(f'--table: {path} holds no runs (it was not written with --methods)')
+    written = read_runs_file(path)
     seed, rest = training_seed(written.get('overrides', []))
     for method, run in written['methods'].items():
       if 'student/swd@1' not in run['metrics']:
