@@ -146,6 +146,17 @@ def read_runs_file(path: str) -> dict:
   return written
 
 
+def selected_rows(rows: dict, only) -> dict:
+  """`rows` (by label), or only the labels `only` in that order; --runs naming an absent label
+  stops with the labels there are."""
+  if not only:
+    return rows
+  missing = [m for m in only if m not in rows]
+  if missing:
+    raise SystemExit(f'--runs: {missing} not in the --table files; they hold {sorted(rows)}')
+  return {m: rows[m] for m in only}
+
+
 def load_rows(paths) -> dict:
   """The runs of JSON files written with --methods, by label: the method, followed by its file's
   overrides in brackets (e.g. `sid [--config.seed=1]`) when files with other overrides also hold
@@ -172,11 +183,7 @@ def print_table(paths, only=None) -> dict:
   2-D data get the ring's columns and gate verdicts, runs on images FID, KID, precision and
   recall; one table holds one kind."""
   runs = load_rows(paths)
-  if only:
-    missing = [m for m in only if m not in runs]
-    if missing:
-      raise SystemExit(f'--runs: {missing} not in the --table files; they hold {sorted(runs)}')
-    runs = {m: runs[m] for m in only}
+  runs = selected_rows(runs, only)
   kinds = {label: 'image' if 'student/fid@1' in r['metrics'] else 'low_dim'
            for label, (_, r) in runs.items()}
   if len(set(kinds.values())) > 1:
@@ -220,11 +227,7 @@ def print_seed_table(paths, only=None) -> dict:
   settings = [method for method, _ in found]
   groups = {f'{method} [{rest}]' if rest and settings.count(method) > 1 else method: runs
             for (method, rest), runs in found.items()}
-  if only:
-    missing = [m for m in only if m not in groups]
-    if missing:
-      raise SystemExit(f'--runs: {missing} not in the --table files; they hold {sorted(groups)}')
-    groups = {m: groups[m] for m in only}
+  groups = selected_rows(groups, only)
   print(SEED_HEADER)
   print('|' + ' --- |' * (SEED_HEADER.count('|') - 1))
   for label, runs in groups.items():
