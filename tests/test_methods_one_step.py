@@ -188,3 +188,30 @@ def test_no_fake_score_steps_is_refused_by_name():
   c = tiny_config('distill_toy2d', 'diffratio', ratio_steps=0)  # shares the alternation
   with pytest.raises(ValueError, match="'ratio' repeats must be >= 1"):
     build_method(resolve_config(c, data), data)
+
+
+def test_generator_learning_rate_ramps_up_over_its_own_updates():
+  """With method.lr_generator_rampup_steps = 4, the generator's k-th update (k = 0, 1, ...) is
+  min(k / 4, 1) times the update at the full rate; the fake score's rate does not ramp."""
+  data = get_dataset('ring8')
+  c = _toy_config('diff_instruct')
+  c.method.lr_generator_rampup_steps = 4
+  ramped = {g.name: g for g in build_method(resolve_config(c, data), data).groups}
+  c.method.lr_generator_rampup_steps = 0
+  plain = {g.name: g for g in build_method(resolve_config(c, data), data).groups}
+  params = {'w': jax.numpy.ones(3)}
+  grads = {'w': jax.numpy.asarray([1.0, -2.0, 0.5])}
+
+  def updates(group, n):
+    opt = group.transform()
+    state, out = opt.init(params), []
+    for _ in range(n):
+      u, state = opt.update(grads, state, params)
+      out.append(np.asarray(u['w']))
+    return np.stack(out)
+
+  full = updates(plain['generator'], 6)
+  assert np.all(np.abs(full) > 0)
+  np.testing.assert_allclose(updates(ramped['generator'], 6),
+                             full * np.array([0, 0.25, 0.5, 0.75, 1, 1])[:, None], rtol=1e-6)
+  np.testing.assert_array_equal(updates(ramped['fake_score'], 3), updates(plain['fake_score'], 3))

@@ -199,6 +199,8 @@ def one_step_method_fields(m: ml_collections.ConfigDict, name: str) -> None:
   m.beta1 = 0.0  # Adam beta1 = 0 as in Diff-Instruct / SiD
   m.sigma_init = 2.5  # generator G(z) = D(sigma_init z, sigma_init)
   m.lr_generator = 1e-4  # generator learning rate
+  # Generator updates over which its learning rate rises linearly from 0 (EDM's ramp-up; 0: off)
+  m.lr_generator_rampup_steps = 0
   m.ema_halflife_nimg = 20_000.0  # EMA half-life of the generator in samples
   m.ema_rampup_ratio = 0.05  # EMA half-life at most this fraction of the samples seen
   m.teacher_sample_steps = 18  # Heun steps for the teacher's samples and ODE pairs (NFE 35)

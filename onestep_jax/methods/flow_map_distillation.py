@@ -35,6 +35,7 @@ from onestep_jax.methods.denoisers import NetworkDenoiser
 from onestep_jax.methods.flow_map import FlowMapNet
 from onestep_jax.methods.flow_map_config import GUIDANCE
 from onestep_jax.methods.networks import build_network, init_network, one_hot_labels
+from onestep_jax.methods.optimizer import adam
 from onestep_jax.methods.teachers import load_teacher
 from onestep_jax.nets.adaptive_weight import AdaptiveWeight
 from onestep_jax.train.spec import Group, Phase, Stage
@@ -315,17 +316,16 @@ class FlowMapDistillation:
 
   def setup(self) -> MethodSetup:
     m = self.m
-    adam = optax.adam(m.lr, b1=m.beta1, b2=m.beta2, eps=m.eps)
-    groups = [Group('student', trainable=True, optimizer=adam,
+    student_adam = adam(m.lr, m)
+    groups = [Group('student', trainable=True, optimizer=student_adam,
                     ema_halflife_nimg=m.ema_halflife_nimg, ema_rampup_ratio=m.ema_rampup_ratio,
                     clip_norm=m.clip_norm)]
     for name in self.extra_groups():
       if name == WEIGHTING:
-        groups.append(Group(name, trainable=True, optimizer=adam, clip_norm=m.clip_norm))
+        groups.append(Group(name, trainable=True, optimizer=student_adam, clip_norm=m.clip_norm))
       elif name == FAKE_SCORE:
         groups.append(Group(name, trainable=True, clip_norm=m.clip_norm,
-                            optimizer=optax.adam(m.lr_fake_score, b1=m.beta1, b2=m.beta2,
-                                                 eps=m.eps)))
+                            optimizer=adam(m.lr_fake_score, m)))
       else:
         groups.append(Group(name, trainable=True, optimizer=optax.sgd(1.0)))
     groups += [Group(name, trainable=False) for name in self.frozen_params()]

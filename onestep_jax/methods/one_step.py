@@ -23,7 +23,6 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 import jax
 import jax.numpy as jnp
 import ml_collections
-import optax
 
 from onestep_jax.diffusion import noise_levels, samplers
 from onestep_jax.losses.common import noised
@@ -34,6 +33,7 @@ from onestep_jax.methods.base import Generator, MethodSetup
 from onestep_jax.methods.denoisers import NetworkDenoiser
 from onestep_jax.methods.networks import (build_network, init_feature_head, init_network,
                                          one_hot_labels)
+from onestep_jax.methods.optimizer import adam
 from onestep_jax.methods.split_gradients import split_gradients
 from onestep_jax.methods.teachers import load_teacher
 from onestep_jax.train.spec import Group, Phase, Stage
@@ -65,10 +65,6 @@ def precomputed_denoiser(value: jnp.ndarray) -> Callable:
 # term(ctx, params, batch, draw, x_g) -> (per-example loss [B], dict of scalar metrics)
 GeneratorTerm = Callable[['OneStep', Mapping[str, Any], Any, Draw, jnp.ndarray],
                          tuple[jnp.ndarray, Mapping[str, Any]]]
-
-
-def _adam(lr: float, m: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  return optax.adam(lr, b1=m.beta1, b2=m.beta2, eps=m.eps)
 
 
 class OneStep:
@@ -273,15 +269,16 @@ class OneStep:
                                  labels=labels)
 
   def generator_group(self) -> Group:
-    """The trainable generator, with its EMA."""
+    """The trainable generator, with its EMA and learning-rate ramp-up."""
     m = self.m
-    return Group('generator', trainable=True, optimizer=_adam(m.lr_generator, m),
+    return Group('generator', trainable=True,
+                 optimizer=adam(m.lr_generator, m, m.lr_generator_rampup_steps),
                  ema_halflife_nimg=m.ema_halflife_nimg, ema_rampup_ratio=m.ema_rampup_ratio,
                  clip_norm=m.clip_norm)
 
   def trainable_group(self, name: str, lr: float) -> Group:
     """A trainable group without EMA, under the method's Adam settings."""
-    return Group(name, trainable=True, optimizer=_adam(lr, self.m), clip_norm=self.m.clip_norm)
+    return Group(name, trainable=True, optimizer=adam(lr, self.m), clip_norm=self.m.clip_norm)
 
   def frozen_groups(self, names: Sequence[str] = ()) -> list:
     """The frozen teacher (for a network teacher) and the frozen groups `names`."""

@@ -5,22 +5,16 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import ml_collections
-import optax
 
 from onestep_jax.diffusion import noise_levels, samplers
 from onestep_jax.losses.denoising import edm_denoising_loss, flow_matching_loss
 from onestep_jax.methods.base import Generator, MethodSetup
 from onestep_jax.methods.denoisers import NetworkDenoiser
 from onestep_jax.methods.networks import build_network, init_network, network_fn, one_hot_labels
+from onestep_jax.methods.optimizer import adam
 from onestep_jax.train.spec import Group, Phase, Stage
 
 OBJECTIVES = ('edm', 'flow')
-
-
-def make_optimizer(cfg: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  """Adam with a linear learning-rate ramp-up over `lr_rampup_steps` (EDM's lr ramp-up)."""
-  lr = optax.linear_schedule(0.0, cfg.lr, max(int(cfg.lr_rampup_steps), 1))
-  return optax.adam(lr, b1=cfg.beta1, b2=cfg.beta2, eps=cfg.eps)
 
 
 def build(config: ml_collections.ConfigDict, dataset) -> MethodSetup:
@@ -68,7 +62,7 @@ def build(config: ml_collections.ConfigDict, dataset) -> MethodSetup:
     x_T = m.sigma_max * jax.random.normal(key, (num,) + shape)
     return samplers.heun_sampler(denoiser(params['denoiser']), x_T, sigmas=sigmas, labels=labels)
 
-  group = Group('denoiser', trainable=True, optimizer=make_optimizer(m),
+  group = Group('denoiser', trainable=True, optimizer=adam(m.lr, m, m.lr_rampup_steps),
                 ema_halflife_nimg=m.ema_halflife_nimg, ema_rampup_ratio=m.ema_rampup_ratio,
                 clip_norm=m.clip_norm)
   return MethodSetup(

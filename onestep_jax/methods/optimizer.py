@@ -1,0 +1,16 @@
+"""Adam under a method's settings (beta1, beta2, eps), with EDM's linear learning-rate ramp-up
+(Karras et al. 2022, arXiv 2206.00364, App. F.3: `lr_rampup`)."""
+from __future__ import annotations
+
+import ml_collections
+import optax
+
+
+def adam(lr: float, m: ml_collections.ConfigDict,
+         rampup_steps: int = 0) -> optax.GradientTransformation:
+  """Adam at rate `lr`; with `rampup_steps` > 0 the rate rises linearly from 0 to `lr` over the
+  group's first `rampup_steps` updates (its own updates, not trainer steps)."""
+  if rampup_steps < 0:
+    raise ValueError(f'learning-rate ramp-up steps must be >= 0, got {rampup_steps}')
+  rate = optax.linear_schedule(0.0, lr, int(rampup_steps)) if rampup_steps else lr
+  return optax.adam(rate, b1=m.beta1, b2=m.beta2, eps=m.eps)
