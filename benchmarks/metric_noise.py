@@ -146,6 +146,18 @@ def read_runs_file(path: str) -> dict:
   return written
 
 
+def split_labels(text: str) -> list:
+  """--runs' labels: `text` split at the commas outside brackets and parentheses, so that a label
+  such as `m [--config.method.ratio_range=(0.5,2.0)]` stays whole."""
+  labels, depth, start = [], 0, 0
+  for i, ch in enumerate(text):
+    depth += (ch in '([') - (ch in ')]')
+    if ch == ',' and depth == 0:
+      labels.append(text[start:i])
+      start = i + 1
+  return labels + [text[start:]]
+
+
 def selected_rows(rows: dict, only) -> dict:
   """`rows` (by label), or only the labels `only` in that order; --runs naming an absent label
   stops with the labels there are."""
@@ -349,10 +361,10 @@ def main():
   if args.by_seed and (not args.table or args.picture):
     parser.error('--by_seed goes with --table and without --picture')
   if args.table and args.by_seed:
-    print_seed_table(args.table.split(','), args.runs.split(',') if args.runs else None)
+    print_seed_table(args.table.split(','), split_labels(args.runs) if args.runs else None)
     return None
   if args.table:
-    methods = print_table(args.table.split(','), args.runs.split(',') if args.runs else None)
+    methods = print_table(args.table.split(','), split_labels(args.runs) if args.runs else None)
     if args.picture:
       if not args.workroot:
         parser.error('--picture needs the --workroot of the runs')

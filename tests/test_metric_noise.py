@@ -71,6 +71,12 @@ def test_table_labels_one_method_run_with_other_overrides_by_those_overrides(tmp
   assert list(metric_noise.print_table([seed1])) == ['sid']  # nothing to tell apart
 
 
+def test_runs_labels_split_at_commas_outside_brackets_and_parentheses():
+  label = 'fdistill:divergence=neyman_chi2 [--config.method.ratio_range=(0.5,2.0)]'
+  assert metric_noise.split_labels(f'dmd,{label},sid') == ['dmd', label, 'sid']
+  assert metric_noise.split_labels('dmd') == ['dmd']
+
+
 def test_picture_refuses_rows_that_share_a_run_directory(tmp_path, monkeypatch, capsys):
   seed1 = _runs_file(tmp_path / 'seed1.json', ['sid'], ['--config.seed=1'])
   seed2 = _runs_file(tmp_path / 'seed2.json', ['sid'], ['--config.seed=2'])
