@@ -10,6 +10,7 @@ from onestep_jax.data import get_dataset
 from onestep_jax.diffusion import noise_levels, samplers
 from onestep_jax.experiment.runner import resolve_config
 from onestep_jax.methods import build_method
+from onestep_jax.methods.optimizer import adam
 from train_helpers.configs import tiny_config
 from train_helpers.phases import check_phase_gradients, group_norms, groups_changed_by_each_phase
 
@@ -215,3 +216,6 @@ def test_generator_learning_rate_ramps_up_over_its_own_updates():
   np.testing.assert_allclose(updates(ramped['generator'], 6),
                              full * np.array([0, 0.25, 0.5, 0.75, 1, 1])[:, None], rtol=1e-6)
   np.testing.assert_array_equal(updates(ramped['fake_score'], 3), updates(plain['fake_score'], 3))
+  for bad in (-1, 0.5):  # a ramp over int(0.5) = 0 steps would hold the rate at 0
+    with pytest.raises(ValueError, match='whole number >= 0'):
+      adam(1e-3, c.method, bad)

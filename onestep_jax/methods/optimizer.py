@@ -10,7 +10,8 @@ def adam(lr: float, m: ml_collections.ConfigDict,
          rampup_steps: int = 0) -> optax.GradientTransformation:
   """Adam at rate `lr`; with `rampup_steps` > 0 the rate rises linearly from 0 to `lr` over the
   group's first `rampup_steps` updates (its own updates, not trainer steps)."""
-  if rampup_steps < 0:
-    raise ValueError(f'learning-rate ramp-up steps must be >= 0, got {rampup_steps}')
+  # optax's schedule over 0 steps (e.g. int(0.5)) would hold the rate at 0 for good
+  if rampup_steps < 0 or rampup_steps != int(rampup_steps):
+    raise ValueError(f'learning-rate ramp-up steps must be a whole number >= 0, got {rampup_steps}')
   rate = optax.linear_schedule(0.0, lr, int(rampup_steps)) if rampup_steps else lr
   return optax.adam(rate, b1=m.beta1, b2=m.beta2, eps=m.eps)
