@@ -4,12 +4,14 @@ import json
 import pathlib
 
 import jax
+import ml_collections
 import numpy as np
 
 from onestep_jax.data import get_dataset
 from onestep_jax.experiment.overrides import load_config_file
 from onestep_jax.experiment.runner import resolve_config, run
 from onestep_jax.methods import build_method
+from onestep_jax.methods.mdlm import make_optimizer
 from onestep_jax.train.checkpoint import Checkpointer
 from onestep_jax.train.export import load_exported
 from onestep_jax.train.trainer import Trainer
@@ -73,3 +75,27 @@ def test_mdlm_run_reports_exact_metrics_and_exports_the_teacher(tmp_path):
 
 def test_mdlm_training_resumes_exactly(tmp_path):
   check_resume_is_exact(tiny_mdlm_config(), tmp_path, stop=3, end=5)
+
+
+def test_token_models_optimizer_warms_up_and_decays_weights():
+  """make_optimizer is AdamW: its k-th update is min(k / 4, 1) times the full-rate one with a
+  4-step warm-up, and weight decay adds -lr * wd * params to Adam's update."""
+  m = ml_collections.ConfigDict(dict(beta1=0.9, beta2=0.99, eps=1e-8, lr_warmup_steps=4,
+                                     weight_decay=0.0))
+  params = {'w': jax.numpy.asarray([1.0, -3.0, 0.5])}
+  grads = {'w': jax.numpy.asarray([0.2, -1.0, 2.0])}
+
+  def updates(**changes):
+    opt = make_optimizer(ml_collections.ConfigDict({**m.to_dict(), **changes}), 1e-2)
+    state, out = opt.init(params), []
+    for _ in range(6):
+      u, state = opt.update(grads, state, params)
+      out.append(np.asarray(u['w']))
+    return np.stack(out)
+
+  ramp = np.array([0, 0.25, 0.5, 0.75, 1, 1])[:, None]
+  full = updates(lr_warmup_steps=0)
+  assert np.all(np.abs(full) > 0)
+  np.testing.assert_allclose(updates(), full * ramp, rtol=1e-6)
+  np.testing.assert_allclose(updates(weight_decay=0.1) - updates(),
+                             -1e-2 * ramp * 0.1 * np.asarray(params['w']), rtol=1e-5, atol=1e-9)

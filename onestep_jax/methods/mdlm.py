@@ -16,6 +16,7 @@ from onestep_jax.discrete.process import mask_tokens, subs_log_probs
 from onestep_jax.discrete.sampling import ancestral_sample
 from onestep_jax.discrete.schedule import LogLinearSchedule, sample_time
 from onestep_jax.methods.base import Generator, MethodSetup
+from onestep_jax.methods.optimizer import adam
 from onestep_jax.nets.dit import DiT
 from onestep_jax.train.spec import Group, Phase, Stage
 
@@ -73,8 +74,7 @@ def init_dit(module: DiT, key: jax.Array, length: int) -> Any:
 
 def make_optimizer(m: ml_collections.ConfigDict, lr: float) -> optax.GradientTransformation:
   """AdamW with a linear warm-up to a constant learning rate (MDLM's `constant_warmup`)."""
-  schedule = optax.linear_schedule(0.0, lr, max(int(m.lr_warmup_steps), 1))
-  return optax.adamw(schedule, b1=m.beta1, b2=m.beta2, eps=m.eps, weight_decay=m.weight_decay)
+  return adam(lr, m, rampup_steps=m.lr_warmup_steps, weight_decay=m.weight_decay)
 
 
 def nelbo_per_sequence(fn: Callable, tokens: jnp.ndarray, key: jax.Array, *, mask_index: int,
