@@ -20,7 +20,7 @@ from onestep_jax.losses.divergences import (DIVERGENCES, get_divergence, h_and_d
                                             has_concave_h)
 from onestep_jax.losses.dmd import dmd_generator_loss
 from onestep_jax.losses.f_distill import (density_ratio, divergence_weights,
-                                          f_distill_generator_loss)
+                                          f_distill_generator_loss, ratio_within_range)
 from onestep_jax.losses.sid import sid_generator_loss
 from onestep_jax.losses.sim import sim_generator_loss
 from onestep_jax.losses.uni_instruct import uni_instruct_generator_loss
@@ -364,6 +364,28 @@ class UniInstructTest(chex.TestCase):
     g_fkl = out['forward_kl'][1]
     np.testing.assert_allclose(out['official_forward_kl'][0], g_fkl[0], rtol=2e-3)
     assert abs(float(out['official_forward_kl'][1] / g_fkl[1]) - 1.0) > 0.05
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_where_the_ratio_was_clipped_the_weights_derivatives_are_dropped(self):
+    # ratio_in_range = 1 keeps the loss; 0 leaves -2 h b + h ||u||^2 (h' = h'' = 0): without the
+    # sampling path that is the loss without its Diff-Instruct-type term, example by example.
+    x_g, ratio, kw = _nonlinear_problem(4, 16, jnp.linspace(0.05, 2.0, 16))
+    logits = jnp.log(ratio)
+    inside = ratio_within_range(logits=logits, ratio_range=(0.5, 2.0))
+    np.testing.assert_array_equal(inside, (ratio > 0.5) & (ratio < 2.0))
+    assert 0 < float(inside.sum()) < 16
+    np.testing.assert_array_equal(ratio_within_range(logits=logits, ratio_range=None), 1.0)
+
+    def losses(x):
+      ui = lambda **o: uni_instruct_generator_loss(x_g=x, ratio=ratio, divergence='neyman_chi2',
+                                                   normalize=False, sampling_path=False, **o, **kw)
+      return (ui(ratio_in_range=inside), ui(), ui(di_term=False),
+              ui(ratio_in_range=jnp.ones(16)))
+
+    masked, exact, no_di, all_inside = self.variant(losses)(x_g)
+    np.testing.assert_allclose(masked, jnp.where(inside > 0, exact, no_di), rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(all_inside, exact)
+    assert float(jnp.max(jnp.abs(exact - no_di))) > 1e-3
 
   @chex.variants(with_jit=True)  # many traced gradients: op by op is slow
   def test_diff_instruct_is_reverse_kl_reweighted_over_noise_levels(self):

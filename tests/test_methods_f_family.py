@@ -39,14 +39,16 @@ def _setup(method, **method_fields):
   return data, build_method(resolve_config(_toy_config(method, **method_fields), data), data)
 
 
-@pytest.mark.parametrize('method,divergence', [('fdistill', 'jensen_shannon'),
-                                               ('uni_instruct', 'forward_kl'),
-                                               ('diffratio', 'jensen_shannon')])
-def test_each_phase_has_finite_loss_and_gradients_for_its_groups(method, divergence, monkeypatch):
+@pytest.mark.parametrize('method,divergence,fields', [
+    ('fdistill', 'jensen_shannon', {}), ('uni_instruct', 'forward_kl', {}),
+    ('uni_instruct', 'neyman_chi2', {'flat_weight_outside_clip': True, 'ratio_range': (0.5, 2.0)}),
+    ('diffratio', 'jensen_shannon', {})])
+def test_each_phase_has_finite_loss_and_gradients_for_its_groups(method, divergence, fields,
+                                                                 monkeypatch):
   """Each phase's loss is finite and moves every group it updates, and no other phase moves the
   generator. DiffRatio runs with an analytic teacher that returns NaN: its gradients come from
   the classifier alone (the teacher only samples itself for comparison)."""
-  data, setup = _setup(method, divergence=divergence)
+  data, setup = _setup(method, divergence=divergence, **fields)
   params = setup.init_params(jax.random.PRNGKey(0))
   batch = {k: jnp.asarray(v) for k, v in data.get_batch(0, 32, seed=0).items()}
   if method == 'diffratio':
@@ -129,6 +131,9 @@ def test_config_errors_name_the_fix():
     for bad in ((2.0, 0.5), (0.0, 2.0)):
       with pytest.raises(ValueError, match=r'method.ratio_range must be \(lo, hi\) with 0 < lo'):
         _setup(method, ratio_range=bad)
+  for fields in ({'ratio_range': None}, {'divergence': 'reverse_kl'}):  # it would do nothing
+    with pytest.raises(ValueError, match='flat_weight_outside_clip needs a clipped density'):
+      _setup('uni_instruct', flat_weight_outside_clip=True, **fields)
   with pytest.raises(ValueError, match='gan_weight_discriminator > 0'):
     _setup('uni_instruct', gan_weight_discriminator=0.0)
   # Reverse KL needs no ratio, so no discriminator either.

@@ -175,7 +175,9 @@ ONE_STEP_METHODS = {
         ('weight_bins', 0, 'divide h and its derivatives by the mean of h within this many '
          'noise-level bins (0: not normalised, as in the paper)'),
         ('di_term', True, 'keep the Diff-Instruct-type term (exact; False drops it: not exact; '
-         'losses/uni_instruct.py)'))),
+         'losses/uni_instruct.py)'),
+        ('flat_weight_outside_clip', False, "h' = h'' = 0 where method.ratio_range clips the "
+         'ratio (not exact; False: taken at the clipped ratio; losses/uni_instruct.py)'))),
     # DiffRatio: EDM's log-normal levels (on the ring, Karras levels up to sigma = 70 made the
     # sigma^2-weighted classifier gradient too noisy: MMD 99x the teacher's against 6x).
     'diffratio': ('log_normal', (0, 1000), _divergence_fields('reverse_kl') + (

@@ -71,6 +71,20 @@ def density_ratio(*, logits: jnp.ndarray, sigma: jnp.ndarray,
   return jax.lax.stop_gradient(ratio)
 
 
+def ratio_within_range(*, logits: jnp.ndarray,
+                       ratio_range: Optional[Sequence[float]] = (0.1, 20.0)) -> jnp.ndarray:
+  """Per example [B], 1.0 where `density_ratio` leaves exp(logit) unclipped and 0.0 where it clips
+  it to `ratio_range` (all ones for None). Where it clips, h(r) is flat in the logit, so h' = h''
+  = 0 there for the gradient of the divergence with its weight clipped."""
+  chex.assert_rank(logits, 1)
+  logits = jax.lax.stop_gradient(logits).astype(jnp.float32)
+  ratio_range = check_ratio_range(ratio_range)
+  if ratio_range is None:
+    return jnp.ones_like(logits)
+  lo, hi = ratio_range
+  return ((logits > math.log(lo)) & (logits < math.log(hi))).astype(jnp.float32)
+
+
 def weight_means(h: jnp.ndarray, *, sigma: Optional[jnp.ndarray] = None,
                  weight_bins: int = 0) -> jnp.ndarray:
   """The divisor that normalises the weights h [B]: their batch mean, or with `weight_bins` > 0

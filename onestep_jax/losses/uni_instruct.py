@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import Callable, Optional
 
+import chex
 import jax
 import jax.numpy as jnp
 
@@ -29,6 +30,7 @@ from onestep_jax.losses.f_distill import weight_means
 def uni_instruct_generator_loss(*, x_g: jnp.ndarray, sigma: jnp.ndarray, noise: jnp.ndarray,
                                 teacher_denoiser: Callable, fake_denoiser: Callable,
                                 ratio: Optional[jnp.ndarray] = None,
+                                ratio_in_range: Optional[jnp.ndarray] = None,
                                 divergence: str = 'forward_kl',
                                 labels: Optional[jnp.ndarray] = None, normalize: bool = True,
                                 sampling_path: bool = True,
@@ -54,7 +56,12 @@ def uni_instruct_generator_loss(*, x_g: jnp.ndarray, sigma: jnp.ndarray, noise: 
   Args:
     ratio: r = p / q at x_t per example [B] (see onestep_jax.losses.f_distill.density_ratio);
       None for reverse KL.
-    divergence: a row of onestep_jax.losses.divergences.DIVERGENCES.
+    ratio_in_range: per example [B], 1 where `ratio` was not clipped and 0 where it was
+      (onestep_jax.losses.f_distill.ratio_within_range): h' and h'' are multiplied by it, since
+      h(clip(r)) is flat where r is clipped. Not exact either: the weight h(clip(r)) also has
+      point masses of h'' at the clip's ends, which no per-example weight carries (on a 1-D
+      Gaussian neither form gives the clipped divergence's gradient). None: h' and h'' are
+      taken at the clipped ratio.
     normalize: divide by SiD's sg(mean|x_g - y_r|) (at least 1e-5), as the official code does.
     sampling_path: keep the sg(h - r h') ||u||^2 term (False: the official code's choice).
     projection_ratio_term: keep 2 r h'(r) b in c, the score projection's dependence on r (False:
@@ -79,6 +86,10 @@ def uni_instruct_generator_loss(*, x_g: jnp.ndarray, sigma: jnp.ndarray, noise: 
   check_generator_inputs(x_g, sigma, noise)
   ratio = jax.lax.stop_gradient(checked_ratio(ratio, divergence, x_g.shape[0]))
   h, dh, d2h = h_and_derivatives(divergence, ratio)
+  if ratio_in_range is not None:
+    chex.assert_equal_shape([ratio_in_range, ratio])
+    inside = jax.lax.stop_gradient(ratio_in_range)
+    dh, d2h = dh * inside, d2h * inside
   if weight_bins:
     scale = jax.lax.stop_gradient(weight_means(h, sigma=sigma, weight_bins=weight_bins))
     h, dh, d2h = h / scale, dh / scale, d2h / scale

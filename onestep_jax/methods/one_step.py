@@ -27,7 +27,7 @@ import ml_collections
 from onestep_jax.diffusion import noise_levels, samplers
 from onestep_jax.losses.common import noised
 from onestep_jax.losses.denoising import edm_denoising_loss
-from onestep_jax.losses.f_distill import check_ratio_range, density_ratio
+from onestep_jax.losses.f_distill import check_ratio_range, density_ratio, ratio_within_range
 from onestep_jax.losses.gan import gan_discriminator_loss, gan_generator_loss
 from onestep_jax.methods.base import Generator, MethodSetup
 from onestep_jax.methods.denoisers import NetworkDenoiser
@@ -392,7 +392,7 @@ def gan_term(ctx: OneStep, params, batch, d: Draw, x_g):
 
 
 def distribution_term(loss_fn: Callable, *, ratio: Optional[Mapping[str, Any]] = None,
-                      **hyper) -> GeneratorTerm:
+                      flat_outside_range: bool = False, **hyper) -> GeneratorTerm:
   """A generator term from a pure loss of (x_g, sigma, noise, teacher_denoiser, fake_denoiser,
   labels), e.g. `onestep_jax.losses.sid.sid_generator_loss` with its hyperparameters.
 
@@ -400,6 +400,8 @@ def distribution_term(loss_fn: Callable, *, ratio: Optional[Mapping[str, Any]] =
   gets `ratio=`, the density ratio teacher / student read from the discriminator's logits at
   x_t = sg(x_g) + sigma n (f-distill, Uni-Instruct). When the draw carries `fake_x0` (see
   OneStep.generator_phase_loss), the loss's fake denoiser returns it instead of running the network.
+  With `flat_outside_range` it also gets `ratio_in_range=` (onestep_jax.losses.f_distill.
+  ratio_within_range: where the ratio is clipped, Uni-Instruct's h' and h'' are 0).
   """
 
   def term(ctx: OneStep, params, batch, d: Draw, x_g):
@@ -407,8 +409,11 @@ def distribution_term(loss_fn: Callable, *, ratio: Optional[Mapping[str, Any]] =
     extra = {}
     if ratio is not None:
       x_t = noised(jax.lax.stop_gradient(x_g), d.sigma, d.noise)
-      extra['ratio'] = density_ratio(logits=ctx.logits(params, x_t, d.sigma, d.labels),
-                                     sigma=d.sigma, **ratio)
+      logits = ctx.logits(params, x_t, d.sigma, d.labels)
+      extra['ratio'] = density_ratio(logits=logits, sigma=d.sigma, **ratio)
+      if flat_outside_range:
+        extra['ratio_in_range'] = ratio_within_range(logits=logits,
+                                                     ratio_range=ratio['ratio_range'])
     fake_denoiser = ctx.fake_denoiser(params)
     if d.fake_x0 is not None:  # D_fake(x_t) of this draw, computed by the phase
       fake_denoiser = precomputed_denoiser(d.fake_x0)
