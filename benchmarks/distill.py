@@ -82,7 +82,7 @@ def panel_grid(rows: list, path: pathlib.Path, *, width: float, height: float, d
       ax.imshow(image, cmap='gray' if image.mode == 'L' else None)
       ax.set_title(title, fontsize=fontsize)
   fig.tight_layout()
-  fig.savefig(path, dpi=dpi)
+  fig.savefig(path, dpi=dpi, bbox_inches='tight')  # long titles stay inside
   plt.close(fig)
 
 
