@@ -82,7 +82,7 @@ def panel_grid(rows: list, path: pathlib.Path, *, width: float, height: float, d
       ax.imshow(image, cmap='gray' if image.mode == 'L' else None)
       ax.set_title(title, fontsize=fontsize)
   fig.tight_layout()
-  fig.savefig(path, dpi=dpi, bbox_inches='tight')  # long titles stay inside
+  fig.savefig(path, dpi=dpi)
   plt.close(fig)
 
 
@@ -95,7 +95,8 @@ def draw(workdirs: dict, path: pathlib.Path, ncols: int = 0) -> None:
       for name, w in workdirs.items()]
   ncols = ncols or len(panels)
   rows = [panels[i:i + ncols] for i in range(0, len(panels), ncols)]
-  panel_grid(rows, path, width=3.2, height=3.8, dpi=110, fontsize=10)
+  lines = max(title.count('\n') + 1 for title, _ in panels)  # room for the longest title
+  panel_grid(rows, path, width=3.2, height=3.55 + 0.25 * lines, dpi=110, fontsize=10)
 
 
 def parse_args(description: str, methods: str, prefix: str = ''):

@@ -112,6 +112,10 @@ def test_picture_wraps_the_panels_into_rows(tmp_path):
   np.testing.assert_allclose(width / height, (3 * 3.2) / (2 * 3.8), rtol=0.02)
   width, height = Image.open(tmp_path / 'row.png').size
   np.testing.assert_allclose(width / height, (6 * 3.2) / 3.8, rtol=0.02)
+  # a label 'a:b:c' is drawn on three lines (and ', 1 NFE'): the panels grow taller to hold it
+  metric_noise.draw({'m:field=1:other=2': workdirs['method0']}, tmp_path / 'long.png')
+  width, height = Image.open(tmp_path / 'long.png').size
+  np.testing.assert_allclose(width / height, (2 * 3.2) / (3.55 + 0.25 * 3), rtol=0.02)
 
 
 def _image_metrics(fid_student, fid_teacher):

@@ -74,8 +74,8 @@ def density_ratio(*, logits: jnp.ndarray, sigma: jnp.ndarray,
 def ratio_within_range(*, logits: jnp.ndarray,
                        ratio_range: Optional[Sequence[float]] = (0.1, 20.0)) -> jnp.ndarray:
   """Per example [B], 1.0 where `density_ratio` leaves exp(logit) unclipped and 0.0 where it clips
-  it to `ratio_range` (all ones for None). Where it clips, h(r) is flat in the logit, so h' = h''
-  = 0 there for the gradient of the divergence with its weight clipped."""
+  it to `ratio_range` (all ones for None). Where it clips, h(clip(r)) is flat in the logit: its
+  derivatives are 0 there (apart from point masses of h'' at the clip's ends)."""
   chex.assert_rank(logits, 1)
   logits = jax.lax.stop_gradient(logits).astype(jnp.float32)
   ratio_range = check_ratio_range(ratio_range)
