@@ -128,7 +128,7 @@ def test_config_errors_name_the_fix():
   with pytest.raises(ValueError, match=r'method.karras_index_range must be \(lo, hi\)'):
     _setup('uni_instruct', karras_index_range=(100, 200, 300))
   for method in ('fdistill', 'uni_instruct', 'diffratio'):  # not log(0) mid-run, nor silence
-    for bad in ((2.0, 0.5), (0.0, 2.0)):
+    for bad in ((2.0, 0.5), (0.0, 2.0), (None,), (0.5, 1.0, 2.0)):
       with pytest.raises(ValueError, match=r'method.ratio_range must be \(lo, hi\) with 0 < lo'):
         _setup(method, ratio_range=bad)
   for fields in ({'ratio_range': None}, {'divergence': 'reverse_kl'}):  # it would do nothing

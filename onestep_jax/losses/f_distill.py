@@ -41,9 +41,13 @@ def check_ratio_range(ratio_range: Optional[Sequence[float]], *,
   setting that errors name."""
   if ratio_range is None:
     return None
-  lo, hi = (float(v) for v in ratio_range)
+  error = ValueError(f'{name} must be (lo, hi) with 0 < lo < hi, got {ratio_range!r}')
+  try:  # e.g. (None,), which --config.<field>=None gives for a tuple field
+    lo, hi = (float(v) for v in ratio_range)
+  except (TypeError, ValueError):
+    raise error from None
   if not 0 < lo < hi:
-    raise ValueError(f'{name} must be (lo, hi) with 0 < lo < hi, got {tuple(ratio_range)}')
+    raise error
   return lo, hi
 
 
