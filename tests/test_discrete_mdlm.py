@@ -15,6 +15,7 @@ from onestep_jax.methods.mdlm import make_optimizer
 from onestep_jax.train.checkpoint import Checkpointer
 from onestep_jax.train.export import load_exported
 from onestep_jax.train.trainer import Trainer
+from train_helpers.optimizers import successive_updates
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -87,11 +88,7 @@ def test_token_models_optimizer_warms_up_and_decays_weights():
 
   def updates(**changes):
     opt = make_optimizer(ml_collections.ConfigDict({**m.to_dict(), **changes}), 1e-2)
-    state, out = opt.init(params), []
-    for _ in range(6):
-      u, state = opt.update(grads, state, params)
-      out.append(np.asarray(u['w']))
-    return np.stack(out)
+    return successive_updates(opt, params, grads, 6)
 
   ramp = np.array([0, 0.25, 0.5, 0.75, 1, 1])[:, None]
   full = updates(lr_warmup_steps=0)

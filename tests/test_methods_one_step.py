@@ -12,6 +12,7 @@ from onestep_jax.experiment.runner import resolve_config
 from onestep_jax.methods import build_method
 from onestep_jax.methods.optimizer import adam
 from train_helpers.configs import tiny_config
+from train_helpers.optimizers import successive_updates
 from train_helpers.phases import check_phase_gradients, group_norms, groups_changed_by_each_phase
 
 METHODS = ('diff_instruct', 'dmd', 'dmd2', 'sid', 'sim')
@@ -203,13 +204,7 @@ def test_generator_learning_rate_ramps_up_over_its_own_updates():
   params = {'w': jax.numpy.ones(3)}
   grads = {'w': jax.numpy.asarray([1.0, -2.0, 0.5])}
 
-  def updates(group, n):
-    opt = group.transform()
-    state, out = opt.init(params), []
-    for _ in range(n):
-      u, state = opt.update(grads, state, params)
-      out.append(np.asarray(u['w']))
-    return np.stack(out)
+  updates = lambda group, n: successive_updates(group.transform(), params, grads, n)
 
   full = updates(plain['generator'], 6)
   assert np.all(np.abs(full) > 0)

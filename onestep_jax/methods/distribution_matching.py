@@ -105,12 +105,13 @@ def build(config: ml_collections.ConfigDict, dataset) -> MethodSetup:
       raise ValueError(f'method.{field} must be >= 0, got {m[field]}')
   loss_fn, fields = LOSSES[m.name]
   ctx = OneStep(config, dataset)
-  if m.get('flat_weight_outside_clip') and (ctx.ratio_range is None or not ratio_settings(ctx)):
+  ratio = ratio_settings(ctx)
+  flat = m.get('flat_weight_outside_clip', False)
+  if flat and (ratio is None or ratio['ratio_range'] is None):
     raise ValueError('method.flat_weight_outside_clip needs a clipped density ratio: set '
                      'method.ratio_range and a divergence whose h is not constant')
   hyper = {k: m[f] for k, f in fields.items()}
-  terms = [distribution_term(loss_fn, ratio=ratio_settings(ctx),
-                             flat_outside_range=m.get('flat_weight_outside_clip', False), **hyper)]
+  terms = [distribution_term(loss_fn, ratio=ratio, flat_outside_range=flat, **hyper)]
   if m.get('regression_weight'):
     terms.append(regression_term)
     return ctx.setup(terms, extra_frozen=regression_pairs, frozen_groups=(PAIRS,))
