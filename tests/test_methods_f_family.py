@@ -140,3 +140,30 @@ def test_config_errors_name_the_fix():
   _, setup = _setup('uni_instruct', divergence='reverse_kl', gan_weight_discriminator=0.0,
                     gan_weight_generator=0.0)
   assert {g.name for g in setup.groups if g.trainable} == {'generator', 'fake_score'}
+
+
+def _toy_method(variant):
+  return load_config_file(f'{ROOT}/configs/distill_toy2d.py:{variant}').method
+
+
+def test_a_divergence_in_the_config_string_brings_its_ring_settings():
+  toy = _toy_method  # the method section of configs/distill_toy2d.py:<variant>
+  plain, tuned = toy('uni_instruct'), toy('uni_instruct:neyman_chi2,ring8')
+  assert (plain.divergence, tuned.divergence) == ('forward_kl', 'neyman_chi2')
+  assert (tuned.ratio_range, tuned.weight_bins, tuned.flat_weight_outside_clip) == (
+      (0.67, 1.5), 10, True)
+  assert (plain.ratio_range, plain.weight_bins, plain.flat_weight_outside_clip) == (
+      (0.1, 20.0), 0, False)
+  assert tuned.clip_norm == plain.clip_norm == 5.0  # the method's ring settings stay
+  forward = toy('uni_instruct:forward_kl')  # a divergence with no settings of its own
+  assert forward.to_dict() == plain.to_dict()
+  assert toy('fdistill:neyman_chi2').ratio_range == (0.5, 2.0)
+  digits = load_config_file(f'{ROOT}/configs/distill_digits.py:diffratio:jeffreys').method
+  assert digits.divergence == 'jeffreys'
+  with pytest.raises(ValueError, match=r"'sid:neyman_chi2': only \['diffratio', 'fdistill', "
+                     r"'uni_instruct'\] take a divergence"):
+    toy('sid:neyman_chi2')
+  with pytest.raises(ValueError, match="unknown method 'nope'; valid:.*uni_instruct"):
+    toy('nope:neyman_chi2')
+  with pytest.raises(ValueError, match="unknown divergence 'chi2'; valid:.*neyman_chi2"):
+    load_config_file(f'{ROOT}/configs/distill_fashion_mnist.py:fdistill:chi2')

@@ -188,6 +188,26 @@ ONE_STEP_METHODS = {
 }
 
 
+def method_and_divergence(variant: str) -> tuple:
+  """(method, divergence or None) of a distillation config string's `<method>` or
+  `<method>:<divergence>` (the second form for fdistill, uni_instruct and diffratio); an unknown
+  method or divergence is refused with the valid names."""
+  from onestep_jax.losses.divergences import get_divergence
+  from onestep_jax.methods.flow_map_config import FLOW_MAP_VARIANTS
+  method, colon, divergence = variant.partition(':')
+  if method not in ONE_STEP_METHODS and method not in FLOW_MAP_VARIANTS:
+    raise ValueError(f'unknown method {method!r}; valid: '
+                     f'{sorted(ONE_STEP_METHODS) + sorted(FLOW_MAP_VARIANTS)}')
+  if not colon:
+    return method, None
+  takes = [n for n, fields in ONE_STEP_METHODS.items()
+           if any(field[0] == 'divergence' for field in fields[2])]
+  if method not in takes:
+    raise ValueError(f'{variant!r}: only {sorted(takes)} take a divergence after the colon')
+  get_divergence(divergence)
+  return method, divergence
+
+
 def one_step_method_fields(m: ml_collections.ConfigDict, name: str) -> None:
   """Fields of a one-step distillation method (onestep_jax.methods.distribution_matching, or
   onestep_jax.methods.diffratio, which has a density-ratio classifier instead of a fake score)."""
@@ -246,12 +266,11 @@ IMAGE_DISTILLATION = {
 
 def image_distill_config(name: str, method: str) -> ml_collections.ConfigDict:
   """One-step distillation, or a few-step flow map (onestep_jax.methods.flow_map_config), of the
-  bundled teacher of image set `name` with `method`; the networks' settings and sigma_data come
-  from the teacher at start-up, and every student starts as the teacher."""
+  bundled teacher of image set `name` with `method` (`<method>` or `<method>:<divergence>`); the
+  networks' settings and sigma_data come from the teacher at start-up, and every student starts
+  as the teacher."""
   from onestep_jax.methods.flow_map_config import FLOW_MAP_VARIANTS, flow_map_method_fields
-  if method not in ONE_STEP_METHODS and method not in FLOW_MAP_VARIANTS:
-    raise ValueError(f'unknown method {method!r}; valid: '
-                     f'{sorted(ONE_STEP_METHODS) + sorted(FLOW_MAP_VARIANTS)}')
+  method, divergence = method_and_divergence(method)
   teacher, batch_size, steps, eval_samples = IMAGE_DISTILLATION[name]
   c = base_config()
   c.data.name = name
@@ -267,6 +286,8 @@ def image_distill_config(name: str, method: str) -> ml_collections.ConfigDict:
       m.round_steps = steps // 4
   else:
     one_step_method_fields(m, method)
+    if divergence:
+      m.divergence = divergence
     m.lr_generator = 2e-5  # generator learning rate
     if method == 'diffratio':
       m.lr_ratio = 1e-4  # classifier learning rate
