@@ -3,6 +3,7 @@
   python benchmarks/distill.py [--config=distill_toy2d] [--data=ring8] \
       [--methods=diff_instruct,dmd,dmd2,sid,sim] [--config.x=y ...]
   python benchmarks/distill.py --methods=uni_instruct:divergence=jensen_shannon,fdistill
+  python benchmarks/distill.py --methods=uni_instruct:neyman_chi2,uni_instruct:neyman_chi2:clip_norm=1.0
   python benchmarks/distill.py --config=distill_digits
 
 Each method runs `configs/<config>.py:<method>[,<data>]` in a fresh process (as a user would, so
@@ -27,16 +28,26 @@ METRICS = ('swd', 'mmd', 'energy', 'nll', 'off_mode', 'mode_coverage', 'fid', 'k
            'recall')
 
 
-def run_method(config: str, spec: str, data: str, workdir: str, overrides) -> dict:
-  """Runs method `spec` ('<method>' or '<method>:<field>=<value>:...', fields of config.method,
-  e.g. 'uni_instruct:divergence=jensen_shannon'; '' for configs without variants) of
-  configs/<config>.py in a fresh process;
-  its command, wall and CPU time (user + system, of the process and its children) and
-  metrics."""
+def main_py_args(config: str, spec: str, data: str, workdir: str, overrides) -> list:
+  """The arguments of experiments/main.py that run method `spec` of configs/<config>.py:
+  '<method>', then optionally ':<divergence>' (the config string's form, with the settings tuned
+  for it), then ':<field>=<value>' for each field of config.method to set (e.g.
+  'uni_instruct:neyman_chi2:clip_norm=1.0' or 'uni_instruct:divergence=jensen_shannon'); '' for
+  configs without variants."""
   method, *fields = spec.split(':')
+  if fields and '=' not in fields[0]:
+    method = f'{method}:{fields.pop(0)}'
+  if any('=' not in f for f in fields):
+    raise SystemExit(f'{spec!r}: after <method>[:<divergence>] every part is <field>=<value>')
   variant = ','.join(v for v in (method, data) if v)
-  args = [f'--config={ROOT / "configs" / config}.py' + (f':{variant}' if variant else ''),
+  return [f'--config={ROOT / "configs" / config}.py' + (f':{variant}' if variant else ''),
           f'--workdir={workdir}', *overrides, *(f'--config.method.{f}' for f in fields)]
+
+
+def run_method(config: str, spec: str, data: str, workdir: str, overrides) -> dict:
+  """Runs method `spec` (see main_py_args) of configs/<config>.py in a fresh process; its
+  command, wall and CPU time (user + system, of the process and its children) and metrics."""
+  args = main_py_args(config, spec, data, workdir, overrides)
   t0 = time.perf_counter()
   process = subprocess.Popen([sys.executable, str(ROOT / 'experiments' / 'main.py'), *args,
                               '--progress=false', '--config.train.compilation_cache=false'],
