@@ -13,13 +13,9 @@ libraries' code), and a timeline of memory while each phase compiles (`compile_t
 largest resident and live-allocated MB in each half second, sampled every 2 ms). Prints a table
 and writes JSON.
 
-`--one_set_of_temporaries` tries a lever for the distillation iterations, whose phases' XLA
-temporaries tcmalloc otherwise keeps side by side: once every phase and the end of step are
-compiled (and the freed memory released), one block of the largest phase's temporary size is
-allocated and freed, so that every phase's temporaries fit in that one free span; and each
-phase's outputs are waited for before the next phase starts, so that its temporaries are freed
-before the next allocates its own. A trial, which the trainer does not do: it kept one set for
-two to four iterations, then mostly lost it (docs/RESULTS.md, "One set of temporaries, tried").
+`--separate_temporaries` turns off the trainer's one set of temporaries
+(`Trainer(one_set_of_temporaries=False)`; without it, on one CPU device under tcmalloc, the
+distillation iterations' phases keep their XLA temporaries side by side).
 """
 import argparse
 import ctypes
@@ -102,36 +98,13 @@ def mapped_files(top: int = 5) -> dict[str, float]:
   return dict(sorted(sizes.items(), key=lambda kv: -kv[1])[:top])
 
 
-def malloc_and_free(mb: float) -> None:
-  """One malloc of `mb` MB and its free, leaving a free span of that size in malloc's heap."""
-  libc = ctypes.CDLL(None)
-  libc.malloc.restype = ctypes.c_void_p
-  libc.free(ctypes.c_void_p(libc.malloc(ctypes.c_size_t(int(mb * 2**20)))))
-
-
-def one_set_of_temporaries(trainer, temp_mb: float) -> None:
-  """Mallocs and frees one block of `temp_mb` (call it once every phase is compiled: the
-  trainer has then released the compilers' freed memory), and makes each of the trainer's
-  compiled phases wait for its outputs before returning."""
-  import jax
-  malloc_and_free(temp_mb)
-
-  def waiting(executable):
-    return lambda *args: jax.block_until_ready(executable(*args))
-
-  # pylint: disable-next=protected-access
-  executables = trainer._executables
-  for name in list(executables):
-    executables[name] = waiting(executables[name])
-
-
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--row', default='edm_reference_32x32',
                       help='edm_reference_32x32, or a distill_step.py method (<method>[:reuse])')
   parser.add_argument('--steps', type=int, default=4)
-  parser.add_argument('--one_set_of_temporaries', action='store_true',
-                      help='reserve the largest temporaries once and wait after each phase')
+  parser.add_argument('--separate_temporaries', action='store_true',
+                      help='Trainer(one_set_of_temporaries=False)')
   parser.add_argument('--out', default=str(ROOT / 'benchmarks' / 'results' /
                                             'memory_breakdown.json'))
   args = parser.parse_args()
@@ -165,7 +138,8 @@ def main():
     setup = build_method(config, dataset)
     stages['method_built'] = snapshot()
     trainer = Trainer(groups=setup.groups, phases=setup.phases, stages=setup.stages,
-                      batch_size=config.train.batch_size)
+                      batch_size=config.train.batch_size,
+                      one_set_of_temporaries=not args.separate_temporaries)
     params = jax.block_until_ready(setup.init_params(jax.random.PRNGKey(0)))
     stages['networks_initialised'] = snapshot()
     state = jax.block_until_ready(trainer.init_state(params, key=jax.random.PRNGKey(1)))
@@ -184,17 +158,13 @@ def main():
       xla[name] = {k: getattr(analysis, f'{k}_size_in_bytes') / 2**20
                    for k in ('temp', 'argument', 'output', 'alias', 'generated_code')}
       stages[f'compiled_{name}'] = snapshot()
-    if args.one_set_of_temporaries:
-      trainer._executable(None, state)  # pylint: disable=protected-access
-      one_set_of_temporaries(trainer, max(x['temp'] for x in xla.values()))
-      stages['reserved'] = snapshot()
     for i, batch in enumerate(batches):
       state, _ = trainer.train_step(state, batch, step=first + i)
       jax.block_until_ready(state)
       stages[f'step_{i}'] = snapshot()
 
   result = {'row': args.row, 'allocator': allocator_in_use(),
-            'one_set_of_temporaries': args.one_set_of_temporaries,
+            'one_set_of_temporaries': not args.separate_temporaries,
             'tcmalloc_environment': {k: v for k, v in os.environ.items()
                                      if k.startswith('TCMALLOC_')},
             'stages': stages,

@@ -161,6 +161,7 @@ def measure(config, *, steps: int, warmup: int, network_init: Optional[Callable]
   trainer = Trainer(groups=setup.groups, phases=setup.phases, stages=setup.stages,
                     batch_size=config.train.batch_size,
                     parallel_compile=config.train.parallel_compile,
+                    one_set_of_temporaries=config.train.one_set_of_temporaries,
                     executable_cache=run_executable_cache(config, setup, executable_cache_dir)
                     if executable_cache_dir else None)
   # Steps past the warm-up stage, so that every phase of the steady schedule is measured.

@@ -11,9 +11,10 @@ and a user's own LD_PRELOAD is left alone.
 from __future__ import annotations
 
 import ctypes.util
+import functools
 import os
 import sys
-from typing import Mapping, Optional
+from typing import Callable, Mapping, Optional
 
 SWITCH = 'ONESTEP_JAX_MALLOC'  # 'system': do not preload tcmalloc
 # tcmalloc prints a line for every allocation above this many bytes (its default is 1 GiB, which
@@ -92,3 +93,31 @@ def release_freed_memory() -> None:
     tcmalloc_release()
   elif hasattr(library, 'malloc_trim'):
     library.malloc_trim(0)
+
+
+@functools.lru_cache(maxsize=None)
+def _tcmalloc_property_reader() -> Optional[Callable]:
+  """tcmalloc's MallocExtension_GetNumericProperty, or None when tcmalloc is not loaded."""
+  try:
+    return ctypes.CDLL(None).MallocExtension_GetNumericProperty
+  except (AttributeError, OSError, TypeError):  # no tcmalloc; no handle on own symbols (Windows)
+    return None
+
+
+def allocated_bytes() -> Optional[int]:
+  """Bytes malloc has handed out and not had back (tcmalloc's generic.current_allocated_bytes);
+  None when tcmalloc is not the process's malloc."""
+  get = _tcmalloc_property_reader()
+  value = ctypes.c_size_t()
+  if get is None or not get(b'generic.current_allocated_bytes', ctypes.byref(value)):
+    return None
+  return value.value
+
+
+def malloc_and_free(nbytes: int) -> None:
+  """One malloc of `nbytes` and its free, which leaves a free span of that size in tcmalloc's
+  heap (see Trainer._one_set_of_temporaries)."""
+  libc = ctypes.CDLL(None)
+  libc.malloc.restype = ctypes.c_void_p
+  libc.free.argtypes = [ctypes.c_void_p]
+  libc.free(libc.malloc(ctypes.c_size_t(nbytes)))

@@ -36,12 +36,13 @@ TEACHER_RUN_DIR = 'teacher'  # <workdir>/teacher: the teacher run of a config's 
 # what is trained (README, "Running experiments").
 RERUN_FIELDS = ('train.num_steps', 'train.log_every', 'train.save_every',
                 'train.keep_checkpoints', 'train.compilation_cache', 'train.parallel_compile',
-                'method.sample_steps')  # sampling only: e.g. a teacher at another NFE
+                'train.one_set_of_temporaries', 'method.sample_steps')  # sampling only: e.g. a teacher at another NFE
 # Fields added after runs were recorded -> the value that reproduces the behaviour from before
 # they existed. A record without such a field reads as holding that value, so a run started
 # before the field was added resumes while the field keeps that value, and is refused otherwise.
 FIELDS_ADDED = {'method.adaptive_weighting': True, 'method.projection_ratio_term': True,
-                'train.packed_update': False, 'train.parallel_compile': False}
+                'train.packed_update': False, 'train.parallel_compile': False,
+                'train.one_set_of_temporaries': False}
 # Fields a rerun takes from its record whatever its config says: the checkpoints' layout.
 RECORDED_FIELDS = ('train.packed_update',)
 
@@ -214,6 +215,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mode: str = 'train',
                     mesh=make_mesh(fsdp=config.train.fsdp),
                     packed_update=config.train.packed_update,
                     parallel_compile=config.train.parallel_compile,
+                    one_set_of_temporaries=config.train.one_set_of_temporaries,
                     executable_cache=run_executable_cache(config, setup, workdir))
   reference = reference_pair(dataset if held_out is None else held_out, config.eval.num_samples,
                              seed=config.eval.seed)

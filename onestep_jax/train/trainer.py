@@ -23,7 +23,8 @@ import tqdm
 from jax.sharding import Mesh
 
 from onestep_jax import xla_cpu
-from onestep_jax.experiment.allocator import release_freed_memory
+from onestep_jax.experiment.allocator import (allocated_bytes, malloc_and_free,
+                                              release_freed_memory)
 from onestep_jax.train import mesh as mesh_lib
 from onestep_jax.train import spec
 from onestep_jax.train.checkpoint import Checkpointer, NonFiniteError
@@ -35,6 +36,10 @@ from onestep_jax.train.preemption import Preempted, StopOnSigterm
 from onestep_jax.train.state import TrainState, all_finite, host_value
 
 NONFINITE_POLICIES = ('skip', 'stop')
+# One set of temporaries (see `Trainer._await_temporaries`): phases whose XLA temporaries are at
+# least this large are waited for, at most this long after their outputs are ready.
+LARGE_TEMPORARIES = 32 * 2**20
+TEMPORARIES_WAIT_S = 0.02
 
 
 @contextlib.contextmanager
@@ -90,12 +95,14 @@ class Trainer:
                stages: Sequence[spec.Stage], batch_size: int, mesh: Optional[Mesh] = None,
                nonfinite: str = 'skip', fsdp_min_size: int = 2**14,
                packed_update: bool = True, parallel_compile: bool = False,
+               one_set_of_temporaries: bool = True,
                executable_cache: Optional[ExecutableCache] = None):
     spec.validate(groups, phases, stages)
     if nonfinite not in NONFINITE_POLICIES:
       raise ValueError(f'Unknown nonfinite policy {nonfinite!r}; choose one of '
                        f'{list(NONFINITE_POLICIES)}.')
-    for name, value in (('packed_update', packed_update), ('parallel_compile', parallel_compile)):
+    for name, value in (('packed_update', packed_update), ('parallel_compile', parallel_compile),
+                        ('one_set_of_temporaries', one_set_of_temporaries)):
       if not isinstance(value, bool):
         raise TypeError(f'{name} must be True or False, got {value!r}.')
     if executable_cache is not None and not isinstance(executable_cache, ExecutableCache):
@@ -123,6 +130,11 @@ class Trainer:
     # Multi-device CPU: at most three programs in flight (see `mesh.host_pool_collectives`).
     self._paced = mesh_lib.host_pool_collectives(self.mesh)
     self._in_flight: Any = None
+    # One CPU device under tcmalloc: program -> its XLA temporaries in bytes, for
+    # `_one_set_of_temporaries` and `_await_temporaries`.
+    self._temporaries: Optional[dict[Optional[str], int]] = (
+        {} if (one_set_of_temporaries and not self._paced and allocated_bytes() is not None
+               and all(d.platform == 'cpu' for d in self.mesh.devices.flat)) else None)
     self._starts: Optional[dict[str, tuple[jax.Array, ...]]] = None
 
   # ----------------------------------------------------------------------------------------
@@ -276,11 +288,16 @@ class Trainer:
     schedule = spec.stage_at(self.stages, step).schedule
     if self.parallel_compile:
       self._compile_at_once(self._stage_programs(step), state, batch)
+    if self._temporaries is not None:
+      self._one_set_of_temporaries(step, state, batch)
     for name, repeats in schedule:
       for r in range(repeats):
         args = self.phase_args(state, batch, r)
-        state, metrics[name] = self._executable(name, *args)(*args)
+        executable = self._executable(name, *args)
+        before = allocated_bytes()
+        state, metrics[name] = executable(*args)
         self._pace(metrics[name])
+        self._await_temporaries(name, before, metrics[name])
         if grad_norms is not None:
           grad_norms.extend((name, g, metrics[name][f'grad_norm/{g}'])
                             for g in self.phases[name].updates)
@@ -347,6 +364,39 @@ class Trainer:
                    for p, a in args.items()}
       self._executables.update((p, c.result()) for p, c in compiling.items())
     release_freed_memory()
+
+  def _one_set_of_temporaries(self, step: int, state: TrainState, batch: Any) -> None:
+    """Compiles (or loads) every program of the stage at `step`, then mallocs and frees one block
+    of its largest phase's XLA temporaries, so that each phase's temporaries fit in that one free
+    span: placed beside each other, two phases' temporaries stay resident side by side."""
+    programs = self._stage_programs(step)
+    if all(p in self._temporaries for p in programs):
+      return
+    for p in programs:
+      executable = self._executable(p, *((state,) if p is None else
+                                         self.phase_args(state, batch, 0)))
+      try:
+        self._temporaries[p] = int(executable.memory_analysis().temp_size_in_bytes)
+      except (AttributeError, NotImplementedError, jax.errors.JaxRuntimeError):
+        self._temporaries[p] = 0
+    largest = max(self._temporaries[p] for p in programs)
+    if largest >= LARGE_TEMPORARIES:
+      malloc_and_free(largest)
+
+  def _await_temporaries(self, phase: str, before: int, outputs: Any) -> None:
+    """One CPU device under tcmalloc: after a phase with large XLA temporaries, waits for its
+    outputs and then (at most TEMPORARIES_WAIT_S) until XLA has freed its temporaries, which it
+    does just after marking the outputs ready, so that the next phase reuses their pages. Without
+    the wait the next phase allocates its own beside them, and tcmalloc keeps both sets resident
+    (the Diff-Instruct reference iteration 1,167 -> 964 MB; docs/RESULTS.md, "One set of
+    temporaries")."""
+    if self._temporaries is None or self._temporaries[phase] < LARGE_TEMPORARIES:
+      return
+    jax.block_until_ready(outputs)
+    limit = before + self._temporaries[phase] // 2
+    deadline = time.perf_counter() + TEMPORARIES_WAIT_S
+    while allocated_bytes() > limit and time.perf_counter() < deadline:
+      time.sleep(1e-4)
 
   def _pace(self, outputs: Any) -> None:
     """Waits for the previous phase's outputs when the devices share a host thread pool."""
