@@ -150,10 +150,10 @@ def test_a_divergence_in_the_config_string_brings_its_ring_settings():
   toy = _toy_method  # the method section of configs/distill_toy2d.py:<variant>
   plain, tuned = toy('uni_instruct'), toy('uni_instruct:neyman_chi2,ring8')
   assert (plain.divergence, tuned.divergence) == ('forward_kl', 'neyman_chi2')
-  assert (tuned.ratio_range, tuned.weight_bins, tuned.flat_weight_outside_clip) == (
-      (0.67, 1.5), 10, True)
-  assert (plain.ratio_range, plain.weight_bins, plain.flat_weight_outside_clip) == (
-      (0.1, 20.0), 0, False)
+  assert (tuned.ratio_range, tuned.weight_bins, tuned.flat_weight_outside_clip,
+          tuned.fake_score_steps) == ((0.67, 1.5), 10, True, 2)
+  assert (plain.ratio_range, plain.weight_bins, plain.flat_weight_outside_clip,
+          plain.fake_score_steps) == ((0.1, 20.0), 0, False, 1)
   assert tuned.clip_norm == plain.clip_norm == 5.0  # the method's ring settings stay
   forward = toy('uni_instruct:forward_kl')  # a divergence with no settings of its own
   assert forward.to_dict() == plain.to_dict()
