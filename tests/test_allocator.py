@@ -8,6 +8,9 @@ import pytest
 from onestep_jax.experiment import allocator
 
 LIB = 'libtcmalloc_minimal.so.4'
+NEEDS_TCMALLOC = pytest.mark.skipif(
+    not sys.platform.startswith('linux') or allocator.find_tcmalloc() is None,
+    reason='needs tcmalloc (apt-get install libtcmalloc-minimal4) on Linux')
 
 
 def test_preloads_tcmalloc_on_linux_and_raises_the_report_threshold():
@@ -54,14 +57,21 @@ def run_script(tmp_path, **env):
   return out.stdout.splitlines()
 
 
-@pytest.mark.skipif(not sys.platform.startswith('linux') or allocator.find_tcmalloc() is None,
-                    reason='needs tcmalloc (apt-get install libtcmalloc-minimal4) on Linux')
+@NEEDS_TCMALLOC
 def test_script_restarts_once_with_tcmalloc_and_its_arguments(tmp_path):
   # 'started' twice: the restart reruns the script from the top, with the interpreter's flags
   # (-B) and the arguments; the second run finds LD_PRELOAD set and goes on.
   assert run_script(tmp_path) == ['started', 'started', "tcmalloc ['--a=1', 'b'] 1"]
   assert run_script(tmp_path, ONESTEP_JAX_MALLOC='system') == [
       'started', "system ['--a=1', 'b'] 1"]
+
+
+def run_under_tcmalloc(script, text: str, *args: str) -> str:
+  """The standard output of Python source `text`, written to `script` and run under tcmalloc."""
+  script.write_text(text)
+  environ = {k: v for k, v in os.environ.items() if k != allocator.SWITCH}
+  return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True,
+                        check=True, env={**environ, 'LD_PRELOAD': allocator.find_tcmalloc()}).stdout
 
 
 RELEASE_SCRIPT = """
@@ -85,20 +95,15 @@ print(allocator_in_use(), before, freed, rss_mb())
 """
 
 
-@pytest.mark.skipif(not sys.platform.startswith('linux') or allocator.find_tcmalloc() is None,
-                    reason='needs tcmalloc (apt-get install libtcmalloc-minimal4) on Linux')
+@NEEDS_TCMALLOC
 def test_release_hands_tcmallocs_freed_pages_back(tmp_path):
   # tcmalloc keeps a freed 256 MB block resident; malloc_trim alone would not release it.
-  script = tmp_path / 'release.py'
-  script.write_text(RELEASE_SCRIPT)
-  environ = {k: v for k, v in os.environ.items() if k != allocator.SWITCH}
-  out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, check=True,
-                       env={**environ, 'LD_PRELOAD': allocator.find_tcmalloc()})
-  name, before, freed, released = (int(v) if v.isdigit() else v for v in out.stdout.split())
+  out = run_under_tcmalloc(tmp_path / 'release.py', RELEASE_SCRIPT)
+  name, before, freed, released = (int(v) if v.isdigit() else v for v in out.split())
   assert name == 'tcmalloc'
   if freed - before < 200:
-    pytest.skip(f'this tcmalloc returned the freed block by itself: {out.stdout}')
-  assert released - before < 50, out.stdout
+    pytest.skip(f'this tcmalloc returned the freed block by itself: {out}')
+  assert released - before < 50, out
 
 
 def test_main_script_refuses_a_bad_switch_without_a_traceback():
@@ -151,20 +156,15 @@ print(allocated_bytes() > 0, *temps, peak - before, *np.asarray(state.params['a'
 """
 
 
-@pytest.mark.skipif(not sys.platform.startswith('linux') or allocator.find_tcmalloc() is None,
-                    reason='needs tcmalloc (apt-get install libtcmalloc-minimal4) on Linux')
+@NEEDS_TCMALLOC
 def test_trainer_keeps_one_set_of_its_phases_temporaries_resident(tmp_path):
   # Two phases with XLA temporaries of about 50 and 61 MB, alternating: the trainer reserves one
   # span of the larger and waits for each phase's temporaries to be freed, so tcmalloc's resident
   # heap grows by one set and what the first step compiles (78-80 MB on a 2-core AMD EPYC).
   # Without it the next phase allocates its own set beside the previous one's (127 MB there).
   script = tmp_path / 'temporaries.py'
-  script.write_text(TEMPORARIES_SCRIPT)
-  environ = {k: v for k, v in os.environ.items() if k != allocator.SWITCH}
-  run = lambda setting: subprocess.run(
-      [sys.executable, str(script), setting], capture_output=True, text=True, check=True,
-      env={**environ, 'LD_PRELOAD': allocator.find_tcmalloc()}).stdout.split()
-  one, both = run('true'), run('false')
+  one, both = (run_under_tcmalloc(script, TEMPORARIES_SCRIPT, setting).split()
+               for setting in ('true', 'false'))
   assert one[0] == 'True'
   small, large, growth = map(float, one[1:4])
   assert small > 40 and large > small + 8, one
