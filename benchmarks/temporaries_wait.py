@@ -79,7 +79,10 @@ def main():
   parser.add_argument('--child', default='', help=argparse.SUPPRESS)
   args = parser.parse_args()
   from distill_step import check_names
-  check_names(args.methods.split(','))
+  try:
+    check_names(args.methods.split(','))
+  except ValueError as e:
+    parser.error(str(e))
   reexec_with_tcmalloc()
   if allocator_in_use() != 'tcmalloc':
     raise SystemExit('error: the wait needs tcmalloc (apt-get install libtcmalloc-minimal4), '
