@@ -36,7 +36,8 @@ TEACHER_RUN_DIR = 'teacher'  # <workdir>/teacher: the teacher run of a config's 
 # what is trained (README, "Running experiments").
 RERUN_FIELDS = ('train.num_steps', 'train.log_every', 'train.save_every',
                 'train.keep_checkpoints', 'train.compilation_cache', 'train.parallel_compile',
-                'train.one_set_of_temporaries', 'method.sample_steps')  # sampling only: e.g. a teacher at another NFE
+                'train.one_set_of_temporaries',
+                'method.sample_steps')  # sampling only: e.g. a teacher at another NFE
 # Fields added after runs were recorded -> the value that reproduces the behaviour from before
 # they existed. A record without such a field reads as holding that value, so a run started
 # before the field was added resumes while the field keeps that value, and is refused otherwise.
