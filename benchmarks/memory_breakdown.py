@@ -18,7 +18,6 @@ and writes JSON.
 distillation iterations' phases keep their XLA temporaries side by side).
 """
 import argparse
-import ctypes
 import json
 import os
 import pathlib
@@ -31,7 +30,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / 'benchmarks'))
 
-from onestep_jax.experiment.allocator import allocator_in_use, reexec_with_tcmalloc  # noqa: E402
+from onestep_jax.experiment.allocator import (allocator_in_use, reexec_with_tcmalloc,  # noqa: E402
+                                              tcmalloc_property)
 
 TCMALLOC_PROPERTIES = {'allocated_mb': 'generic.current_allocated_bytes',
                        'heap_mb': 'generic.heap_size',
@@ -44,11 +44,8 @@ def snapshot() -> dict:
   import step_timing
   out = step_timing.memory_mb()
   if allocator_in_use() == 'tcmalloc':
-    get = ctypes.CDLL(None).MallocExtension_GetNumericProperty
-    value = ctypes.c_size_t()
     for name, prop in TCMALLOC_PROPERTIES.items():
-      get(prop.encode(), ctypes.byref(value))
-      out[name] = value.value / 2**20
+      out[name] = tcmalloc_property(prop) / 2**20
     out['outside_heap_mb'] = out['rss_mb'] - (out['heap_mb'] - out['returned_mb'])
   return out
 

@@ -117,21 +117,16 @@ def test_main_script_refuses_a_bad_switch_without_a_traceback():
 
 
 TEMPORARIES_SCRIPT = """
-import ctypes, sys
+import sys
 import jax, jax.numpy as jnp, numpy as np, optax
-from onestep_jax.experiment.allocator import allocated_bytes
+from onestep_jax.experiment.allocator import allocated_bytes, tcmalloc_property
 from onestep_jax.train import spec
 from onestep_jax.train.mesh import global_batch
 from onestep_jax.train.trainer import Trainer
 
 def resident_heap_mb():
-  get = ctypes.CDLL(None).MallocExtension_GetNumericProperty
-  value = {}
-  for name in ('generic.heap_size', 'tcmalloc.pageheap_unmapped_bytes'):
-    v = ctypes.c_size_t()
-    get(name.encode(), ctypes.byref(v))
-    value[name] = v.value
-  return (value['generic.heap_size'] - value['tcmalloc.pageheap_unmapped_bytes']) / 2**20
+  return (tcmalloc_property('generic.heap_size')
+          - tcmalloc_property('tcmalloc.pageheap_unmapped_bytes')) / 2**20
 
 def phase(name, n):  # an n x n activation kept for the backward pass: XLA temporaries of ~4 n^2 B
   def loss_fn(params, batch, key):

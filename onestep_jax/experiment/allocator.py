@@ -104,14 +104,20 @@ def _tcmalloc_property_reader() -> Optional[Callable]:
     return None
 
 
+def tcmalloc_property(name: str) -> Optional[int]:
+  """tcmalloc's numeric property `name` (e.g. 'generic.heap_size'); None when tcmalloc is not
+  the process's malloc or does not know `name`."""
+  get = _tcmalloc_property_reader()
+  value = ctypes.c_size_t()
+  if get is None or not get(name.encode(), ctypes.byref(value)):
+    return None
+  return value.value
+
+
 def allocated_bytes() -> Optional[int]:
   """Bytes malloc has handed out and not had back (tcmalloc's generic.current_allocated_bytes);
   None when tcmalloc is not the process's malloc."""
-  get = _tcmalloc_property_reader()
-  value = ctypes.c_size_t()
-  if get is None or not get(b'generic.current_allocated_bytes', ctypes.byref(value)):
-    return None
-  return value.value
+  return tcmalloc_property('generic.current_allocated_bytes')
 
 
 def malloc_and_free(nbytes: int) -> None:

@@ -297,10 +297,11 @@ class Trainer:
       for r in range(repeats):
         args = self.phase_args(state, batch, r)
         executable = self._executable(name, *args)
-        before = allocated_bytes()
+        before = self._allocated_before(name)
         state, metrics[name] = executable(*args)
         self._pace(metrics[name])
-        self._await_temporaries(name, before, metrics[name])
+        if before is not None:
+          self._await_temporaries(name, before, metrics[name])
         if grad_norms is not None:
           grad_norms.extend((name, g, metrics[name][f'grad_norm/{g}'])
                             for g in self.phases[name].updates)
@@ -313,6 +314,10 @@ class Trainer:
     "Loading the phases during the initialisation"). Without an executable cache, nothing."""
     if self.executable_cache is not None:
       self.executable_cache.preload([_program_name(p) for p in self._stage_programs(step)])
+
+  def _program_args(self, phase: Optional[str], state: TrainState, batch: Any) -> tuple:
+    """The arguments `phase` (None: the end of step) is compiled for."""
+    return (state,) if phase is None else self.phase_args(state, batch, 0)
 
   def _stage_programs(self, step: int) -> list[Optional[str]]:
     """The phases the stage at `step` runs, in order, then None for the end of step."""
@@ -353,8 +358,7 @@ class Trainer:
     """Compiles those of `phases` (None: the end of step) neither compiled yet nor in the
     executable cache, concurrently: each is traced and lowered in turn (Python, holding the GIL)
     and handed to a thread that compiles it (XLA, without the GIL) while the next is traced."""
-    args = {p: (state,) if p is None else self.phase_args(state, batch, 0) for p in phases
-            if p not in self._executables}
+    args = {p: self._program_args(p, state, batch) for p in phases if p not in self._executables}
     for p in list(args):
       compiled = self._cached(p, args[p])
       if compiled is not None:
@@ -376,8 +380,7 @@ class Trainer:
     if all(p in self._temporaries for p in programs):
       return
     for p in programs:
-      executable = self._executable(p, *((state,) if p is None else
-                                         self.phase_args(state, batch, 0)))
+      executable = self._executable(p, *self._program_args(p, state, batch))
       try:
         self._temporaries[p] = int(executable.memory_analysis().temp_size_in_bytes)
       except (AttributeError, NotImplementedError, jax.errors.JaxRuntimeError):
@@ -386,6 +389,13 @@ class Trainer:
     if largest >= LARGE_TEMPORARIES:
       malloc_and_free(largest)
 
+  def _allocated_before(self, phase: str) -> Optional[int]:
+    """malloc's allocated bytes before a run of `phase` if `_await_temporaries` waits for it
+    (large temporaries, one CPU device under tcmalloc), else None."""
+    if self._temporaries is None or self._temporaries[phase] < LARGE_TEMPORARIES:
+      return None
+    return allocated_bytes()
+
   def _await_temporaries(self, phase: str, before: int, outputs: Any) -> None:
     """One CPU device under tcmalloc: after a phase with large XLA temporaries, waits for its
     outputs and then (at most TEMPORARIES_WAIT_S) until XLA has freed its temporaries, which it
@@ -393,8 +403,6 @@ class Trainer:
     the wait the next phase allocates its own beside them, and tcmalloc keeps both sets resident
     (the Diff-Instruct reference iteration 1,174 -> 964 MB; docs/RESULTS.md, "One set of
     temporaries, kept")."""
-    if self._temporaries is None or self._temporaries[phase] < LARGE_TEMPORARIES:
-      return
     jax.block_until_ready(outputs)
     limit = before + self._temporaries[phase] // 2
     deadline = time.perf_counter() + TEMPORARIES_WAIT_S
