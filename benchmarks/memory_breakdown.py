@@ -7,7 +7,8 @@ Runs one row of benchmarks/train_step.py (the EDM reference step) or of
 benchmarks/distill_step.py (a distillation iteration) in this process, under tcmalloc when it is
 installed, and records after each stage (imports, method built, networks initialised, state
 initialised, each phase compiled, each step): resident memory, and tcmalloc's own counts (live
-allocations, heap mapped from the OS, freed pages it keeps, pages it has returned). Also XLA's
+allocations, heap mapped from the OS, freed pages it keeps, pages it has returned, and the freed
+small objects its thread, central and transfer caches hold: `small_free_mb`). Also XLA's
 buffer sizes of every compiled phase, the resident size of the largest mapped files (shared
 libraries' code), and a timeline of memory while each phase compiles (`compile_timeline`: the
 largest resident and live-allocated MB in each half second, sampled every 2 ms). Prints a table
@@ -36,7 +37,10 @@ from onestep_jax.experiment.allocator import (allocator_in_use, reexec_with_tcma
 TCMALLOC_PROPERTIES = {'allocated_mb': 'generic.current_allocated_bytes',
                        'heap_mb': 'generic.heap_size',
                        'kept_free_mb': 'tcmalloc.pageheap_free_bytes',
-                       'returned_mb': 'tcmalloc.pageheap_unmapped_bytes'}
+                       'returned_mb': 'tcmalloc.pageheap_unmapped_bytes',
+                       'thread_caches_mb': 'tcmalloc.thread_cache_free_bytes',
+                       'central_caches_mb': 'tcmalloc.central_cache_free_bytes',
+                       'transfer_caches_mb': 'tcmalloc.transfer_cache_free_bytes'}
 
 
 def snapshot() -> dict:
@@ -47,6 +51,7 @@ def snapshot() -> dict:
     for name, prop in TCMALLOC_PROPERTIES.items():
       out[name] = tcmalloc_property(prop) / 2**20
     out['outside_heap_mb'] = out['rss_mb'] - (out['heap_mb'] - out['returned_mb'])
+    out['small_free_mb'] = sum(out.pop(f'{k}_caches_mb') for k in ('thread', 'central', 'transfer'))
   return out
 
 
@@ -168,7 +173,7 @@ def main():
             'xla_buffers_mb': xla, 'compile_timeline': timelines,
             'largest_mapped_files_mb': mapped_files(),
             'measured': step_timing.machine()}
-  columns = ('rss_mb', 'allocated_mb', 'kept_free_mb', 'outside_heap_mb')
+  columns = ('rss_mb', 'allocated_mb', 'kept_free_mb', 'small_free_mb', 'outside_heap_mb')
   print(f'{"stage":24s}' + ''.join(f'{c:>17s}' for c in columns))
   for name, snap in stages.items():
     print(f'{name:24s}' + ''.join(f'{snap.get(c, float("nan")):17.0f}' for c in columns))

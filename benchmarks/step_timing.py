@@ -10,11 +10,12 @@ cache, the time the step waited for them; `first_run_s` is the rest of the first
 steady one, the programs' first run, in which XLA:CPU builds each YNNPACK fusion's runtime),
 `warmup - 1` more steps, `steps` timed steps (their median is `step_s`), then a 2048^3
 float32 matmul (`matmul_s`, the median of `MATMUL_REPEATS`). Peak RSS is the child's VmHWM
-before the matmul (RSS and VmHWM are also recorded after each stage); `xla_temp_mb` is each
-compiled phase's temporary buffer size. The parent reports, per configuration, the median over
-processes of each child's figures, every step time also in matmul units (step_s / matmul_s of
-the same process), and the machine: date, JAX version, CPU model, threads, load averages, and
-the malloc in use (the scripts restart themselves with tcmalloc when it is installed, as
+after the timed steps, before the phases' memory analysis and the matmul (RSS and VmHWM are also
+recorded after each stage); `xla_temp_mb` is each compiled phase's temporary buffer size. The
+parent reports, per configuration, the median over processes of each child's figures, every step
+time also in matmul units (step_s / matmul_s of the same process), and the machine: date, JAX
+version, CPU model, threads, load averages, the malloc in use and tcmalloc's cap on its thread
+caches (the scripts restart themselves with tcmalloc when it is installed, as
 experiments/main.py does: onestep_jax/experiment/allocator.py; ONESTEP_JAX_MALLOC=system
 measures glibc's).
 """
@@ -184,6 +185,8 @@ def measure(config, *, steps: int, warmup: int, network_init: Optional[Callable]
       r['compile_parts'] = clock.parts
       r['compile_cache'] = clock.cache
   r['memory_mb']['end'] = memory_mb()
+  # After the peak is read: memory_analysis() itself raised the Diff-Instruct iteration's peak
+  # RSS by about 40 MB (docs/RESULTS.md, "The benchmarks' own peak").
   r['xla_temp_mb'] = xla_temp_mb(trainer)
   step_s = statistics.median(times[warmup:])
   r.update(first_step_s=times[0], compile_s=sum(compile_s[:1]),
@@ -191,7 +194,7 @@ def measure(config, *, steps: int, warmup: int, network_init: Optional[Callable]
            first_run_s=times[0] - compile_s[0] - step_s,
            step_s_all=times[warmup:], batch_size=config.train.batch_size,
            schedule=[list(s.schedule) for s in setup.stages],
-           peak_rss_mb=memory_mb()['peak_rss_mb'])
+           peak_rss_mb=r['memory_mb']['end']['peak_rss_mb'])
   if per_phase:
     r['phase_s'] = {}
     for name, _ in setup.stages[-1].schedule:
@@ -372,7 +375,7 @@ def machine() -> dict:
   import jax
   import jaxlib
   from onestep_jax import xla_cpu
-  from onestep_jax.experiment.allocator import allocator_in_use
+  from onestep_jax.experiment.allocator import allocator_in_use, tcmalloc_property
   model = platform.processor()
   try:
     with open('/proc/cpuinfo') as f:
@@ -387,6 +390,8 @@ def machine() -> dict:
           'devices': [str(d) for d in jax.devices()],
           'xla_flags': os.environ.get('XLA_FLAGS', ''), 'load_avg': list(os.getloadavg()),
           'allocator': allocator_in_use(),
+          'tcmalloc_thread_caches_bytes':
+              tcmalloc_property('tcmalloc.max_total_thread_cache_bytes'),
           'ynn_fusion': options.get(xla_cpu.FLAG, 'xla default'),
           'cpu_opt_level': options.get(xla_cpu.OPT_LEVEL_FLAG, 'xla default'),
           'cpu_scheduler': options.get(xla_cpu.SCHEDULER_FLAG, 'xla default')}

@@ -25,7 +25,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / 'benchmarks'))
 
-from onestep_jax.experiment.allocator import allocator_in_use, reexec_with_tcmalloc  # noqa: E402
+from onestep_jax.experiment.allocator import (allocator_in_use, malloc_and_free,  # noqa: E402
+                                              reexec_with_tcmalloc)
 
 MODES = ('back_to_back', 'pause', 'reserve')
 ELEMENTS = 1 << 22  # 16 MB of float32 per intermediate
@@ -48,11 +49,12 @@ def programs():
 
 def child(mode: str, rounds: int) -> dict:
   import jax
-  from memory_breakdown import malloc_and_free, snapshot
+  from memory_breakdown import snapshot
   x, a, b = programs()
-  temps = {n: p.memory_analysis().temp_size_in_bytes / 2**20 for n, p in (('a', a), ('b', b))}
+  temps = {n: p.memory_analysis().temp_size_in_bytes for n, p in (('a', a), ('b', b))}
   if mode == 'reserve':
     malloc_and_free(temps['b'])
+  temps = {n: t / 2**20 for n, t in temps.items()}
   base = snapshot()
   rows = []
   for i in range(rounds):
