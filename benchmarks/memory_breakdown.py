@@ -121,11 +121,7 @@ def main():
   stages = {'start': snapshot()}
   import jax
   import step_timing
-  from onestep_jax.data import get_dataset
-  from onestep_jax.experiment.runner import resolve_config
-  from onestep_jax.methods import build_method
-  from onestep_jax.train.mesh import global_batch
-  from onestep_jax.train.trainer import Trainer
+  import onestep_jax.experiment.runner  # noqa: F401  (what building an iteration imports)
   stages['imports'] = snapshot()
 
   with tempfile.TemporaryDirectory() as tmp:
@@ -135,21 +131,15 @@ def main():
     else:
       config, make_teacher = distill_config(args.row, tmp)
       make_teacher()
-    dataset = get_dataset(config.data.name, **dict(config.data.kwargs))
-    config = resolve_config(config, dataset)
-    setup = build_method(config, dataset)
+    config, dataset, setup, trainer = step_timing.build_iteration(
+        config, one_set_of_temporaries=not args.separate_temporaries)
     stages['method_built'] = snapshot()
-    trainer = Trainer(groups=setup.groups, phases=setup.phases, stages=setup.stages,
-                      batch_size=config.train.batch_size,
-                      one_set_of_temporaries=not args.separate_temporaries)
     params = jax.block_until_ready(setup.init_params(jax.random.PRNGKey(0)))
     stages['networks_initialised'] = snapshot()
     state = jax.block_until_ready(trainer.init_state(params, key=jax.random.PRNGKey(1)))
     del params
     stages['state_initialised'] = snapshot()
-    first = max(s.until_step or 0 for s in setup.stages)
-    batches = [global_batch(dataset.get_batch(first + i, config.train.batch_size, seed=0),
-                            trainer.mesh) for i in range(args.steps)]
+    first, batches = step_timing.steady_batches(config, dataset, setup, trainer, args.steps)
     xla, timelines = {}, {}
     for name, _ in setup.stages[-1].schedule:
       with Timeline() as timeline:  # memory while the phase is traced, lowered and compiled

@@ -136,6 +136,36 @@ def _timed(fn: Callable[[], Any]) -> tuple[Any, float, CompileClock]:
   return out, wall, clock
 
 
+def build_iteration(config, *, executable_cache_dir: str = '', **trainer_options) -> tuple:
+  """(resolved config, dataset, built method, Trainer) for `config`, built as the experiment
+  runner builds them; the Trainer's options come from `config.train` unless given. With
+  `executable_cache_dir`, the trainer keeps its compiled phases there as the runner keeps them
+  in a workdir."""
+  from onestep_jax.data import get_dataset
+  from onestep_jax.experiment.runner import resolve_config, run_executable_cache
+  from onestep_jax.methods import build_method
+  from onestep_jax.train.trainer import Trainer
+  dataset = get_dataset(config.data.name, **dict(config.data.kwargs))
+  config = resolve_config(config, dataset)
+  setup = build_method(config, dataset)
+  options = {'parallel_compile': config.train.parallel_compile,
+             'one_set_of_temporaries': config.train.one_set_of_temporaries,
+             'executable_cache': run_executable_cache(config, setup, executable_cache_dir)
+                                 if executable_cache_dir else None, **trainer_options}
+  trainer = Trainer(groups=setup.groups, phases=setup.phases, stages=setup.stages,
+                    batch_size=config.train.batch_size, **options)
+  return config, dataset, setup, trainer
+
+
+def steady_batches(config, dataset, setup, trainer, count: int) -> tuple[int, list]:
+  """The first step past the method's warm-up stages (so that every phase of the steady
+  schedule runs) and the global batches of `count` steps from there."""
+  from onestep_jax.train.mesh import global_batch
+  first = max(s.until_step or 0 for s in setup.stages)
+  return first, [global_batch(dataset.get_batch(first + i, config.train.batch_size, seed=0),
+                              trainer.mesh) for i in range(count)]
+
+
 def measure(config, *, steps: int, warmup: int, network_init: Optional[Callable] = None,
             per_phase: bool = False, executable_cache_dir: str = '') -> dict:
   """Times one config in this process; see the module docstring.
@@ -146,35 +176,20 @@ def measure(config, *, steps: int, warmup: int, network_init: Optional[Callable]
   compiled phases there as the experiment runner keeps them in a workdir.
   """
   import jax
-  from onestep_jax.data import get_dataset
-  from onestep_jax.experiment.runner import resolve_config, run_executable_cache
-  from onestep_jax.methods import build_method
-  from onestep_jax.train.mesh import global_batch
-  from onestep_jax.train.trainer import Trainer
 
   r = {'load_avg_start': os.getloadavg()[0], 'memory_mb': {'start': memory_mb()}}
   net_s = 0.0
   if network_init is not None:
     _, net_s, _ = _timed(network_init)
-  dataset = get_dataset(config.data.name, **dict(config.data.kwargs))
-  config = resolve_config(config, dataset)
-  setup = build_method(config, dataset)
-  trainer = Trainer(groups=setup.groups, phases=setup.phases, stages=setup.stages,
-                    batch_size=config.train.batch_size,
-                    parallel_compile=config.train.parallel_compile,
-                    one_set_of_temporaries=config.train.one_set_of_temporaries,
-                    executable_cache=run_executable_cache(config, setup, executable_cache_dir)
-                    if executable_cache_dir else None)
-  # Steps past the warm-up stage, so that every phase of the steady schedule is measured.
-  first = max(s.until_step or 0 for s in setup.stages)
+  config, dataset, setup, trainer = build_iteration(
+      config, executable_cache_dir=executable_cache_dir)
+  first, batches = steady_batches(config, dataset, setup, trainer, warmup + steps)
   trainer.preload(first)  # as a resumed run does: see Trainer.preload
   params, init_s, init_clock = _timed(lambda: setup.init_params(jax.random.PRNGKey(0)))
   r['network_init_s'], r['network_init_compile_s'] = net_s + init_s, init_clock.seconds
   state, r['state_init_s'], _ = _timed(
       lambda: trainer.init_state(params, key=jax.random.PRNGKey(1)))
   r['memory_mb']['initialised'] = memory_mb()
-  batches = [global_batch(dataset.get_batch(first + i, config.train.batch_size, seed=0),
-                          trainer.mesh) for i in range(warmup + steps)]
   times, compile_s = [], []
   for i, batch in enumerate(batches):
     (state, _), wall, clock = _timed(lambda: trainer.train_step(state, batch, step=first + i))

@@ -31,23 +31,14 @@ def alternate(name: str, blocks: int, steps: int) -> dict:
   import jax
   import step_timing
   from distill_step import distill_config
-  from onestep_jax.data import get_dataset
-  from onestep_jax.experiment.runner import resolve_config
-  from onestep_jax.methods import build_method
-  from onestep_jax.train.mesh import global_batch
-  from onestep_jax.train.trainer import Trainer
   with tempfile.TemporaryDirectory() as tmp:
     config, make_teacher = distill_config(name, tmp)
     make_teacher()
-    dataset = get_dataset(config.data.name, **dict(config.data.kwargs))
-    config = resolve_config(config, dataset)
-    setup = build_method(config, dataset)
-    trainer = Trainer(groups=setup.groups, phases=setup.phases, stages=setup.stages,
-                      batch_size=config.train.batch_size)
+    config, dataset, setup, trainer = step_timing.build_iteration(config,
+                                                                  one_set_of_temporaries=True)
     state = trainer.init_state(setup.init_params(jax.random.PRNGKey(0)),
                                key=jax.random.PRNGKey(1))
-    step = max(s.until_step or 0 for s in setup.stages)
-    batch = global_batch(dataset.get_batch(step, config.train.batch_size, seed=0), trainer.mesh)
+    step, (batch,) = step_timing.steady_batches(config, dataset, setup, trainer, 1)
     for _ in range(3):  # compiles, reserves the temporaries' span, first runs
       state, _ = trainer.train_step(state, batch, step=step)
       step += 1

@@ -76,15 +76,8 @@ def config_by_name(name: str, tmp: str):
 def build(config, executable_cache=None):
   """(dataset, method setup, trainer, initial state) of a config."""
   import jax
-  from onestep_jax.data import get_dataset
-  from onestep_jax.experiment.runner import resolve_config
-  from onestep_jax.methods import build_method
-  from onestep_jax.train.trainer import Trainer
-  dataset = get_dataset(config.data.name, **dict(config.data.kwargs))
-  config = resolve_config(config, dataset)
-  setup = build_method(config, dataset)
-  trainer = Trainer(groups=setup.groups, phases=setup.phases, stages=setup.stages,
-                    batch_size=config.train.batch_size, executable_cache=executable_cache)
+  _, dataset, setup, trainer = step_timing.build_iteration(config,
+                                                          executable_cache=executable_cache)
   state = trainer.init_state(setup.init_params(jax.random.PRNGKey(0)), key=jax.random.PRNGKey(1))
   return dataset, setup, trainer, state
 
