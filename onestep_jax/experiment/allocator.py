@@ -20,12 +20,6 @@ SWITCH = 'ONESTEP_JAX_MALLOC'  # 'system': do not preload tcmalloc
 # tcmalloc prints a line for every allocation above this many bytes (its default is 1 GiB, which
 # large evaluation batches reach); the scripts report memory themselves.
 REPORT_THRESHOLD = 'TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD'
-# The small freed objects tcmalloc's per-thread caches may hold, in all (its default is 32 MiB):
-# 4 MiB took about 40 MB off the peak RSS of the Diff-Instruct and DMD2 reference iterations, and
-# nothing measurable off their speed (docs/RESULTS.md, "Smaller thread caches").
-THREAD_CACHE = 'TCMALLOC_MAX_TOTAL_THREAD_CACHE_BYTES'
-# The variables the restart sets unless the user has: their values with tcmalloc preloaded.
-TCMALLOC_DEFAULTS = {REPORT_THRESHOLD: str(1 << 40), THREAD_CACHE: str(4 << 20)}
 
 
 def find_tcmalloc() -> Optional[str]:
@@ -49,7 +43,8 @@ def preload_environment(environ: Mapping[str, str], library: Optional[str],
   if (choice == 'system' or not platform.startswith('linux') or library is None
       or environ.get('LD_PRELOAD')):
     return None
-  return {**TCMALLOC_DEFAULTS, **environ, 'LD_PRELOAD': library}
+  return {**environ, 'LD_PRELOAD': library, REPORT_THRESHOLD: environ.get(REPORT_THRESHOLD,
+                                                                            str(1 << 40))}
 
 
 def reexec_with_tcmalloc() -> None:
