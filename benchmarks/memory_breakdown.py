@@ -51,7 +51,8 @@ def snapshot() -> dict:
     for name, prop in TCMALLOC_PROPERTIES.items():
       out[name] = tcmalloc_property(prop) / 2**20
     out['outside_heap_mb'] = out['rss_mb'] - (out['heap_mb'] - out['returned_mb'])
-    out['small_free_mb'] = sum(out.pop(f'{k}_caches_mb') for k in ('thread', 'central', 'transfer'))
+    out['small_free_mb'] = sum(out.pop(f'{k}_caches_mb')
+                               for k in ('thread', 'central', 'transfer'))
   return out
 
 
