@@ -14,7 +14,6 @@ import argparse
 import json
 import pathlib
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -78,24 +77,25 @@ def main():
   if allocator_in_use() != 'tcmalloc':
     raise SystemExit('error: the wait needs tcmalloc (apt-get install libtcmalloc-minimal4), '
                      'and ONESTEP_JAX_MALLOC must not be "system"')
-  if args.child:  # one method in this fresh process: its record to --out
-    with open(args.out, 'w') as f:
-      json.dump(alternate(args.child, args.blocks, args.steps), f)
+  if args.child:  # one method in this fresh process: its record on the last line
+    print(json.dumps(alternate(args.child, args.blocks, args.steps)))
     return
   import step_timing
-  result = {'command': ' '.join(['python benchmarks/temporaries_wait.py', *sys.argv[1:]]),
-            'measured': step_timing.machine(), 'methods': {}}
-  for name in args.methods.split(','):
-    with tempfile.NamedTemporaryFile(suffix='.json') as record:
-      subprocess.run([sys.executable, __file__, f'--child={name}', f'--blocks={args.blocks}',
-                      f'--steps={args.steps}', f'--out={record.name}'], check=True)
-      r = result['methods'][name] = json.load(open(record.name))
+
+  def report(name: str, _, r: dict) -> None:
     rss = [m['rss_mb'] for m in r['memory_after_each_block_mb']]
     print(f'{name}: iteration {r["step_s"]["wait"] * 1e3:.1f} ms with the wait, '
           f'{r["step_s"]["no_wait"] * 1e3:.1f} ms without (medians of '
           f'{len(r["times_s"]["wait"])} each); resident after each block (wait first) '
           + ', '.join(f'{v:.0f}' for v in rss) + ' MB', flush=True)
-  step_timing.write_json(args.out, result)
+
+  measured = step_timing.machine()
+  runs = step_timing.run_children(__file__, args.methods.split(','), repeats=1,
+                                  args=[f'--blocks={args.blocks}', f'--steps={args.steps}'],
+                                  on_result=report)
+  step_timing.write_json(args.out, {
+      'command': ' '.join(['python benchmarks/temporaries_wait.py', *sys.argv[1:]]),
+      'measured': measured, 'methods': {name: r for name, (r,) in runs.items()}})
 
 
 if __name__ == '__main__':
