@@ -12,6 +12,8 @@ import pytest
 
 from onestep_jax.train.checkpoint import (Checkpointer, NonFiniteError, latest_saved_step,
                                          params_fingerprint)
+from onestep_jax.train import spec
+from onestep_jax.train.trainer import Trainer
 from train_helpers import toy
 
 SCRIPT = pathlib.Path(__file__).parent / 'train_helpers' / 'run_toy.py'
@@ -50,6 +52,70 @@ def test_resume_is_exact(tmp_path, trainer):
   assert full.keys() == resumed.keys()
   for k in full:  # params, EMA, optimizer states, RNG, step and phase counters.
     np.testing.assert_array_equal(resumed[k], full[k], err_msg=k)
+
+
+def _trainable_only_trainer():
+  """The toy problem with its teacher fixed inside the losses: every group is checkpointed."""
+  teacher = toy.init_params()['teacher']
+  with_teacher = lambda loss: lambda p, b, k: loss({**p, 'teacher': teacher}, b, k)
+  groups = [g for g in toy.make_trainer().groups.values() if g.trainable]
+  phases = [spec.Phase('critic', with_teacher(toy.critic_loss), updates=('critic',)),
+            spec.Phase('generator', with_teacher(toy.generator_loss), updates=('generator',))]
+  return Trainer(groups=groups, phases=phases,
+                 stages=[spec.Stage([('critic', 2), ('generator', 1)])], batch_size=toy.BATCH)
+
+
+def _trainable_params(key):
+  params = toy.init_params()
+  del params['teacher']
+  return jax.tree.map(lambda x: x + jax.random.normal(key, x.shape), params)
+
+
+def test_a_state_template_initialises_nothing_and_restores_exactly(tmp_path):
+  trainer = _trainable_only_trainer()
+  straight = trainer.init_state(_trainable_params(jax.random.PRNGKey(3)), key=jax.random.PRNGKey(4))
+  template = trainer.state_template(_trainable_params, jax.random.PRNGKey(3),
+                                    key=jax.random.PRNGKey(4))
+  assert jax.tree.structure(template) == jax.tree.structure(straight)
+  for t, x in zip(jax.tree.leaves(template), jax.tree.leaves(straight)):
+    assert isinstance(t, jax.ShapeDtypeStruct)
+    assert (t.shape, t.dtype, t.sharding) == (x.shape, x.dtype, x.sharding)
+  full = toy.flat_state(trainer.train(straight, get_batch=toy.get_batch, num_steps=4,
+                                      progress=False))
+  with Checkpointer(tmp_path, teacher_identity='toy') as ckpt:
+    trainer.train(trainer.init_state(_trainable_params(jax.random.PRNGKey(3)),
+                                     key=jax.random.PRNGKey(4)),
+                  get_batch=toy.get_batch, num_steps=2, checkpointer=ckpt, progress=False)
+  with Checkpointer(tmp_path, teacher_identity='toy') as ckpt:
+    state = ckpt.restore(template)
+    resumed = toy.flat_state(trainer.train(state, get_batch=toy.get_batch, num_steps=4,
+                                           progress=False))
+  for k in full:
+    np.testing.assert_array_equal(resumed[k], full[k], err_msg=k)
+
+
+def test_a_state_template_is_refused_with_frozen_groups(trainer):
+  with pytest.raises(ValueError, match=r"frozen groups \['teacher'\]"):
+    trainer.state_template(lambda key: toy.init_params(), jax.random.PRNGKey(0),
+                           key=jax.random.PRNGKey(0))
+  with pytest.raises(ValueError, match='expected'):
+    _trainable_only_trainer().state_template(lambda key: toy.init_params(),
+                                             jax.random.PRNGKey(0), key=jax.random.PRNGKey(0))
+
+
+def test_a_checkpoint_of_another_network_is_refused_with_a_message_and_kept(tmp_path, trainer):
+  with Checkpointer(tmp_path, teacher_identity='toy') as ckpt:
+    ckpt.save(_init(trainer))
+  wider = toy.init_params()
+  wider['generator'] = {'w1': np.zeros((toy.DIM, toy.HIDDEN + 4), np.float32),
+                        'b1': np.zeros(toy.HIDDEN + 4, np.float32),
+                        'w2': np.zeros((toy.HIDDEN + 4, toy.DIM), np.float32),
+                        'b2': np.zeros(toy.DIM, np.float32)}
+  with Checkpointer(tmp_path, teacher_identity='toy') as ckpt:
+    with pytest.raises(ValueError, match='another network'):
+      ckpt.restore(toy.make_trainer().init_state(wider, key=jax.random.PRNGKey(0)))
+    assert ckpt.all_steps() == [0]  # not set aside as broken
+  assert sorted(os.listdir(tmp_path)) == ['0']
 
 
 def test_keep_n_and_periodic_saves(tmp_path, trainer):

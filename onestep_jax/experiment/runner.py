@@ -225,7 +225,11 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mode: str = 'train',
   if mode == 'train' and resume_step is not None and resume_step < config.train.num_steps:
     trainer.preload(resume_step)  # the compiled phases load while the networks initialise
   t0 = time.perf_counter()
-  state = trainer.init_state(setup.init_params(key_init), key=key_train)
+  if resume_step is not None and all(g.trainable for g in setup.groups):
+    # The checkpoint holds the whole state: restore it into a template, initialising nothing.
+    state = trainer.state_template(setup.init_params, key_init, key=key_train)
+  else:
+    state = trainer.init_state(setup.init_params(key_init), key=key_train)
   timings = {'init_time_s': time.perf_counter() - t0}
 
   os.makedirs(workdir, exist_ok=True)
@@ -233,7 +237,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mode: str = 'train',
   history = os.path.join(workdir, 'metrics.jsonl')
   with Checkpointer(checkpoints, teacher_identity=setup.teacher_identity or '',
                     max_to_keep=config.train.keep_checkpoints) as ckpt:
-    if ckpt.latest_step() is not None or mode != 'train':
+    if resume_step is not None or mode != 'train':
       state = ckpt.restore(state)
       if is_main:
         _trim_history(history, int(state.step))

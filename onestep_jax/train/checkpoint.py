@@ -196,10 +196,15 @@ class Checkpointer:
     target = jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
         template.checkpoint_items())
-    self._check_layout(step, target)
-    with self._reading(step):
-      restored = self._manager.restore(step, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(target)))
+    try:
+      with self._reading(step):
+        restored = self._manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(target)))
+    except UnreadableCheckpointError:
+      # Checked only now (reading the metadata took half of a U-Net state's restore): another
+      # layout is this run's error, not a damaged checkpoint to set aside.
+      self._check_layout(step, target)
+      raise
     return template.replace(**restored['state'])
 
   def _check_layout(self, step: int, target: Any) -> None:
