@@ -223,7 +223,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mode: str = 'train',
   key_init, key_train = jax.random.split(jax.random.PRNGKey(config.seed))
   resume_step = latest_saved_step(checkpoints)
   if mode == 'train' and resume_step is not None and resume_step < config.train.num_steps:
-    trainer.preload(resume_step)  # the compiled phases load while the networks initialise
+    trainer.preload(resume_step)  # the compiled phases load while the state is made
   t0 = time.perf_counter()
   if resume_step is not None and all(g.trainable for g in setup.groups):
     # The checkpoint holds the whole state: restore it into a template, initialising nothing.

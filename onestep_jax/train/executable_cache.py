@@ -22,7 +22,7 @@ one per workdir (`<workdir>/executables`, under `train.compilation_cache`), wher
 resumes of that run. A file that cannot be read is deleted and its program compiled again. A
 program that JAX's persistent cache supplied is not kept (see `ExecutableCache.compile`).
 `ExecutableCache.preload` reads a run's executables in a background thread, so that a resume
-loads them while it initialises its networks (`Trainer.preload`).
+loads them while it restores or initialises its state (`Trainer.preload`).
 """
 from __future__ import annotations
 

@@ -334,7 +334,7 @@ class Trainer:
   def preload(self, step: int) -> None:
     """Starts reading, in a background thread, the executables that the executable cache holds
     for the phases of the stage at `step` and the end of step, so that a resumed run loads them
-    while it initialises its networks (warm start of the EDM reference step: docs/RESULTS.md,
+    while it restores or initialises its state (warm start of the EDM reference step: docs/RESULTS.md,
     "Loading the phases during the initialisation"). Without an executable cache, nothing."""
     if self.executable_cache is not None:
       self.executable_cache.preload([_program_name(p) for p in self._stage_programs(step)])
