@@ -3,8 +3,9 @@ setting of benchmarks/train_step.py.
 
   python benchmarks/resume_start.py [--repeats=3] [--out benchmarks/results/resume_start.json]
 
-One process saves a checkpoint of the EDM reference U-Net's training state; then fresh
-processes restore it, alternating two ways:
+One process saves a checkpoint of the EDM reference U-Net's training state (and fills a JAX
+persistent compilation cache, as a run's first process does); then fresh processes restore it,
+with that cache, alternating two ways:
   template  what the experiment runner does: `Trainer.state_template` (shapes, dtypes and
             shardings, nothing initialised), then `Checkpointer.restore`;
   init      initialise the networks and place the state (`init_state(init_params(key))`), then
@@ -35,6 +36,8 @@ WAYS = ('template', 'init')
 def child(way: str, workdir: str) -> dict:
   import jax
   from onestep_jax.train.checkpoint import Checkpointer
+  from onestep_jax.train.compilation_cache import enable_compilation_cache
+  enable_compilation_cache(os.path.join(workdir, 'xla'))  # as a run's is by default
   config = train_step.edm_reference_config(workdir)
   _, _, setup, trainer = step_timing.build_iteration(config)
   key_init, key = jax.random.PRNGKey(0), jax.random.PRNGKey(1)
