@@ -32,9 +32,10 @@ def tiny_mdlm_config(**train):
 
 
 def check_resume_is_exact(config, checkpoint_dir, *, stop: int, end: int):
-  """Training to `end` equals training to `stop`, checkpointing, restoring into a fresh state
-  and training on to `end`: every parameter, EMA and optimizer state, bit for bit. Returns the
-  trainer, dataset and final state."""
+  """Training to `end` equals training to `stop`, checkpointing, restoring into the runner's
+  template (`Trainer.state_template`: only the frozen groups made) and training on to `end`:
+  every parameter, EMA and optimizer state, bit for bit. Returns the trainer, dataset and final
+  state."""
   dataset = get_dataset(config.data.name, **config.data.kwargs.to_dict())
   config = resolve_config(config, dataset)
   setup = build_method(config, dataset)
@@ -49,7 +50,8 @@ def check_resume_is_exact(config, checkpoint_dir, *, stop: int, end: int):
   with Checkpointer(checkpoint_dir, teacher_identity=setup.teacher_identity or '') as ckpt:
     trainer.train(fresh(), get_batch=get, num_steps=stop, checkpointer=ckpt, progress=False)
   with Checkpointer(checkpoint_dir, teacher_identity=setup.teacher_identity or '') as ckpt:
-    restored = ckpt.restore(fresh())
+    restored = ckpt.restore(trainer.state_template(setup.init_params, jax.random.PRNGKey(0),
+                                                   key=jax.random.PRNGKey(1)))
   assert int(restored.step) == stop
   resumed = trainer.train(restored, get_batch=get, num_steps=end, progress=False)
   jax.tree.map(np.testing.assert_array_equal, resumed.checkpoint_items(),

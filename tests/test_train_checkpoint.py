@@ -94,10 +94,31 @@ def test_a_state_template_initialises_nothing_and_restores_exactly(tmp_path):
     np.testing.assert_array_equal(resumed[k], full[k], err_msg=k)
 
 
-def test_a_state_template_is_refused_with_frozen_groups(trainer):
-  with pytest.raises(ValueError, match=r"frozen groups \['teacher'\]"):
-    trainer.state_template(lambda key: toy.init_params(), jax.random.PRNGKey(0),
-                           key=jax.random.PRNGKey(0))
+def test_a_state_template_makes_only_the_frozen_groups_and_resumes_exactly(tmp_path, trainer):
+  straight = _init(trainer)
+  template = trainer.state_template(lambda key: toy.init_params(), jax.random.PRNGKey(7),
+                                    key=jax.random.PRNGKey(0))
+  for t, x in zip(jax.tree.leaves(template.checkpoint_items()),
+                  jax.tree.leaves(straight.checkpoint_items())):
+    assert isinstance(t, jax.ShapeDtypeStruct)
+    assert (t.shape, t.dtype, t.sharding) == (x.shape, x.dtype, x.sharding)
+  assert jax.tree.structure(template.frozen) == jax.tree.structure(straight.frozen)
+  for t, x in zip(jax.tree.leaves(template.frozen), jax.tree.leaves(straight.frozen)):
+    np.testing.assert_array_equal(t, x)
+    assert t.sharding == x.sharding
+  full = toy.flat_state(trainer.train(straight, get_batch=toy.get_batch, num_steps=5,
+                                      progress=False))
+  with Checkpointer(tmp_path, teacher_identity='toy') as ckpt:
+    trainer.train(_init(trainer), get_batch=toy.get_batch, num_steps=3, checkpointer=ckpt,
+                  progress=False)
+  with Checkpointer(tmp_path, teacher_identity='toy') as ckpt:
+    resumed = toy.flat_state(trainer.train(ckpt.restore(template), get_batch=toy.get_batch,
+                                           num_steps=5, progress=False))
+  for k in full:
+    np.testing.assert_array_equal(resumed[k], full[k], err_msg=k)
+
+
+def test_a_state_template_checks_the_groups():
   with pytest.raises(ValueError, match='expected'):
     _trainable_only_trainer().state_template(lambda key: toy.init_params(),
                                              jax.random.PRNGKey(0), key=jax.random.PRNGKey(0))

@@ -225,8 +225,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mode: str = 'train',
   if mode == 'train' and resume_step is not None and resume_step < config.train.num_steps:
     trainer.preload(resume_step)  # the compiled phases load while the state is made
   t0 = time.perf_counter()
-  if resume_step is not None and all(g.trainable for g in setup.groups):
-    # The checkpoint holds the whole state: restore it into a template, initialising nothing.
+  if resume_step is not None:  # restored into a template: nothing the checkpoint holds is made
     state = trainer.state_template(setup.init_params, key_init, key=key_train)
   else:
     state = trainer.init_state(setup.init_params(key_init), key=key_train)

@@ -9,6 +9,7 @@ import os
 import logging
 import shutil
 import sys
+import warnings
 from typing import Any, Optional
 
 import jax
@@ -57,7 +58,7 @@ def _silence_reports_about(path: str) -> None:
   """Drops the reports that mention the checkpoint `path` (being read, or unreadable): a failed
   restore leaves orbax's sibling reads pending, and when they are garbage-collected Python prints
   each one's error with TensorStore's 60-line spec ('Exception ignored in <coroutine ...>',
-  asyncio's 'exception was never retrieved')."""
+  asyncio's 'exception was never retrieved', or 'coroutine ... was never awaited')."""
   _SILENCED.add(path)
   if not getattr(sys.unraisablehook, 'drops_unreadable_checkpoint_reports', False):
     previous = sys.unraisablehook
@@ -69,6 +70,9 @@ def _silence_reports_about(path: str) -> None:
     hook.drops_unreadable_checkpoint_reports = True
     sys.unraisablehook = hook
   logging.getLogger('asyncio').addFilter(_asyncio_filter)  # a no-op if already added
+  # The reads that a refused shape stopped before they started (see `_restore_step`).
+  warnings.filterwarnings('ignore', message="coroutine '_read_array_index_and_device_put' was "
+                          'never awaited', category=RuntimeWarning)
 
 
 def params_fingerprint(tree: Any) -> str:
