@@ -293,3 +293,45 @@ def test_finiteness_check_reads_every_shard_of_sharded_and_replicated_state():
                        text=True, timeout=120)
   assert out.returncode == 0, out.stderr
   assert out.stdout.split() == ['True', 'False', 'False', 'False']
+
+
+SHARDED_TEMPLATE = """
+import sys, jax, numpy as np
+from onestep_jax.train.checkpoint import Checkpointer
+from onestep_jax.train.mesh import make_mesh
+from train_helpers import toy
+assert jax.device_count() == 8
+trainer = toy.make_trainer(mesh=make_mesh(fsdp=2), fsdp_min_size=16)
+fresh = lambda: trainer.init_state(toy.init_params(), key=jax.random.PRNGKey(0))
+template = trainer.state_template(lambda key: toy.init_params(), jax.random.PRNGKey(0),
+                                  key=jax.random.PRNGKey(0))
+straight = fresh()
+pairs = list(zip(jax.tree.leaves(template), jax.tree.leaves(straight)))
+assert all(t.sharding == x.sharding and t.shape == x.shape for t, x in pairs)
+assert any(not x.sharding.is_fully_replicated for _, x in pairs)  # fsdp shards some leaves
+for t, x in zip(jax.tree.leaves(template.frozen), jax.tree.leaves(straight.frozen)):
+  np.testing.assert_array_equal(np.asarray(t), np.asarray(x))
+full = toy.flat_state(trainer.train(straight, get_batch=toy.get_batch, num_steps=4,
+                                    progress=False))
+with Checkpointer(sys.argv[1], teacher_identity='toy') as ckpt:
+  trainer.train(fresh(), get_batch=toy.get_batch, num_steps=2, checkpointer=ckpt, progress=False)
+with Checkpointer(sys.argv[1], teacher_identity='toy') as ckpt:
+  resumed = toy.flat_state(trainer.train(ckpt.restore(template), get_batch=toy.get_batch,
+                                         num_steps=4, progress=False))
+for k in full:
+  np.testing.assert_array_equal(resumed[k], full[k], err_msg=k)
+print('resumed exactly')
+"""
+
+
+def test_a_sharded_state_template_matches_init_state_and_resumes_exactly(tmp_path):
+  """8 fake devices, fsdp=2: the template's shardings are init_state's, and a run restored into
+  it goes on as the uninterrupted one, bit for bit."""
+  env = {**os.environ, 'JAX_PLATFORMS': 'cpu',
+         'XLA_FLAGS': '--xla_force_host_platform_device_count=8',
+         'PYTHONPATH': os.pathsep.join([str(pathlib.Path(__file__).parent),
+                                        os.environ.get('PYTHONPATH', '')])}
+  out = subprocess.run([sys.executable, '-c', SHARDED_TEMPLATE, str(tmp_path / 'ckpt')],
+                       env=env, capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert out.stdout.split()[-2:] == ['resumed', 'exactly']
