@@ -160,12 +160,11 @@ class Trainer:
 
   def state_template(self, init_params: Callable[[jax.Array], Mapping[str, Any]],
                      init_key: jax.Array, *, key: jax.Array) -> TrainState:
-    """`init_state(init_params(init_key), key=key)` as the template with which a resumed run
-    restores its checkpoint: what checkpoints hold is shapes, dtypes and shardings only, nothing
-    initialised (the EDM reference U-Net's initialisation and placement took 1.0-1.4 s), and only
-    the frozen groups, which checkpoints do not hold, are made (with them, `init_params` runs;
-    a distillation's loads its teacher and copies it).
-    """
+    """The state `init_state(init_params(init_key), key=key)` would make, as the template that a
+    resumed run restores its checkpoint into: what checkpoints hold as shapes, dtypes and
+    shardings only, nothing initialised (the EDM reference U-Net's initialisation and placement
+    took 1.0-1.4 s), and the frozen groups, which checkpoints do not hold, made and placed (for
+    them `init_params` runs; a distillation's loads its teacher and copies it)."""
     frozen = [n for n, g in self.groups.items() if not g.trainable]
     params = init_params(init_key) if frozen else None
     shapes = jax.eval_shape(lambda: params) if frozen else jax.eval_shape(init_params, init_key)
@@ -338,8 +337,8 @@ class Trainer:
   def preload(self, step: int) -> None:
     """Starts reading, in a background thread, the executables that the executable cache holds
     for the phases of the stage at `step` and the end of step, so that a resumed run loads them
-    while it restores or initialises its state (warm start of the EDM reference step: docs/RESULTS.md,
-    "Loading the phases during the initialisation"). Without an executable cache, nothing."""
+    while it makes its state (warm start of the EDM reference step: docs/RESULTS.md, "Loading
+    the phases during the initialisation"). Without an executable cache, nothing."""
     if self.executable_cache is not None:
       self.executable_cache.preload([_program_name(p) for p in self._stage_programs(step)])
 
