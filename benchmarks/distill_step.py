@@ -11,7 +11,8 @@ round-robin, medians over processes, every time also in units of a 2048^3 float3
 in the same process. The official PyTorch code on this kind of machine: Diff-Instruct 0.886 s
 per iteration (626 MB peak RSS; with an 87.8 ms matmul, 10.1 units), SiD 1.06 s (925 MB), DMD2
 0.82 s (599 MB). `<method>:reuse` sets method.reuse_generator_samples: the fake-score update uses
-the generator update's samples, as DMD2's official loop does, so an iteration is one phase;
+the generator update's samples, handed over from the generator's phase, as DMD2's official loop
+does;
 `<method>:shared` also sets method.share_fake_score_noise: that update takes the generator loss's
 noise, and one fake-score forward pass serves both. `--warm_start` also measures each method's
 cold and warm start as benchmarks/train_step.py does (its warm processes load the teacher the cold

@@ -146,7 +146,7 @@ def main():
       with Timeline() as timeline:  # memory while the phase is traced, lowered and compiled
         # pylint: disable-next=protected-access
         analysis = trainer._executable(
-            name, *trainer.phase_args(state, batches[0], 0)).memory_analysis()
+            name, *trainer._program_args(name, state, batches[0])).memory_analysis()
       timelines[name] = timeline.as_list()
       xla[name] = {k: getattr(analysis, f'{k}_size_in_bytes') / 2**20
                    for k in ('temp', 'argument', 'output', 'alias', 'generated_code')}

@@ -211,14 +211,16 @@ def measure(config, *, steps: int, warmup: int, network_init: Optional[Callable]
            schedule=[list(s.schedule) for s in setup.stages],
            peak_rss_mb=r['memory_mb']['end']['peak_rss_mb'])
   if per_phase:
-    r['phase_s'] = {}
-    for name, _ in setup.stages[-1].schedule:
-      phase_times = []
+    r['phase_s'], handed = {}, {}
+    for name, _ in setup.stages[-1].schedule:  # a phase that takes runs after its giver
+      phase, phase_times = trainer.phases[name], []
       for batch in batches[warmup:]:
-        args = trainer.phase_args(state, batch, 0)
+        args = trainer.phase_args(state, batch, 0, handed.get(phase.takes))
         fn = trainer._executable(name, *args)  # pylint: disable=protected-access
-        (state, _), wall, _ = _timed(lambda: fn(*args))
+        (state, _, *given), wall, _ = _timed(lambda: fn(*args))
         phase_times.append(wall)
+      if phase.gives:
+        handed[name] = given[0]
       r['phase_s'][name] = statistics.median(phase_times)
   r['matmul_s'] = matmul_seconds()  # last, so that its buffers do not count in peak_rss_mb
   r['load_avg_end'] = os.getloadavg()[0]

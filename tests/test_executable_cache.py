@@ -76,13 +76,13 @@ def test_loaded_phases_train_as_compiled_ones(tmp_path, no_persistent_cache):
                                                            key=jax.random.PRNGKey(0)), 6))
   first = toy.make_trainer(executable_cache=ExecutableCache(tmp_path, key='toy'))
   state = _train(first, first.init_state(toy.init_params(), key=jax.random.PRNGKey(0)), 3)
-  # Both stages ran: the critic-only phase, the critic and generator phases and the end of step.
-  assert len(os.listdir(tmp_path)) == 3
+  # Both stages ran: the critic, generator and critic-on-samples phases and the end of step.
+  assert len(os.listdir(tmp_path)) == 4
   second = toy.make_trainer(executable_cache=ExecutableCache(tmp_path, key='toy'))
   _no_tracing(second)
   with _loads() as loads:
     resumed = toy.flat_state(_train(second, state, 6))
-  assert len(loads) == 3
+  assert len(loads) == 4
   assert resumed.keys() == straight.keys()
   for k in straight:
     np.testing.assert_array_equal(resumed[k], straight[k], err_msg=k)
@@ -95,7 +95,7 @@ def test_preload_reads_the_stages_programs_in_the_background(tmp_path, no_persis
     trainer = toy.make_trainer(executable_cache=ExecutableCache(tmp_path, key='toy'))
     return trainer, trainer.init_state(toy.init_params(), key=jax.random.PRNGKey(0))
   trainer, state = fresh()
-  straight = toy.flat_state(_train(trainer, state, 3))  # both stages: 3 programs stored
+  straight = toy.flat_state(_train(trainer, state, 3))  # both stages: 4 programs stored
   trainer, state = fresh()
   _no_tracing(trainer)
   with _loads(executable_cache.PRELOAD_EVENT) as preloads, _loads() as loads:
@@ -103,8 +103,8 @@ def test_preload_reads_the_stages_programs_in_the_background(tmp_path, no_persis
     state = _train(trainer, state, 1)
     assert (len(preloads), len(loads)) == (2, 2)
     trainer.preload(0)  # taken already: nothing to read again
-    state = _train(trainer, state, 3)  # the generator's phase, read when first needed
-    assert (len(preloads), len(loads)) == (2, 3)
+    state = _train(trainer, state, 3)  # the generator's phases, read when first needed
+    assert (len(preloads), len(loads)) == (2, 4)
   resumed = toy.flat_state(state)
   for k in straight:
     np.testing.assert_array_equal(resumed[k], straight[k], err_msg=k)

@@ -103,14 +103,26 @@ def test_reverse_kl_lead_in_runs_the_reverse_kl_loss_between_warm_up_and_diverge
 
 
 def test_reverse_kl_lead_in_reuses_its_samples_for_the_fake_score_too():
-  """With method.reuse_generator_samples the lead-in phase, like the generator's, updates the
-  fake score and discriminator and stands in for one of the fake-score updates."""
+  """With method.reuse_generator_samples the lead-in phase, like the generator's, hands its
+  samples to a fake-score and discriminator update that stands in for one of the fake-score
+  updates (with share_fake_score_noise too, it makes that update itself)."""
   _, setup = _setup('fdistill', divergence='forward_kl', reverse_kl_steps=7,
                     fake_score_warmup_steps=3, fake_score_steps=2, reuse_generator_samples=True)
-  assert [dict(stage_at(setup.stages, step).schedule) for step in (2, 3, 10)] == [
-      {'fake_score': 1}, {'fake_score': 1, LEAD_IN: 1}, {'fake_score': 1, 'generator': 1}]
+  assert [stage_at(setup.stages, step).schedule for step in (2, 3, 10)] == [
+      (('fake_score', 1),),
+      (('fake_score', 1), (LEAD_IN, 1), (f'fake_score_from_{LEAD_IN}', 1)),
+      (('fake_score', 1), ('generator', 1), ('fake_score_from_generator', 1))]
+  fake = {'fake_score', 'discriminator'}
+  assert {p.name: (set(p.updates), p.takes) for p in setup.phases} == {
+      'fake_score': (fake, None), LEAD_IN: ({'generator'}, None),
+      'generator': ({'generator'}, None), f'fake_score_from_{LEAD_IN}': (fake, LEAD_IN),
+      'fake_score_from_generator': (fake, 'generator')}
+  _, setup = _setup('fdistill', divergence='forward_kl', reverse_kl_steps=7,
+                    fake_score_warmup_steps=3, fake_score_steps=2, reuse_generator_samples=True,
+                    share_fake_score_noise=True)
+  assert stage_at(setup.stages, 3).schedule == (('fake_score', 1), (LEAD_IN, 1))
   updates = {p.name: set(p.updates) for p in setup.phases}
-  assert updates[LEAD_IN] == updates['generator'] == {'generator', 'fake_score', 'discriminator'}
+  assert updates[LEAD_IN] == updates['generator'] == {'generator'} | fake
 
 
 def test_config_errors_name_the_fix():

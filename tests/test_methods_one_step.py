@@ -45,16 +45,18 @@ def test_each_phase_has_finite_loss_and_gradients_for_its_groups(method):
 @pytest.mark.parametrize('reuse,share', [(False, False), (True, False), (True, True)])
 def test_one_step_run_updates_only_the_scheduled_groups(reuse, share):
   """Through the trainer, a fake-score-only stage leaves the generator untouched and a
-  generator-only stage leaves the fake score and discriminator untouched (DMD2: three groups);
-  with method.reuse_generator_samples (and share_fake_score_noise) the generator phase updates
-  all three."""
+  generator-only stage leaves the fake score and discriminator untouched (DMD2: three groups).
+  With method.reuse_generator_samples the phase taking the generator's samples updates the fake
+  score and discriminator; with share_fake_score_noise too, the generator phase updates all
+  three."""
   data = get_dataset('ring8')
   c = _toy_config('dmd2')
   c.method.update(reuse_generator_samples=reuse, share_fake_score_noise=share)
   setup = build_method(resolve_config(c, data), data)
-  generator_phase = {p.name: p for p in setup.phases}['generator']
-  assert set(generator_phase.updates) == ({'generator', 'fake_score', 'discriminator'} if reuse
-                                          else {'generator'})
+  updates = {p.name: set(p.updates) for p in setup.phases}
+  fake = {'fake_score', 'discriminator'}
+  assert updates == {'fake_score': fake, 'generator': {'generator'} | (fake if share else set()),
+                     **({'fake_score_from_generator': fake} if reuse and not share else {})}
   params = setup.init_params(jax.random.PRNGKey(0))
   changed = groups_changed_by_each_phase(setup, data, params)
   for phase in setup.phases:
@@ -75,8 +77,9 @@ def test_dmd_regression_pairs_are_teacher_ode_samples():
 
 
 def _joint_and_separate(method, **options):
-  """Gradients and metrics of the joint generator phase of `method` with `options`, and of the
-  plain generator phase (without them) on the same draw; with that draw's pieces."""
+  """Gradients, metrics and what it hands over (or None) of the generator phase of `method` with
+  `options`, and the gradients and metrics of the plain generator phase (without them) on the
+  same draw; with that draw's pieces."""
   from onestep_jax.methods.one_step import OneStep
   data = get_dataset('ring8')
   c = resolve_config(_toy_config(method), data)
@@ -86,16 +89,22 @@ def _joint_and_separate(method, **options):
   params = setup.init_params(jax.random.PRNGKey(0))
   batch = {k: jax.numpy.asarray(v) for k, v in data.get_batch(0, 32, seed=0).items()}
   key = jax.random.PRNGKey(3)
-  joint = {p.name: p for p in setup.phases}['generator'].loss_fn
-  grads, metrics = jax.grad(lambda p: joint(p, batch, key), has_aux=True)(params)
+  phases = {p.name: p for p in setup.phases}
+
+  def joint(p):
+    loss, metrics, *handed = phases['generator'].loss_fn(p, batch, key)
+    return loss, (metrics, handed)
+
+  grads, (metrics, handed) = jax.grad(joint, has_aux=True)(params)
   ctx = OneStep(c, data)
   k_draw, *k_fake = jax.random.split(key, 4)
   g_gen, m_gen = jax.grad(lambda p: plain(p, batch, k_draw), has_aux=True)(params)
   d = ctx.draw(k_draw, batch)
   x_g = ctx.generate(params['generator'], d.z, d.labels)
-  return types.SimpleNamespace(c=c, data=data, ctx=ctx, params=params, batch=batch, key=key,
-                               grads=grads, metrics=metrics, g_gen=g_gen, m_gen=m_gen, d=d,
-                               x_g=x_g, k_fake=k_fake)
+  return types.SimpleNamespace(c=c, data=data, ctx=ctx, phases=phases, params=params,
+                               batch=batch, key=key, grads=grads, metrics=metrics,
+                               handed=handed[0] if handed else None, g_gen=g_gen, m_gen=m_gen,
+                               d=d, x_g=x_g, k_fake=k_fake)
 
 
 def _assert_each_group_gets(r, g_fake):
@@ -110,18 +119,31 @@ def _assert_each_group_gets(r, g_fake):
   np.testing.assert_allclose(r.metrics['loss'], r.m_gen['loss'], rtol=1e-6)
 
 
-def test_reused_samples_give_each_group_the_gradient_of_its_own_loss():
-  """method.reuse_generator_samples: the joint phase's gradient w.r.t. the generator is the
-  generator loss's (GAN term included, discriminator untouched by it), and w.r.t. the fake score
-  and discriminator that of the fake-score loss on the same samples, stop-gradient (DMD2's
-  official loop)."""
+def test_reused_samples_are_handed_to_a_fake_score_update_with_its_own_gradient():
+  """method.reuse_generator_samples: the generator phase's loss and gradient are the plain
+  generator phase's on the same draw; it hands over its samples and keys, and the phase taking
+  them gets the gradient of the fake-score loss on those samples, stop-gradient (DMD2's official
+  loop), for the fake score and discriminator."""
   r = _joint_and_separate('dmd2', reuse_generator_samples=True)
+  giver, taker = r.phases['generator'], r.phases['fake_score_from_generator']
+  assert giver.gives and taker.takes == 'generator'
+  assert float(group_norms(r.g_gen)['discriminator']) > 0  # the trainer keeps it out
+  for a, b in zip(jax.tree.leaves(r.grads['generator']), jax.tree.leaves(r.g_gen['generator'])):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+  np.testing.assert_allclose(r.metrics['loss'], r.m_gen['loss'], rtol=1e-6)
+  np.testing.assert_array_equal(r.handed['x_g'], r.x_g)
+  np.testing.assert_array_equal(r.handed['keys'], np.stack(r.k_fake))
+  g_taker, m_taker = jax.grad(
+      lambda p: taker.loss_fn(p, r.batch, jax.random.PRNGKey(9), r.handed), has_aux=True)(r.params)
   g_fake, m_fake = jax.grad(
       lambda p: r.ctx.fake_score_objective(p, r.batch, r.k_fake, r.x_g, r.d.labels),
       has_aux=True)(r.params)
-  assert float(group_norms(r.g_gen)['discriminator']) > 0  # the GAN term alone would move it
-  _assert_each_group_gets(r, g_fake)
-  np.testing.assert_allclose(r.metrics['fake_score/denoising'], m_fake['denoising'], rtol=1e-6)
+  norms = group_norms(g_taker)
+  assert norms['fake_score'] > 0 and norms['discriminator'] > 0 and norms['generator'] == 0.0
+  for group in ('fake_score', 'discriminator'):
+    for a, b in zip(jax.tree.leaves(g_taker[group]), jax.tree.leaves(g_fake[group])):
+      np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7, err_msg=group)
+  np.testing.assert_allclose(m_taker['denoising'], m_fake['denoising'], rtol=1e-6)
 
 
 # stop-gradient reads (DMD: with its regression term; DMD2: with the GAN term), reads through the
@@ -137,6 +159,7 @@ def test_shared_noise_gives_each_group_the_gradient_of_its_own_loss_with_one_fak
   from onestep_jax.losses.common import noised
   from onestep_jax.losses.denoising import edm_denoising_loss
   r = _joint_and_separate(method, reuse_generator_samples=True, share_fake_score_noise=True)
+  assert r.handed is None
   ctx, d, x_g = r.ctx, r.d, r.x_g
   x_t = noised(x_g, d.sigma, d.noise)
 
@@ -150,11 +173,14 @@ def test_shared_noise_gives_each_group_the_gradient_of_its_own_loss_with_one_fak
                                  noise=d.noise, labels=d.labels, sigma_data=r.c.method.sigma_data)
   np.testing.assert_allclose(r.metrics['fake_score/denoising'], np.mean(denoising), rtol=1e-6)
 
-  def matmuls(share):
+  def matmuls(share):  # in the generator phase and the phase taking its samples, if any
     r.c.method.share_fake_score_noise = share
-    phase = {p.name: p for p in build_method(r.c, r.data).phases}['generator']
-    jaxpr = jax.make_jaxpr(lambda p: phase.loss_fn(p, r.batch, r.key))(r.params)
-    return str(jaxpr).count('dot_general')
+    phases = {p.name: p for p in build_method(r.c, r.data).phases}
+    step = lambda p: phases['generator'].loss_fn(p, r.batch, r.key)
+    if not share:
+      taker = phases['fake_score_from_generator'].loss_fn
+      step = lambda p: taker(p, r.batch, r.key, phases['generator'].loss_fn(p, r.batch, r.key)[2])
+    return str(jax.make_jaxpr(step)(r.params)).count('dot_general')
 
   layers = len(jax.tree.leaves(r.params['fake_score'])) // 2  # a kernel and a bias per layer
   assert matmuls(False) - matmuls(True) == layers
@@ -168,14 +194,16 @@ def test_sharing_the_fake_score_noise_needs_the_reused_samples():
     build_method(resolve_config(c, data), data)
 
 
-@pytest.mark.parametrize('fake_score_steps,schedule', [
-    (1, (('generator', 1),)),
-    (5, (('fake_score', 4), ('generator', 1)))])
-def test_reused_samples_stand_in_for_one_fake_score_update(fake_score_steps, schedule):
+@pytest.mark.parametrize('fake_score_steps,share,schedule', [
+    (1, False, (('generator', 1), ('fake_score_from_generator', 1))),
+    (5, False, (('fake_score', 4), ('generator', 1), ('fake_score_from_generator', 1))),
+    (1, True, (('generator', 1),)),
+    (5, True, (('fake_score', 4), ('generator', 1)))])
+def test_reused_samples_stand_in_for_one_fake_score_update(fake_score_steps, share, schedule):
   data = get_dataset('ring8')
   c = _toy_config('dmd2')
-  c.method.update(reuse_generator_samples=True, fake_score_steps=fake_score_steps,
-                  fake_score_warmup_steps=10)
+  c.method.update(reuse_generator_samples=True, share_fake_score_noise=share,
+                  fake_score_steps=fake_score_steps, fake_score_warmup_steps=10)
   stages = build_method(resolve_config(c, data), data).stages
   assert stages[0].schedule == (('fake_score', 1),) and stages[0].until_step == 10
   assert stages[-1].schedule == schedule

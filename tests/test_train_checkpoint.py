@@ -60,7 +60,8 @@ def _trainable_only_trainer():
   with_teacher = lambda loss: lambda p, b, k: loss({**p, 'teacher': teacher}, b, k)
   groups = [g for g in toy.make_trainer().groups.values() if g.trainable]
   phases = [spec.Phase('critic', with_teacher(toy.critic_loss), updates=('critic',)),
-            spec.Phase('generator', with_teacher(toy.generator_loss), updates=('generator',))]
+            spec.Phase('generator', with_teacher(toy.generator_loss), updates=('generator',),
+                       gives=True)]  # nothing takes it
   return Trainer(groups=groups, phases=phases,
                  stages=[spec.Stage([('critic', 2), ('generator', 1)])], batch_size=toy.BATCH)
 

@@ -29,3 +29,19 @@ def test_memory_breakdown_rejects_an_unknown_row_with_a_usage_error(tmp_path):
   assert run.returncode == 2
   assert "unknown iteration 'foo'" in run.stderr and 'edm_reference_32x32' in run.stderr
   assert 'Traceback' not in run.stderr and not out.exists()
+
+
+def test_a_phase_taking_handed_over_samples_is_timed_after_its_giver(monkeypatch):
+  """The benchmarks' per-phase timing runs a phase that takes (DMD2 reusing its samples: the
+  fake-score update on the generator's) with what its giver handed over."""
+  monkeypatch.syspath_prepend(str(ROOT / 'benchmarks'))
+  import step_timing
+  from onestep_jax.experiment.overrides import load_config_file
+  config = load_config_file(str(ROOT / 'configs' / 'distill_toy2d.py') + ':dmd2')
+  config.method.update(reuse_generator_samples=True, fake_score_warmup_steps=2)
+  config.train.compilation_cache = False
+  row = step_timing.measure(config, steps=2, warmup=1, per_phase=True)
+  assert [list(p) for p in row['schedule'][-1]] == [['generator', 1],
+                                                    ['fake_score_from_generator', 1]]
+  assert set(row['phase_s']) == {'generator', 'fake_score_from_generator'}
+  assert all(t > 0 for t in row['phase_s'].values())

@@ -98,6 +98,67 @@ def test_parallel_compile_compiles_a_stages_new_phases_together_and_trains_the_s
   assert int(state.step) == 4
 
 
+def _handing_over_trainer(stages, parallel_compile=False):
+  """Phase 'a' (run as _ascend('a')) hands over the batch plus sum(a) before its update, and
+  that sum; phase 'b' reports what it took."""
+  def give(params, batch, key):
+    loss, metrics = _ascend('a')(params, batch, key)
+    total = jnp.sum(params['a'])
+    return loss, metrics, {'x': batch['x'][:, 0] + total, 'total': total}
+
+  def take(params, batch, key, handed):
+    loss, _ = _ascend('b')(params, batch, key)
+    return loss, {'x': jnp.mean(handed['x']), 'total': handed['total']}
+
+  groups = [spec.Group('frozen', trainable=False)] + [
+      spec.Group(n, trainable=True, optimizer=optax.sgd(1.0)) for n in 'ab']
+  phases = [spec.Phase('a', give, updates=('a',), gives=True),
+            spec.Phase('b', take, updates=('b',), takes='a')]
+  trainer = Trainer(groups=groups, phases=phases, stages=stages, batch_size=BATCH,
+                    parallel_compile=parallel_compile)
+  params = {'frozen': jnp.ones(4), 'a': jnp.zeros(4), 'b': jnp.zeros(4)}
+  return trainer, trainer.init_state(params, key=jax.random.PRNGKey(0))
+
+
+@pytest.mark.parametrize('parallel_compile', [False, True])
+def test_a_phase_takes_what_its_giver_last_handed_over_in_the_same_step(parallel_compile):
+  """'a' runs twice per step and adds 4 to sum(a) each time; 'b' takes the second run's
+  hand-over (sum(a) before that run: 4, then 12), in the step it was made, in both ways of
+  compiling; the batch-sized leaf is split like the batch, the scalar replicated."""
+  stages = [spec.Stage([('a', 2), ('b', 1)])]
+  trainer, state = _handing_over_trainer(stages, parallel_compile)
+  for step, total in enumerate((4.0, 12.0)):
+    batch = mesh_lib.global_batch({'x': np.full((BATCH, 1), step, np.float32)}, trainer.mesh)
+    state, metrics = trainer.train_step(state, batch, step=step)
+    assert float(metrics['b']['total']) == total
+    assert float(metrics['b']['x']) == step + total
+  np.testing.assert_array_equal(state.params['b'], np.full(4, 2))
+  shardings = trainer.handover_shardings({'x': jnp.zeros(BATCH), 'total': jnp.zeros(())})
+  assert shardings == {'x': mesh_lib.batch_sharding(trainer.mesh),
+                       'total': mesh_lib.replicated(trainer.mesh)}
+
+
+def test_handing_over_is_checked():
+  with pytest.raises(ValueError, match="Stage 0 runs phase 'b' without running 'a', whose "
+                                       'arrays it takes, before it'):
+    _handing_over_trainer([spec.Stage([('b', 1), ('a', 1)])])
+  groups = [spec.Group('g', trainable=True, optimizer=optax.sgd(1.0))]
+  phases = [spec.Phase('p', _ascend('g'), updates=('g',)),
+            spec.Phase('q', _ascend('g'), updates=('g',), takes='p')]
+  with pytest.raises(ValueError, match=r"takes from 'p', which is not a phase with gives=True; "
+                                       r'those are \[\]'):
+    Trainer(groups=groups, phases=phases, stages=[spec.Stage([('p', 1)])], batch_size=BATCH)
+  with pytest.raises(ValueError, match="Phase 'p' cannot take what it hands over itself"):
+    spec.Phase('p', _ascend('g'), updates=('g',), gives=True, takes='p')
+  giver = spec.Phase('p', lambda p, b, k: (-jnp.sum(p['g']), {}), updates=('g',), gives=True)
+  trainer = Trainer(groups=groups, phases=[giver], stages=[spec.Stage([('p', 1)])],
+                    batch_size=BATCH)
+  state = trainer.init_state({'g': jnp.zeros(4)}, key=jax.random.PRNGKey(0))
+  with pytest.raises(ValueError, match=r"Phase 'p': loss_fn must return \(loss, metrics, "
+                                       r'handed\), got 2 values'):
+    trainer.train(state, get_batch=_zeros_batch, num_steps=1, progress=False)
+
+
 def test_clip_norm_bounds_the_update():
   a = spec.Group('a', trainable=True, optimizer=optax.sgd(1.0), clip_norm=0.5)
   trainer, state = _counting_trainer(a=a)

@@ -41,6 +41,8 @@ from onestep_jax.train.spec import Group, Phase, Stage
 SIGMA_DISTRIBUTIONS = ('log_normal', 'karras')
 NUM_KARRAS_LEVELS = 1000  # grid of the 'karras' generator noise levels (DMD2, SiD)
 LEAD_IN = 'generator_lead_in'  # the generator's phase before its own loss (see OneStep.setup)
+# How a generator phase's samples also train the fake score (OneStep.generator_phase_loss)
+REUSE = (None, 'hand_over', 'shared_noise')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -183,35 +185,38 @@ class OneStep:
                      fake_logit=jnp.mean(fake_logits))
     return loss, {'loss': loss, **metrics}
 
-  def generator_phase_loss(self, terms: Sequence[GeneratorTerm], *, with_fake_score=False,
-                           share_noise=False):
+  def generator_phase_loss(self, terms: Sequence[GeneratorTerm], *, reuse=None):
     """The generator's loss: the sum of `terms` on one batch of generator samples.
 
-    `with_fake_score=True` adds the fake-score phase's loss on the same samples, stop-gradient
+    `reuse` has the fake score (and discriminator) also train on these samples, stop-gradient
     (DMD2's official loop reuses the generator turn's images for the fake-score turn): one
-    generator forward pass fewer per iteration. The terms then see the fake score and the
-    discriminator through stop_gradient, so each group's gradient is that of its own loss.
-
-    `share_noise=True` (with `with_fake_score`) also gives the fake score's denoising loss the
-    draw's noise levels and noise, so that one fake-score forward pass at x_t = x_g + sigma n
-    serves both it (gradient into the fake score's parameters) and the terms (Draw.fake_x0,
-    gradient into x_g through the input; see split_gradients): one more forward pass fewer. Valid
-    for terms that read D_fake only at that x_t, as every distribution term does.
+    generator forward pass fewer per iteration.
+    - 'hand_over': the loss function also returns the samples and the fake-score update's keys,
+      for a phase that takes them (`fake_score_on_handed`): each program holds only its own
+      network's activations.
+    - 'shared_noise': the fake score's loss joins this one, with the draw's noise levels and
+      noise, so that one fake-score forward pass at x_t = x_g + sigma n serves both it (gradient
+      into the fake score's parameters) and the terms (Draw.fake_x0, gradient into x_g through
+      the input; see split_gradients): one more forward pass fewer. Valid for terms that read
+      D_fake only at that x_t, as every distribution term does. The terms see the fake score and
+      the discriminator through stop_gradient, so each group's gradient is that of its own loss.
     """
+    if reuse not in REUSE:
+      raise ValueError(f'unknown reuse {reuse!r}; valid: {list(REUSE)}')
+
     def loss_fn(params, batch, key):
       term_params = params
-      if with_fake_score:
+      if reuse is not None:
         key, *k_fake = jax.random.split(key, 4)
+      if reuse == 'shared_noise':
         term_params = {n: jax.lax.stop_gradient(p) if n in ('fake_score', 'discriminator') else p
                        for n, p in params.items()}
       d = self.draw(key, batch)
       x_g = self.generate(params['generator'], d.z, d.labels)
-      shared_draw = None
-      if share_noise:
+      if reuse == 'shared_noise':
         for_fake_score, for_terms = split_gradients(
             self.net.denoise, params['fake_score'], noised(x_g, d.sigma, d.noise), d.sigma,
             d.labels)
-        shared_draw = (d.sigma, d.noise, for_fake_score)
         d = dataclasses.replace(d, fake_x0=for_terms)
       total = jnp.zeros((x_g.shape[0],), jnp.float32)
       metrics = {}
@@ -221,13 +226,23 @@ class OneStep:
         metrics.update(term_metrics)
       loss = jnp.mean(total)
       metrics = {'loss': loss, 'sample_std': jnp.std(x_g), **metrics}
-      if not with_fake_score:
+      if reuse is None:
         return loss, metrics
+      if reuse == 'hand_over':
+        return loss, metrics, {'x_g': x_g, 'keys': jnp.stack(k_fake)}
       fake_loss, fake_metrics = self.fake_score_objective(
-          params, batch, k_fake, jax.lax.stop_gradient(x_g), d.labels, shared_draw)
+          params, batch, k_fake, jax.lax.stop_gradient(x_g), d.labels,
+          (d.sigma, d.noise, for_fake_score))
       metrics.update({f'fake_score/{k}': v for k, v in fake_metrics.items()})
       return loss + fake_loss, metrics
     return loss_fn
+
+  def fake_score_on_handed(self, params, batch, key, handed):
+    """The fake-score phase's loss on the samples and keys a generator phase handed over
+    (generator_phase_loss with reuse='hand_over')."""
+    del key
+    return self.fake_score_objective(params, batch, list(handed['keys']), handed['x_g'],
+                                     one_hot_labels(batch, self.num_classes))
 
   # Setup -----------------------------------------------------------------------------------
 
@@ -287,12 +302,14 @@ class OneStep:
 
   @staticmethod
   def alternation(phase: str, steps: int, warmup_steps: int, generator: str = 'generator',
-                  shared: bool = False) -> tuple:
+                  shared: bool = False, after: Optional[str] = None) -> tuple:
     """`warmup_steps` trainer steps of `phase` alone, then `steps` updates of it per update of
-    phase `generator`; with `shared`, that phase makes one of them itself, so `phase` runs
-    `steps - 1` times (none if 0)."""
-    repeats = steps - shared
-    stages = [Stage(((phase, repeats),) * bool(repeats or not shared) + ((generator, 1),))]
+    phase `generator`. One of them can be made by that phase itself (`shared`) or by phase
+    `after`, run after it; `phase` then runs `steps - 1` times (none if 0)."""
+    stand_in = shared or after is not None
+    repeats = steps - stand_in
+    stages = [Stage(((phase, repeats),) * bool(repeats or not stand_in) + ((generator, 1),)
+                    + ((after, 1),) * (after is not None))]
     if warmup_steps:
       stages.insert(0, Stage(((phase, 1),), until_step=warmup_steps))
     return tuple(stages)
@@ -307,9 +324,10 @@ class OneStep:
     `extra_frozen(ctx, params, key) -> {group: params}` adds frozen groups (e.g. DMD's regression
     pairs) named in `frozen_groups`.
 
-    With `method.reuse_generator_samples` the generator phases also update the fake score (and
-    discriminator) on their own samples, standing in for one of the `fake_score_steps`; with
-    `method.share_fake_score_noise` too, that update uses the terms' noise and their D_fake pass
+    With `method.reuse_generator_samples` each generator phase hands its samples to a fake-score
+    (and discriminator) update run after it, phase 'fake_score_from_<generator phase>', which
+    stands in for one of the `fake_score_steps`; with `method.share_fake_score_noise` too, the
+    generator phases make that update themselves, with the terms' noise and their D_fake pass
     (see generator_phase_loss)."""
     m = self.m
     gan = (gan_term,) if self.use_gan else ()
@@ -327,23 +345,31 @@ class OneStep:
     if share and not reuse:
       raise ValueError('method.share_fake_score_noise needs method.reuse_generator_samples=True '
                        '(it shares the generator phase\'s fake-score update)')
-    generator_updates = ('generator',) + fake_updates * reuse
+    mode = 'shared_noise' if share else 'hand_over' if reuse else None
+    phases = [Phase('fake_score', self.fake_score_loss, fake_updates)]
+    takers = []  # after the others, so that each phase keeps its index (its random keys)
 
-    def generator_phase(name, phase_terms):
-      return Phase(name, self.generator_phase_loss(phase_terms, with_fake_score=reuse,
-                                                   share_noise=share), generator_updates)
+    def generator_phase(name, phase_terms) -> dict:
+      """Adds the generator phase `name` (and the phase taking its samples); returns the
+      keyword arguments of its `alternation`."""
+      loss_fn = self.generator_phase_loss(phase_terms, reuse=mode)
+      phases.append(Phase(name, loss_fn, ('generator',) + fake_updates * share,
+                          gives=mode == 'hand_over'))
+      if mode != 'hand_over':
+        return {'generator': name, 'shared': share}
+      after = f'fake_score_from_{name}'
+      takers.append(Phase(after, self.fake_score_on_handed, fake_updates, takes=name))
+      return {'generator': name, 'after': after}
 
-    phases = [Phase('fake_score', self.fake_score_loss, fake_updates),
-              generator_phase('generator', terms)]
     stages = list(self.alternation('fake_score', m.fake_score_steps, m.fake_score_warmup_steps,
-                                   shared=reuse))
+                                   **generator_phase('generator', terms)))
     if lead_in is not None and lead_in[1]:
       lead_terms, lead_steps = lead_in
-      phases.append(generator_phase(LEAD_IN, tuple(lead_terms) + gan))
-      lead_stage = self.alternation('fake_score', m.fake_score_steps, 0, generator=LEAD_IN,
-                                    shared=reuse)[0]
+      lead_stage = self.alternation('fake_score', m.fake_score_steps, 0,
+                                    **generator_phase(LEAD_IN, tuple(lead_terms) + gan))[0]
       stages.insert(-1, dataclasses.replace(lead_stage,
                                             until_step=m.fake_score_warmup_steps + lead_steps))
+    phases += takers
     return self.method_setup(
         groups=groups, phases=phases, stages=stages,
         init_params=lambda key: self.init_params(key, extra_frozen))

@@ -117,7 +117,7 @@ def _argument_signature(args: tuple) -> str:
   """Tree structure, shapes, dtypes, weak types and shardings of `args`."""
   leaves, tree = jax.tree.flatten(args)
   def leaf(x):
-    aval = jax.typeof(x) if isinstance(x, jax.Array) else np.asarray(x)
+    aval = jax.typeof(x) if isinstance(x, (jax.Array, jax.ShapeDtypeStruct)) else np.asarray(x)
     sharding = getattr(x, 'sharding', None)
     return (tuple(aval.shape), str(aval.dtype), getattr(aval, 'weak_type', False),
             repr(sharding), None if sharding is None else _devices(sharding))

@@ -7,13 +7,14 @@ groups by one loss) and a schedule of phases that may change between stages.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import optax
 
 # loss_fn(params, batch, key) -> (scalar loss, dict of scalar metrics). `params` maps every group
-# name (frozen ones included) to its parameters.
-LossFn = Callable[[Mapping[str, Any], Any, Any], tuple[Any, Mapping[str, Any]]]
+# name (frozen ones included) to its parameters. A phase that `gives` returns a third value, the
+# arrays it hands over; a phase that `takes` gets them as a fourth argument (see Phase).
+LossFn = Callable[..., tuple]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,10 +64,19 @@ class Phase:
   """One jitted update: gradients of `loss_fn` w.r.t. the groups in `updates` only.
 
   All other groups reach `loss_fn` through `jax.lax.stop_gradient`.
+
+  A phase with `gives=True` hands arrays over to a later phase of the same step: its `loss_fn`
+  returns (loss, metrics, handed), `handed` a tree of arrays (stop-gradient; leaves whose leading
+  axis is the global batch are split like the batch). A phase with `takes=<name>` gets what
+  phase <name> last handed over in this step as a fourth argument: `loss_fn(params, batch, key,
+  handed)`. Two programs then share work without one holding both's activations (e.g. a
+  generator update handing its samples to a fake-score update, `methods/one_step.py`).
   """
   name: str
   loss_fn: LossFn
   updates: tuple[str, ...]
+  gives: bool = False
+  takes: Optional[str] = None
 
   def __post_init__(self):
     if isinstance(self.updates, str):
@@ -75,6 +85,8 @@ class Phase:
     object.__setattr__(self, 'updates', tuple(self.updates))
     if not self.updates:
       raise ValueError(f'Phase {self.name!r} updates no group.')
+    if self.takes == self.name:
+      raise ValueError(f'Phase {self.name!r} cannot take what it hands over itself.')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,12 +123,21 @@ def validate(groups: Sequence[Group], phases: Sequence[Phase], stages: Sequence[
       if g not in trainable:
         raise ValueError(f'Phase {p.name!r} updates {g!r}, which is not a trainable group; '
                          f'trainable groups: {trainable}.')
+  givers = [p.name for p in phases if p.gives]
+  for p in phases:
+    if p.takes is not None and p.takes not in givers:
+      raise ValueError(f'Phase {p.name!r} takes from {p.takes!r}, which is not a phase with '
+                       f'gives=True; those are {givers}.')
+  takes = {p.name: p.takes for p in phases}
   if not stages:
     raise ValueError('At least one stage is needed.')
   for i, s in enumerate(stages):
-    for name, _ in s.schedule:
+    for j, (name, _) in enumerate(s.schedule):
       if name not in phase_names:
         raise ValueError(f'Stage {i} schedules unknown phase {name!r}; phases: {phase_names}.')
+      if takes[name] is not None and takes[name] not in [n for n, _ in s.schedule[:j]]:
+        raise ValueError(f'Stage {i} runs phase {name!r} without running {takes[name]!r}, '
+                         'whose arrays it takes, before it.')
     if s.until_step is None and i != len(stages) - 1:
       raise ValueError(f'Only the last stage may have until_step=None (stage {i} has it).')
     if i > 0 and s.until_step is not None and s.until_step <= stages[i - 1].until_step:

@@ -144,6 +144,8 @@ class Trainer:
         {} if (one_set_of_temporaries and not self._paced and allocated_bytes() is not None
                and all(d.platform == 'cpu' for d in self.mesh.devices.flat)) else None)
     self._starts: Optional[dict[str, tuple[jax.Array, ...]]] = None
+    # phase with gives=True -> the shapes and dtypes of what it hands over, from its program
+    self._handed_shapes: dict[str, Any] = {}
 
   # ----------------------------------------------------------------------------------------
   # State.
@@ -224,14 +226,25 @@ class Trainer:
                       if packing is not None}
     return self._starts
 
-  def phase_args(self, state: TrainState, batch: Any, repeat: int) -> tuple:
+  def phase_args(self, state: TrainState, batch: Any, repeat: int, handed: Any = None) -> tuple:
     """The arguments of a phase update `_jitted(state, phase)`: `repeat` is the phase's run
-    within the step (0, 1, ...)."""
-    return state, batch, np.int32(repeat), self._packed_starts(state)
+    within the step (0, 1, ...); `handed`, for a phase that takes, what its giver handed over
+    (the third output of the giver's update)."""
+    args = (state, batch, np.int32(repeat), self._packed_starts(state))
+    return args if handed is None else args + (handed,)
+
+  def handover_shardings(self, handed: Any) -> Any:
+    """Shardings of arrays handed from one phase to another: split like the batch along a
+    leading axis of the global batch size, else replicated."""
+    return jax.tree.map(lambda x: mesh_lib.batch_sharding(self.mesh)
+                        if x.shape[:1] == (self.batch_size,) else mesh_lib.replicated(self.mesh),
+                        handed)
 
   def _phase_update(self, phase: spec.Phase, state: TrainState, batch: Any,
-                    repeat: jax.Array, starts: dict[str, tuple[jax.Array, ...]]
-                    ) -> tuple[TrainState, dict[str, jax.Array]]:
+                    repeat: jax.Array, starts: dict[str, tuple[jax.Array, ...]],
+                    handed: Any = None) -> tuple:
+    """The phase's update of `state`, its metrics and, for a phase that gives, what it hands
+    over."""
     index = self._phase_index[phase.name]
     key = jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(
         state.rng, state.step), index), repeat)
@@ -241,13 +254,18 @@ class Trainer:
     current = {n: state.params[n] for n in phase.updates}
 
     def objective(sub):
-      loss, metrics = phase.loss_fn({**fixed, **sub}, batch, key)
+      out = phase.loss_fn({**fixed, **sub}, batch, key,
+                          *(() if phase.takes is None else (handed,)))
+      if len(out) != 2 + phase.gives:
+        raise ValueError(f'Phase {phase.name!r}: loss_fn must return (loss, metrics'
+                         f'{", handed" * phase.gives}), got {len(out)} values.')
+      loss, metrics, *given = out
       if jnp.shape(loss) != ():
         raise ValueError(f'Phase {phase.name!r}: loss_fn must return a scalar loss, got shape '
                          f'{jnp.shape(loss)}.')
-      return loss, dict(metrics)
+      return loss, (dict(metrics), jax.lax.stop_gradient(given))
 
-    (loss, metrics), grads = jax.value_and_grad(objective, has_aux=True)(current)
+    (loss, (metrics, given)), grads = jax.value_and_grad(objective, has_aux=True)(current)
     packings = {n: self._packing(current[n]) for n in phase.updates}
     view = {n: self._optimizer_view(current[n], packings[n]) for n in phase.updates}
     grads = {n: self._optimizer_view(grads[n], packings[n]) for n in phase.updates}
@@ -277,7 +295,10 @@ class Trainer:
                                   state.first_nonfinite))
     metrics = {'loss': loss, **metrics,
                **{f'grad_norm/{n}': v for n, v in grad_norms.items()}}
-    return state, metrics
+    if not phase.gives:
+      return state, metrics
+    return state, metrics, jax.lax.with_sharding_constraint(
+        given[0], self.handover_shardings(given[0]))
 
   def _end_step(self, state: TrainState) -> TrainState:
     """EMA updates (EDM: after the optimizer step, with the samples seen before it), step+1."""
@@ -290,19 +311,24 @@ class Trainer:
       ema[n] = ema_update(e, state.params[n], beta)
     return state.replace(ema=ema, step=state.step + 1)
 
-  def _jitted(self, state: TrainState, phase: Optional[str] = None) -> Callable:
-    """A new jitted update of `phase` (None: the end of step). `_executable` compiles it once
-    and keeps only the executable: dropping the jit drops its caches of the traced and lowered
-    program (52 MB of live memory for Diff-Instruct's two U-Net phases,
-    benchmarks/memory_breakdown.py)."""
+  def _jitted(self, state: TrainState, phase: Optional[str] = None,
+              handed: Any = None) -> Callable:
+    """A new jitted update of `phase` (None: the end of step); `handed`: what it takes (see
+    `phase_args`). `_executable` compiles it once and keeps only the executable: dropping the
+    jit drops its caches of the traced and lowered program (52 MB of live memory for
+    Diff-Instruct's two U-Net phases, benchmarks/memory_breakdown.py)."""
     state_sh = self.state_shardings(state)
     if phase is None:
       return xla_cpu.jit(self._end_step, in_shardings=(state_sh,), out_shardings=state_sh,
                          donate_argnums=0)
     repl = mesh_lib.replicated(self.mesh)
+    in_shardings = (state_sh, mesh_lib.batch_sharding(self.mesh), repl, repl)
+    if self.phases[phase].takes is not None:
+      in_shardings += (self.handover_shardings(handed),)
+    # what a phase hands over is placed inside it (see _phase_update)
+    out_shardings = (state_sh, repl) + (None,) * self.phases[phase].gives
     return xla_cpu.jit(functools.partial(self._phase_update, self.phases[phase]),
-                       in_shardings=(state_sh, mesh_lib.batch_sharding(self.mesh), repl, repl),
-                       out_shardings=(state_sh, repl), donate_argnums=0)
+                       in_shardings=in_shardings, out_shardings=out_shardings, donate_argnums=0)
 
   def train_step(self, state: TrainState, batch: Any, *, step: int,
                  grad_norms: Optional[list] = None
@@ -314,18 +340,21 @@ class Trainer:
     `grad_norms`, if given, receives ('<phase>', '<group>', norm) for every run of every phase
     (device scalars, not fetched), so that `train` can log each window's largest norm.
     """
-    metrics = {}
+    metrics, handed = {}, {}
     schedule = spec.stage_at(self.stages, step).schedule
     if self.parallel_compile:
       self._compile_at_once(self._stage_programs(step), state, batch)
     if self._temporaries is not None:
       self._one_set_of_temporaries(step, state, batch)
     for name, repeats in schedule:
+      phase = self.phases[name]
       for r in range(repeats):
-        args = self.phase_args(state, batch, r)
+        args = self.phase_args(state, batch, r, handed.get(phase.takes))
         executable = self._executable(name, *args)
         before = self._allocated_before(name)
-        state, metrics[name] = executable(*args)
+        state, metrics[name], *given = executable(*args)
+        if phase.gives:
+          handed[name] = given[0]
         self._pace(metrics[name])
         if before is not None:
           self._await_temporaries(name, before, metrics[name])
@@ -343,8 +372,24 @@ class Trainer:
       self.executable_cache.preload([_program_name(p) for p in self._stage_programs(step)])
 
   def _program_args(self, phase: Optional[str], state: TrainState, batch: Any) -> tuple:
-    """The arguments `phase` (None: the end of step) is compiled for."""
-    return (state,) if phase is None else self.phase_args(state, batch, 0)
+    """The arguments `phase` (None: the end of step) is compiled for; what a phase takes, as
+    shapes from its giver's program (which this compiles first if need be)."""
+    if phase is None:
+      return (state,)
+    giver = self.phases[phase].takes
+    if giver is None:
+      return self.phase_args(state, batch, 0)
+    if giver not in self._handed_shapes:
+      self._executable(giver, *self._program_args(giver, state, batch))
+    shapes = self._handed_shapes[giver]
+    handed = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                          shapes, self.handover_shardings(shapes))
+    return self.phase_args(state, batch, 0, handed)
+
+  def _keep(self, phase: Optional[str], program: Any) -> None:
+    """Notes what a giving phase's `program` (lowered or compiled) hands over."""
+    if phase is not None and self.phases[phase].gives:
+      self._handed_shapes[phase] = program.out_info[2]
 
   def _stage_programs(self, step: int) -> list[Optional[str]]:
     """The phases the stage at `step` runs, in order, then None for the end of step."""
@@ -360,6 +405,7 @@ class Trainer:
       compiled = self._cached(phase, args)
       if compiled is None:
         compiled = self._compiled(phase, args, self._lowered(phase, args))
+      self._keep(phase, compiled)
       self._executables[phase] = compiled
       release_freed_memory()
     return self._executables[phase]
@@ -378,24 +424,34 @@ class Trainer:
   def _lowered(self, phase: Optional[str], args: tuple) -> jax.stages.Lowered:
     """`_jitted(phase)` traced and lowered for `args` without garbage collection."""
     with _gc_paused():
-      return self._jitted(args[0], phase).lower(*args)
+      return self._jitted(args[0], phase, *args[4:]).lower(*args)
 
   def _compile_at_once(self, phases: Sequence[Optional[str]], state: TrainState,
                        batch: Any) -> None:
     """Compiles those of `phases` (None: the end of step) neither compiled yet nor in the
     executable cache, concurrently: each is traced and lowered in turn (Python, holding the GIL)
     and handed to a thread that compiles it (XLA, without the GIL) while the next is traced."""
-    args = {p: self._program_args(p, state, batch) for p in phases if p not in self._executables}
-    for p in list(args):
-      compiled = self._cached(p, args[p])
-      if compiled is not None:
-        self._executables[p] = compiled
-        del args[p]
-    if len(args) < 2:
+    waiting = []
+    for p in phases:  # in stage order: a phase that gives comes before one that takes from it
+      if p in self._executables:
+        continue
+      takes = None if p is None else self.phases[p].takes
+      if takes is None or takes in self._handed_shapes:  # else its arguments are not known yet
+        compiled = self._cached(p, self._program_args(p, state, batch))
+        if compiled is not None:
+          self._keep(p, compiled)
+          self._executables[p] = compiled
+          continue
+      waiting.append(p)
+    if len(waiting) < 2:
       return
-    with concurrent.futures.ThreadPoolExecutor(len(args)) as pool:
-      compiling = {p: pool.submit(self._compiled, p, a, self._lowered(p, a))
-                   for p, a in args.items()}
+    with concurrent.futures.ThreadPoolExecutor(len(waiting)) as pool:
+      compiling = {}
+      for p in waiting:
+        args = self._program_args(p, state, batch)
+        lowered = self._lowered(p, args)
+        self._keep(p, lowered)
+        compiling[p] = pool.submit(self._compiled, p, args, lowered)
       self._executables.update((p, c.result()) for p, c in compiling.items())
     release_freed_memory()
 

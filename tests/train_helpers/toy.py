@@ -1,5 +1,6 @@
 """A tiny three-group problem for the trainer tests: frozen teacher, MLP generator, linear
-critic. Shared by in-process tests and the subprocess scripts."""
+critic; the generator's phase hands its samples to a second critic update. Shared by in-process
+tests and the subprocess scripts."""
 from __future__ import annotations
 
 import jax
@@ -38,11 +39,21 @@ def critic_loss(params, batch, key):
 
 
 def generator_loss(params, batch, key):
-  """Generator matches the data through the teacher, with the critic as a regulariser."""
-  x = generate(params['generator'], batch['z'] + 0.1 * jax.random.normal(key, batch['z'].shape))
+  """Generator matches the data through the teacher, with the critic as a regulariser; hands
+  over its samples (split like the batch) and a key (replicated)."""
+  k_z, k_handed = jax.random.split(key)
+  x = generate(params['generator'], batch['z'] + 0.1 * jax.random.normal(k_z, batch['z'].shape))
   fit = jnp.mean((x @ params['teacher']['w'] - batch['x']) ** 2)
   reg = jnp.mean((x @ params['critic']['w'] + params['critic']['b']) ** 2)
-  return fit + 0.1 * reg, {'fit': fit}
+  return fit + 0.1 * reg, {'fit': fit}, {'x': x, 'key': k_handed}
+
+
+def critic_on_samples_loss(params, batch, key, handed):
+  """critic_loss on the samples and key the generator's phase handed over."""
+  del batch, key
+  x = handed['x'] + 0.1 * jax.random.normal(handed['key'], handed['x'].shape)
+  pred = x @ params['critic']['w'] + params['critic']['b']
+  return jnp.mean((pred - x @ params['teacher']['w']) ** 2), {}
 
 
 def get_batch(step, process_index, process_count):
@@ -63,9 +74,11 @@ def make_trainer(*, mesh=None, nonfinite='skip', critic_repeats=3, switch_at=2,
       spec.Group('critic', trainable=True, optimizer=optax.adam(1e-2)),
   ]
   phases = [spec.Phase('critic', critic_loss, updates=('critic',)),
-            spec.Phase('generator', generator_loss, updates=('generator',))]
+            spec.Phase('generator', generator_loss, updates=('generator',), gives=True),
+            spec.Phase('critic_on_samples', critic_on_samples_loss, updates=('critic',),
+                       takes='generator')]
   stages = [spec.Stage([('critic', 1)], until_step=switch_at),
-            spec.Stage([('critic', critic_repeats), ('generator', 1)])]
+            spec.Stage([('critic', critic_repeats), ('generator', 1), ('critic_on_samples', 1)])]
   return Trainer(groups=groups, phases=phases, stages=stages, batch_size=BATCH, mesh=mesh,
                  nonfinite=nonfinite, fsdp_min_size=fsdp_min_size, packed_update=packed_update,
                  executable_cache=executable_cache)
