@@ -62,6 +62,12 @@ def _raw_key(key: jax.Array) -> jax.Array:
   return jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key
 
 
+def _placed_shapes(shapes: Any, shardings: Any) -> Any:
+  """`shapes` (leaves with .shape and .dtype) as ShapeDtypeStructs placed with `shardings`."""
+  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                      shapes, shardings)
+
+
 def _program_name(phase: Optional[str]) -> str:
   return 'end_of_step' if phase is None else f'phase:{phase}'
 
@@ -173,8 +179,7 @@ class Trainer:
     self._check_groups(shapes)
     abstract = jax.eval_shape(self._new_state, shapes, _raw_key(key))
     shardings = self.state_shardings(abstract)
-    template = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                            abstract, shardings)
+    template = _placed_shapes(abstract, shardings)
     if not frozen:
       return template
     place = xla_cpu.jit(lambda tree: tree, out_shardings=shardings.frozen)
@@ -382,9 +387,8 @@ class Trainer:
     if giver not in self._handed_shapes:
       self._executable(giver, *self._program_args(giver, state, batch))
     shapes = self._handed_shapes[giver]
-    handed = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                          shapes, self.handover_shardings(shapes))
-    return self.phase_args(state, batch, 0, handed)
+    return self.phase_args(state, batch, 0,
+                           _placed_shapes(shapes, self.handover_shardings(shapes)))
 
   def _keep(self, phase: Optional[str], program: Any) -> None:
     """Notes what a giving phase's `program` (lowered or compiled) hands over."""
