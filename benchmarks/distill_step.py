@@ -1,6 +1,6 @@
 """Time, start-up and peak memory of one distillation iteration at the EDM reference setting.
 
-  python benchmarks/distill_step.py [--methods=diff_instruct,sid,dmd2,dmd2:reuse] [--repeats=3]
+  python benchmarks/distill_step.py [--methods=diff_instruct,sid,dmd2,dmd2:twice] [--repeats=3]
       [--steps=15] [--warmup=3] [--per_phase] [--parallel_compile]
       [--warm_start [--warm_repeats=3]] [--note=...]
 
@@ -10,11 +10,12 @@ weights), batch 16, float32. Measured as in benchmarks/train_step.py: fresh proc
 round-robin, medians over processes, every time also in units of a 2048^3 float32 matmul timed
 in the same process. The official PyTorch code on this kind of machine: Diff-Instruct 0.886 s
 per iteration (626 MB peak RSS; with an 87.8 ms matmul, 10.1 units), SiD 1.06 s (925 MB), DMD2
-0.82 s (599 MB). `<method>:reuse` sets method.reuse_generator_samples: the fake-score update uses
-the generator update's samples, handed over from the generator's phase, as DMD2's official loop
-does;
-`<method>:shared` also sets method.share_fake_score_noise: that update takes the generator loss's
-noise, and one fake-score forward pass serves both. `--warm_start` also measures each method's
+0.82 s (599 MB). A method runs with its own default of method.reuse_generator_samples (on for
+DMD2, whose official loop has the fake-score update use the generator update's samples; off for
+Diff-Instruct and SiD, whose official loops draw twice). `<method>:reuse` sets it: the generator's
+phase hands its samples over to the fake-score update; `<method>:twice` clears it: the fake-score
+update draws and generates its own; `<method>:shared` also sets method.share_fake_score_noise:
+that update takes the generator loss's noise, and one fake-score forward pass serves both. `--warm_start` also measures each method's
 cold and warm start as benchmarks/train_step.py does (its warm processes load the teacher the cold
 one exported, as a resumed run would, instead of initialising one).
 Writes benchmarks/results/distill_step.json.
@@ -35,21 +36,21 @@ from onestep_jax.experiment.allocator import reexec_with_tcmalloc  # noqa: E402
 from train_step import edm_reference_config  # noqa: E402
 
 METHODS = ('diff_instruct', 'sid', 'dmd2')
-VARIANTS = ('', 'reuse', 'shared')
+VARIANTS = ('', 'reuse', 'twice', 'shared')
 
 
 def check_names(names) -> None:
   """Raises ValueError naming any of `names` that is not a method of METHODS, optionally with
-  :reuse or :shared."""
+  :reuse, :twice or :shared."""
   for name in names:
     method, _, variant = name.partition(':')
     if method not in METHODS or variant not in VARIANTS:
       raise ValueError(f'unknown iteration {name!r}; valid: {list(METHODS)}, each optionally '
-                       ':reuse or :shared')
+                       ':reuse, :twice or :shared')
 
 
 def distill_config(name: str, tmp: str):
-  """(config, make_teacher) of `name` (a method, `<method>:reuse` or `<method>:shared`) at the
+  """(config, make_teacher) of `name` (a method, or `<method>:<variant>`) at the
   reference setting; make_teacher() exports the randomly initialised teacher the config reads,
   to `tmp`."""
   check_names([name])
@@ -76,7 +77,8 @@ def distill_config(name: str, tmp: str):
   c.method.fake_score_warmup_steps = 0
   c.method.fake_score_steps = 1
   c.method.gan_weight_generator = c.method.gan_weight_discriminator = 0.0
-  c.method.reuse_generator_samples = variant in ('reuse', 'shared')
+  if variant:
+    c.method.reuse_generator_samples = variant in ('reuse', 'shared')
   c.method.share_fake_score_noise = variant == 'shared'
   c.train.compilation_cache = False
   return c, make_teacher

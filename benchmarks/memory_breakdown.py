@@ -1,6 +1,6 @@
 """Where the resident memory of a training step goes, stage by stage (issue 6).
 
-  python benchmarks/memory_breakdown.py [--row=edm_reference_32x32 | --row=<method>[:reuse]]
+  python benchmarks/memory_breakdown.py [--row=edm_reference_32x32 | --row=<method>[:<variant>]]
       [--steps=4] [--out=benchmarks/results/memory_breakdown.json]
 
 Runs one row of benchmarks/train_step.py (the EDM reference step) or of
@@ -104,7 +104,7 @@ def mapped_files(top: int = 5) -> dict[str, float]:
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--row', default='edm_reference_32x32',
-                      help='edm_reference_32x32, or a distill_step.py method (<method>[:reuse])')
+                      help='edm_reference_32x32, or a distill_step.py iteration (<method>[:reuse|:twice|:shared])')
   parser.add_argument('--steps', type=int, default=4)
   parser.add_argument('--separate_temporaries', action='store_true',
                       help='Trainer(one_set_of_temporaries=False)')

@@ -83,6 +83,7 @@ def _joint_and_separate(method, **options):
   from onestep_jax.methods.one_step import OneStep
   data = get_dataset('ring8')
   c = resolve_config(_toy_config(method), data)
+  c.method.update(reuse_generator_samples=False, share_fake_score_noise=False)
   plain = {p.name: p for p in build_method(c, data).phases}['generator'].loss_fn
   c.method.update(options)
   setup = build_method(c, data)
@@ -207,6 +208,20 @@ def test_reused_samples_stand_in_for_one_fake_score_update(fake_score_steps, sha
   stages = build_method(resolve_config(c, data), data).stages
   assert stages[0].schedule == (('fake_score', 1),) and stages[0].until_step == 10
   assert stages[-1].schedule == schedule
+
+
+def test_only_dmd2_reuses_the_generator_samples_by_default():
+  """DMD2's official loop trains the fake score on the generator turn's images, so it hands them
+  over by default, on the ring and on images; the other methods' official loops draw twice."""
+  from onestep_jax.experiment.defaults import image_distill_config
+  data = get_dataset('ring8')
+  for method in METHODS:
+    c = _toy_config(method)
+    assert image_distill_config('digits', method).method.reuse_generator_samples == (
+        method == 'dmd2'), method
+    assert c.method.reuse_generator_samples == (method == 'dmd2'), method
+    phases = [p.name for p in build_method(resolve_config(c, data), data).phases]
+    assert ('fake_score_from_generator' in phases) == (method == 'dmd2'), method
 
 
 def test_no_fake_score_steps_is_refused_by_name():

@@ -45,3 +45,15 @@ def test_a_phase_taking_handed_over_samples_is_timed_after_its_giver(monkeypatch
                                                     ['fake_score_from_generator', 1]]
   assert set(row['phase_s']) == {'generator', 'fake_score_from_generator'}
   assert all(t > 0 for t in row['phase_s'].values())
+
+
+def test_distillation_rows_take_each_method_s_own_sample_reuse_unless_a_variant_sets_it(
+    monkeypatch, tmp_path):
+  """benchmarks/distill_step.py: `dmd2` hands its samples over (its default, the official loop),
+  `dmd2:twice` draws twice, `sid` draws twice and `sid:reuse` hands over."""
+  monkeypatch.syspath_prepend(str(ROOT / 'benchmarks'))
+  from distill_step import distill_config
+  reuse = {name: distill_config(name, str(tmp_path))[0].method.reuse_generator_samples
+           for name in ('dmd2', 'dmd2:twice', 'sid', 'sid:reuse', 'sid:shared')}
+  assert reuse == {'dmd2': True, 'dmd2:twice': False, 'sid': False, 'sid:reuse': True,
+                   'sid:shared': True}

@@ -237,7 +237,8 @@ def one_step_method_fields(m: ml_collections.ConfigDict, name: str) -> None:
     m.fake_score_steps = 1  # fake-score updates per generator update (two time-scale rule)
     m.fake_score_warmup_steps = 300  # steps training only the fake score at the start
     # The generator update's samples also serve one fake-score update (DMD2's official loop):
-    # one generator forward pass fewer per iteration; off to keep the published runs' draws.
+    # one generator forward pass fewer per iteration; on for DMD2 (below), off for the methods
+    # whose official loops draw twice.
     m.reuse_generator_samples = False
     # With it, that update also takes the distribution term's noise levels and noise, and one
     # fake-score forward pass serves both: one pass fewer.
@@ -248,6 +249,7 @@ def one_step_method_fields(m: ml_collections.ConfigDict, name: str) -> None:
   for field, value, _ in extra:
     m[field] = config_dict.placeholder(float) if value is None else value
   if name == 'dmd2':  # DMD2's two time-scale rule and GAN head (arXiv 2405.14867, Sec. 4)
+    m.reuse_generator_samples = True  # its official loop: the guidance turn reuses the images
     m.fake_score_steps = 5
     m.gan_weight_generator = 3e-3
     m.gan_weight_discriminator = 1e-2
