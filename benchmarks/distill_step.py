@@ -15,9 +15,10 @@ DMD2, whose official loop has the fake-score update use the generator update's s
 Diff-Instruct and SiD, whose official loops draw twice). `<method>:reuse` sets it: the generator's
 phase hands its samples over to the fake-score update; `<method>:twice` clears it: the fake-score
 update draws and generates its own; `<method>:shared` also sets method.share_fake_score_noise:
-that update takes the generator loss's noise, and one fake-score forward pass serves both. `--warm_start` also measures each method's
-cold and warm start as benchmarks/train_step.py does (its warm processes load the teacher the cold
-one exported, as a resumed run would, instead of initialising one).
+that update takes the generator loss's noise, and one fake-score forward pass serves both.
+`--warm_start` also measures each method's cold and warm start as benchmarks/train_step.py does
+(its warm processes load the teacher the cold one exported, as a resumed run would, instead of
+initialising one).
 Writes benchmarks/results/distill_step.json.
 """
 import argparse

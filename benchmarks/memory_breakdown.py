@@ -104,7 +104,8 @@ def mapped_files(top: int = 5) -> dict[str, float]:
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--row', default='edm_reference_32x32',
-                      help='edm_reference_32x32, or a distill_step.py iteration (<method>[:reuse|:twice|:shared])')
+                      help='edm_reference_32x32, or a distill_step.py iteration '
+                           '(<method>[:reuse|:twice|:shared])')
   parser.add_argument('--steps', type=int, default=4)
   parser.add_argument('--separate_temporaries', action='store_true',
                       help='Trainer(one_set_of_temporaries=False)')
