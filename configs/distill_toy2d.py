@@ -65,7 +65,7 @@ LOW_DIMENSIONAL = {
     # DMD2 at one fake-score update per generator update: here the fake score trains on fresh
     # samples of the current generator before each generator update. Reusing the generator
     # update's samples (DMD2's default, its official loop at five updates) leaves the fake score
-    # one generator update behind: over seeds 0-2 SWD went from 1.31 +- 0.02x to 1.55 +- 0.02x
+    # one generator update behind: over seeds 0-2 SWD went from 1.31 +- 0.02x to 1.55 +- 0.01x
     # the teacher's and MMD from 1.57 +- 0.15x to 3.05 +- 0.13x, over both gates (2026-12-07,
     # docs/RESULTS.md).
     'dmd2': {'method.normalize': False, 'method.fake_score_steps': 1,
