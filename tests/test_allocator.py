@@ -34,6 +34,31 @@ def test_keeps_the_process_as_it_is(environ, library, platform):
   assert allocator.preload_environment(environ, library, platform) is None
 
 
+@pytest.mark.parametrize('environ, library, platform', [
+    ({}, LIB, 'linux'),  # installed: the script restarts under it
+    ({allocator.SWITCH: 'system'}, None, 'linux'),  # the C library's malloc asked for
+    ({'LD_PRELOAD': 'libjemalloc.so.2'}, None, 'linux'),  # the user's own preload
+    ({}, None, 'darwin'),
+])
+def test_no_note_unless_tcmalloc_is_wanted_and_missing(environ, library, platform):
+  assert allocator.missing_tcmalloc_note(environ, library, platform) is None
+
+
+def test_a_script_says_once_that_tcmalloc_is_missing_and_goes_on(monkeypatch, capsys):
+  monkeypatch.setattr(allocator, 'find_tcmalloc', lambda: None)
+  monkeypatch.setattr(allocator.os, 'execve', lambda *a: pytest.fail('restarted'))
+  for name in ('LD_PRELOAD', allocator.SWITCH):
+    monkeypatch.delenv(name, raising=False)
+  allocator.reexec_with_tcmalloc()
+  err = capsys.readouterr().err
+  assert err.count('\n') == 1
+  assert 'tcmalloc is not installed' in err and 'apt-get install libtcmalloc-minimal4' in err
+  assert allocator.SWITCH in err
+  monkeypatch.setenv(allocator.SWITCH, 'system')
+  allocator.reexec_with_tcmalloc()
+  assert capsys.readouterr().err == ''
+
+
 def test_bad_switch_is_an_error():
   with pytest.raises(ValueError, match='ONESTEP_JAX_MALLOC'):
     allocator.preload_environment({allocator.SWITCH: 'jemalloc'}, LIB, 'linux')

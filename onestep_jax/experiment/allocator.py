@@ -5,8 +5,11 @@ ends, and the next call faults them in again (benchmarks/call_overhead.py counts
 tcmalloc keeps them. The scripts in experiments/ and the timing benchmarks call
 `reexec_with_tcmalloc()` first thing, which restarts the process once with tcmalloc in
 LD_PRELOAD when it is installed (Debian/Ubuntu: `apt-get install libtcmalloc-minimal4`).
-Importing onestep_jax never does this. ONESTEP_JAX_MALLOC=system keeps the C library's malloc,
-and a user's own LD_PRELOAD is left alone.
+When it is not installed they say so on stderr once: glibc's malloc made the EDM reference step
+16-45% slower on the machines measured (docs/RESULTS.md, "The allocator" and "The allocator
+decides the faster machine's side by side").
+Importing onestep_jax never does this. ONESTEP_JAX_MALLOC=system keeps the C library's malloc
+(and the note), and a user's own LD_PRELOAD is left alone.
 """
 from __future__ import annotations
 
@@ -47,6 +50,19 @@ def preload_environment(environ: Mapping[str, str], library: Optional[str],
                                                                             str(1 << 40))}
 
 
+def missing_tcmalloc_note(environ: Mapping[str, str], library: Optional[str],
+                          platform: str = sys.platform) -> Optional[str]:
+  """The line to print when a script would restart under tcmalloc but it is not installed (on
+  Linux, with neither ONESTEP_JAX_MALLOC=system nor an LD_PRELOAD set); None otherwise."""
+  if (library is not None or not platform.startswith('linux') or environ.get('LD_PRELOAD')
+      or (environ.get(SWITCH) or 'tcmalloc') != 'tcmalloc'):
+    return None
+  return ('onestep_jax: tcmalloc is not installed, so this runs on the C library\'s malloc, '
+          'which made XLA:CPU training steps 16-45% slower where measured; install it with '
+          f'`apt-get install libtcmalloc-minimal4` (Debian/Ubuntu), or set {SWITCH}=system to '
+          'keep the C library\'s malloc without this note.')
+
+
 def reexec_with_tcmalloc() -> None:
   """Restarts this script with tcmalloc preloaded (same interpreter, flags and arguments), if
   preload_environment says so; otherwise returns. Call it before importing JAX.
@@ -54,11 +70,15 @@ def reexec_with_tcmalloc() -> None:
   Raises:
     SystemExit: with the message of a bad ONESTEP_JAX_MALLOC.
   """
+  library = find_tcmalloc()
   try:
-    env = preload_environment(os.environ, find_tcmalloc())
+    env = preload_environment(os.environ, library)
   except ValueError as e:
     raise SystemExit(f'error: {e}') from None
   if env is None:
+    note = missing_tcmalloc_note(os.environ, library)
+    if note:
+      print(note, file=sys.stderr, flush=True)
     return
   sys.stdout.flush()
   sys.stderr.flush()
