@@ -158,6 +158,44 @@ def test_group_norm_modulation_and_silu_match_the_plain_composition():
   np.testing.assert_allclose(d_got, d_want, rtol=1e-4, atol=1e-5)
 
 
+def test_softmax_and_its_derivatives_match_jax_nn_softmax():
+  """Values, reverse-mode gradient and forward-mode derivative of the attention's softmax against
+  jax.nn.softmax's, at logits with a large spread."""
+  rs = np.random.RandomState(3)
+  x = jnp.asarray(rs.standard_normal((2, 3, 5, 7)) * 10, jnp.float32)
+  np.testing.assert_allclose(edm_layers.softmax(x), jax.nn.softmax(x, axis=-1), rtol=1e-6,
+                             atol=1e-7)
+  w = jnp.asarray(rs.standard_normal(x.shape), jnp.float32)
+  loss = lambda f: lambda x: jnp.sum(jnp.sin(3 * f(x)) * w)  # noqa: E731
+  np.testing.assert_allclose(jax.grad(loss(edm_layers.softmax))(x),
+                             jax.grad(loss(lambda x: jax.nn.softmax(x, axis=-1)))(x),
+                             rtol=1e-4, atol=1e-6)
+  t = jnp.asarray(rs.standard_normal(x.shape), jnp.float32)
+  np.testing.assert_allclose(jax.jvp(edm_layers.softmax, (x,), (t,))[1],
+                             jax.jvp(lambda x: jax.nn.softmax(x, axis=-1), (x,), (t,))[1],
+                             rtol=1e-4, atol=1e-6)
+
+
+def test_attention_projection_is_the_1x1_convolution_split_as_pytorch_splits_it():
+  """Same parameters as Conv2d(3C, 1) (names, shapes, initial values), and q, k, v equal to that
+  convolution's output split as (head, channel, q/k/v), the key divided by sqrt(C / heads)."""
+  x = jnp.asarray(np.random.RandomState(4).standard_normal((2, 4, 4, 16)), jnp.float32)
+  spec = edm_layers.InitSpec(mode='xavier_uniform', bias=0.5)
+  proj = edm_layers.AttentionProjection(2, init_spec=spec)
+  conv = edm_layers.Conv2d(48, 1, init_spec=spec)
+  key = jax.random.PRNGKey(5)
+  params, conv_params = proj.init(key, x)['params'], conv.init(key, x)['params']
+  assert jax.tree.structure(params) == jax.tree.structure(conv_params)
+  for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(conv_params)):
+    np.testing.assert_array_equal(a, b)
+  params = random_params(proj, x, seed=6)
+  q, k, v = proj.apply({'params': params}, x)
+  want = conv.apply({'params': params}, x).reshape(2, 16, 2, 8, 3)
+  np.testing.assert_allclose(q, want[..., 0], rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(k, want[..., 1] / np.sqrt(8), rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(v, want[..., 2], rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize('mode,uniform,std', [
     ('xavier_uniform', True, np.sqrt(2 / (300 + 200))),
     ('xavier_normal', False, np.sqrt(2 / (300 + 200))),

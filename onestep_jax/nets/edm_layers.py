@@ -204,6 +204,45 @@ class Conv2d(nn.Module):
     return x
 
 
+class AttentionProjection(nn.Module):
+  """The attention's 1x1 query/key/value projection: parameters of a `Conv2d(3 C, 1)` (weight
+  [1, 1, C, 3 C], its outputs in PyTorch's order (head, channel, q/k/v)), applied as three matrix
+  products with the weight's strided column slices, so that no activation is sliced; the key's
+  1/sqrt(channels per head) of softmax(q.k/sqrt(d)) is folded into its weight and bias. Returns
+  q, k, v, each [B, H * W, heads, C / heads]."""
+  heads: int
+  init_spec: InitSpec = InitSpec()
+
+  @nn.compact
+  def __call__(self, x):
+    c = x.shape[-1]
+    fans = dict(fan_in=c, fan_out=3 * c)  # as Conv2d(3 C, 1) draws them
+    w = param(self, 'weight', scaled_init(self.init_spec.mode, scale=self.init_spec.weight,
+                                          **fans), (1, 1, c, 3 * c))
+    bias = param(self, 'bias', scaled_init(self.init_spec.mode, scale=self.init_spec.bias,
+                                           **fans), (3 * c,))
+    shape = x.shape[:1] + (math.prod(x.shape[1:-1]), self.heads, c // self.heads)
+    scales = (1.0, 1.0 / np.sqrt(c // self.heads), 1.0)
+    return tuple((jnp.dot(x, w[0, 0, :, j::3] * s) + bias[j::3] * s).reshape(shape)
+                 for j, s in enumerate(scales))
+
+
+@jax.custom_jvp
+def softmax(x):
+  """Softmax over the last axis, differentiated as y (dx - sum(y dx)): two element-wise passes and
+  one reduction, where this JAX's `jax.nn.softmax` (its `jax_softmax_custom_jvp` off by default)
+  differentiates through the maximum, the exponential and the division."""
+  e = jnp.exp(x - jax.lax.stop_gradient(x.max(-1, keepdims=True)))
+  return e / e.sum(-1, keepdims=True)
+
+
+@softmax.defjvp
+def _softmax_jvp(primals, tangents):
+  (x,), (dx,) = primals, tangents
+  y = softmax(x)
+  return y, y * (dx - (y * dx).sum(-1, keepdims=True))
+
+
 class GroupNorm(nn.Module):
   """Group normalisation with min(num_groups, C // min_channels_per_group) groups (biased var),
   optionally followed by the U-Net block's modulation and SiLU:
@@ -352,14 +391,10 @@ class UNetBlock(nn.Module):
     heads = self.heads
     if heads:
       b, h, w, c = x.shape
-      qkv = Conv2d(3 * c, 1, init_spec=self.init_attn or self.init_spec, name='qkv')(
-          GroupNorm(eps=self.eps, name='norm2')(x))
-      # PyTorch splits the 3C channels as (head, channel, q/k/v).
-      qkv = qkv.reshape(b, h * w, heads, c // heads, 3)
-      q, k, v = qkv[..., 0], qkv[..., 1], qkv[..., 2]
-      logits = jnp.einsum('bqhc,bkhc->bhqk', q.astype(jnp.float32),
-                          (k / np.sqrt(c // heads)).astype(jnp.float32))  # softmax(q.k/sqrt(d))
-      weights = jax.nn.softmax(logits, axis=-1).astype(x.dtype)
+      q, k, v = AttentionProjection(heads, init_spec=self.init_attn or self.init_spec,
+                                    name='qkv')(GroupNorm(eps=self.eps, name='norm2')(x))
+      logits = jnp.einsum('bqhc,bkhc->bhqk', q.astype(jnp.float32), k.astype(jnp.float32))
+      weights = softmax(logits).astype(x.dtype)
       a = jnp.einsum('bhqk,bkhc->bqhc', weights, v).reshape(b, h, w, c)
       x = (Conv2d(c, 1, init_spec=self.init_zero, name='proj')(a) + x) * self.skip_scale
     return x
