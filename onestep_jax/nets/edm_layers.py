@@ -151,6 +151,18 @@ class Linear(nn.Module):
     return x
 
 
+def conv_params(module: nn.Module, init_spec: InitSpec, kernel: int, cin: int, cout: int, *,
+                use_bias: bool = True) -> tuple[jax.Array, Optional[jax.Array]]:
+  """`module`'s convolution weight [kernel, kernel, cin, cout] 'weight' and bias [cout] 'bias'
+  (None without), drawn by `init_spec` with the convolution's fans."""
+  fans = dict(fan_in=cin * kernel * kernel, fan_out=cout * kernel * kernel)
+  w = param(module, 'weight', scaled_init(init_spec.mode, scale=init_spec.weight, **fans),
+            (kernel, kernel, cin, cout))
+  b = (param(module, 'bias', scaled_init(init_spec.mode, scale=init_spec.bias, **fans), (cout,))
+       if use_bias else None)
+  return w, b
+
+
 class Conv2d(nn.Module):
   """Convolution (kernel 0 = none) with optional 2x up/down resampling by a separable filter.
 
@@ -172,13 +184,8 @@ class Conv2d(nn.Module):
       raise ValueError('Conv2d cannot both upsample and downsample')
     w = b = f = None
     if self.kernel:
-      k, cin = self.kernel, x.shape[-1]
-      fans = dict(fan_in=cin * k * k, fan_out=self.out_channels * k * k)
-      w = param(self, 'weight', scaled_init(self.init_spec.mode, scale=self.init_spec.weight,
-                                            **fans), (k, k, cin, self.out_channels))
-      if self.use_bias:
-        b = param(self, 'bias', scaled_init(self.init_spec.mode, scale=self.init_spec.bias, **fans),
-                  (self.out_channels,))
+      w, b = conv_params(self, self.init_spec, self.kernel, x.shape[-1], self.out_channels,
+                         use_bias=self.use_bias)
     if self.up or self.down:
       f = resample_kernel(self.resample_filter)
       self.sow(BUFFERS, 'resample_filter', f[None, None], init_fn=lambda: None,
@@ -216,11 +223,7 @@ class AttentionProjection(nn.Module):
   @nn.compact
   def __call__(self, x):
     c = x.shape[-1]
-    fans = dict(fan_in=c, fan_out=3 * c)  # as Conv2d(3 C, 1) draws them
-    w = param(self, 'weight', scaled_init(self.init_spec.mode, scale=self.init_spec.weight,
-                                          **fans), (1, 1, c, 3 * c))
-    bias = param(self, 'bias', scaled_init(self.init_spec.mode, scale=self.init_spec.bias,
-                                           **fans), (3 * c,))
+    w, bias = conv_params(self, self.init_spec, 1, c, 3 * c)
     shape = x.shape[:1] + (math.prod(x.shape[1:-1]), self.heads, c // self.heads)
     scales = (1.0, 1.0 / np.sqrt(c // self.heads), 1.0)
     return tuple((jnp.dot(x, w[0, 0, :, j::3] * s) + bias[j::3] * s).reshape(shape)
