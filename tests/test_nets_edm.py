@@ -194,6 +194,8 @@ def test_attention_projection_is_the_1x1_convolution_split_as_pytorch_splits_it(
   np.testing.assert_allclose(q, want[..., 0], rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(k, want[..., 1] / np.sqrt(8), rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(v, want[..., 2], rtol=1e-5, atol=1e-6)
+  with pytest.raises(ValueError, match='16 channels cannot be split into 3 heads'):
+    edm_layers.AttentionProjection(3).init(key, x)
 
 
 @pytest.mark.parametrize('mode,uniform,std', [

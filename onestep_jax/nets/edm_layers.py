@@ -223,6 +223,8 @@ class AttentionProjection(nn.Module):
   @nn.compact
   def __call__(self, x):
     c = x.shape[-1]
+    if c % self.heads:
+      raise ValueError(f'attention: {c} channels cannot be split into {self.heads} heads')
     w, bias = conv_params(self, self.init_spec, 1, c, 3 * c)
     shape = x.shape[:1] + (math.prod(x.shape[1:-1]), self.heads, c // self.heads)
     scales = (1.0, 1.0 / np.sqrt(c // self.heads), 1.0)
