@@ -67,8 +67,11 @@ def x_img():
   return np.random.RandomState(0).standard_normal((2, 3, 6, 6)).astype(np.float32)
 
 
+@pytest.mark.parametrize('size', [6, 7])
 @pytest.mark.parametrize('filt', [(1, 1), (1, 3, 3, 1), (1, 2)])
-def test_resampling_matches_pytorch_definitions(x_img, filt):
+def test_resampling_matches_pytorch_definitions(filt, size):
+  """Also the box filter's 2x2-block mean and repetition (even sizes) and its general form (7)."""
+  x_img = np.random.RandomState(size).standard_normal((2, 3, size, size)).astype(np.float32)
   f = edm_layers.resample_kernel(filt)
   np.testing.assert_allclose(f.sum(), 1.0, rtol=1e-6)
   k, c = f.shape[0], x_img.shape[1]
@@ -80,6 +83,12 @@ def test_resampling_matches_pytorch_definitions(x_img, filt):
   up = edm_layers.upsample(nhwc(x_img), f, pad)
   want = ref_conv_transpose2d(x_img, 4 * depthwise, pad=pad, groups=c)
   np.testing.assert_allclose(nchw(up), want, rtol=1e-5, atol=1e-5)
+
+
+def test_box_filter_upsampling_repeats_each_pixel_exactly(x_img):
+  x = nhwc(x_img)
+  up = edm_layers.upsample(x, edm_layers.resample_kernel((1, 1)), 0)
+  np.testing.assert_array_equal(up, jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2))
 
 
 @pytest.mark.parametrize('mode', ['up', 'down'])
