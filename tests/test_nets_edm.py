@@ -200,11 +200,32 @@ def test_attention_projection_is_the_1x1_convolution_split_as_pytorch_splits_it(
   params = random_params(proj, x, seed=6)
   q, k, v = proj.apply({'params': params}, x)
   want = conv.apply({'params': params}, x).reshape(2, 16, 2, 8, 3)
+  want = np.transpose(want, (0, 2, 1, 3, 4)).reshape(4, 16, 8, 3)  # [example * head, pixel, ...]
   np.testing.assert_allclose(q, want[..., 0], rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(k, want[..., 1] / np.sqrt(8), rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(v, want[..., 2], rtol=1e-5, atol=1e-6)
+  merged = conv.apply({'params': params}, x).reshape(2, 4, 4, 16, 3)[..., 2]
+  np.testing.assert_allclose(edm_layers.merge_heads(v, (2, 4, 4, 16)), merged, rtol=1e-5,
+                             atol=1e-6)
   with pytest.raises(ValueError, match='16 channels cannot be split into 3 heads'):
     edm_layers.AttentionProjection(3).init(key, x)
+
+
+@pytest.mark.parametrize('heads', [1, 3])
+def test_attention_of_each_head_against_numpy(heads):
+  """Heads folded into the batch and back: channel h * D + d of the output is head h's."""
+  b, hw, d = 2, (3, 4), 5
+  rs = np.random.RandomState(heads)
+  q, k, v = (rs.standard_normal((b * heads, 12, d)).astype(np.float32) for _ in range(3))
+  got = edm_layers.attention(q, k, v, (b,) + hw + (heads * d,))
+  want = np.zeros((b, 12, heads, d))
+  for i in range(b):
+    for h in range(heads):
+      n = i * heads + h
+      logits = q[n].astype(np.float64) @ k[n].T.astype(np.float64)
+      weights = np.exp(logits - logits.max(-1, keepdims=True))
+      want[i, :, h] = weights / weights.sum(-1, keepdims=True) @ v[n]
+  np.testing.assert_allclose(got, want.reshape((b,) + hw + (heads * d,)), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize('mode,uniform,std', [

@@ -233,7 +233,8 @@ class AttentionProjection(nn.Module):
   [1, 1, C, 3 C], its outputs in PyTorch's order (head, channel, q/k/v)), applied as three matrix
   products with the weight's strided column slices, so that no activation is sliced; the key's
   1/sqrt(channels per head) of softmax(q.k/sqrt(d)) is folded into its weight and bias. Returns
-  q, k, v, each [B, H * W, heads, C / heads]."""
+  q, k, v, each [B * heads, H * W, C / heads] (example-major): the attention's products are then
+  3-D, with no head axis for XLA:CPU to copy between layouts (a one-head axis included)."""
   heads: int
   init_spec: InitSpec = InitSpec()
 
@@ -243,10 +244,32 @@ class AttentionProjection(nn.Module):
     if c % self.heads:
       raise ValueError(f'attention: {c} channels cannot be split into {self.heads} heads')
     w, bias = conv_params(self, self.init_spec, 1, c, 3 * c)
-    shape = x.shape[:1] + (math.prod(x.shape[1:-1]), self.heads, c // self.heads)
     scales = (1.0, 1.0 / np.sqrt(c // self.heads), 1.0)
-    return tuple((jnp.dot(x, w[0, 0, :, j::3] * s) + bias[j::3] * s).reshape(shape)
+    return tuple(split_heads(jnp.dot(x, w[0, 0, :, j::3] * s) + bias[j::3] * s, self.heads)
                  for j, s in enumerate(scales))
+
+
+def split_heads(x, heads: int):
+  """[B, ..., heads * D] -> [B * heads, prod(...), D]; a transpose only when heads > 1."""
+  b, n, d = x.shape[0], math.prod(x.shape[1:-1]), x.shape[-1] // heads
+  if heads == 1:
+    return x.reshape(b, n, d)
+  return x.reshape(b, n, heads, d).transpose(0, 2, 1, 3).reshape(b * heads, n, d)
+
+
+def attention(q, k, v, shape):
+  """softmax(q k^T) v of each head (the key already scaled), with its logits and softmax in
+  float32; q, k, v [B * heads, N, D] (`split_heads`), returned as `shape` = [B, ..., heads * D]."""
+  logits = jnp.einsum('nqd,nkd->nqk', q.astype(jnp.float32), k.astype(jnp.float32))
+  return merge_heads(jnp.einsum('nqk,nkd->nqd', softmax(logits).astype(v.dtype), v), shape)
+
+
+def merge_heads(x, shape):
+  """The inverse of `split_heads`: [B * heads, N, D] -> `shape` = [B, ..., heads * D]."""
+  heads = x.shape[0] // shape[0]
+  if heads > 1:
+    x = x.reshape(shape[0], heads, x.shape[1], x.shape[2]).transpose(0, 2, 1, 3)
+  return x.reshape(shape)
 
 
 @jax.custom_jvp
@@ -412,13 +435,10 @@ class UNetBlock(nn.Module):
 
     heads = self.heads
     if heads:
-      b, h, w, c = x.shape
       q, k, v = AttentionProjection(heads, init_spec=self.init_attn or self.init_spec,
                                     name='qkv')(GroupNorm(eps=self.eps, name='norm2')(x))
-      logits = jnp.einsum('bqhc,bkhc->bhqk', q.astype(jnp.float32), k.astype(jnp.float32))
-      weights = softmax(logits).astype(x.dtype)
-      a = jnp.einsum('bhqk,bkhc->bqhc', weights, v).reshape(b, h, w, c)
-      x = (Conv2d(c, 1, init_spec=self.init_zero, name='proj')(a) + x) * self.skip_scale
+      a = attention(q, k, v, x.shape)
+      x = (Conv2d(cout, 1, init_spec=self.init_zero, name='proj')(a) + x) * self.skip_scale
     return x
 
 
