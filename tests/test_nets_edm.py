@@ -185,6 +185,23 @@ def test_softmax_and_its_derivatives_match_jax_nn_softmax():
                              rtol=1e-4, atol=1e-6)
 
 
+def test_group_norm_scale_and_its_derivatives_are_the_product():
+  """edm_layers._scale(x, a) against x * a: values, gradients in both, and the JVP."""
+  rs = np.random.RandomState(7)
+  x = jnp.asarray(rs.standard_normal((2, 3, 4, 5)), jnp.float32)
+  a = jnp.asarray(rs.standard_normal((2, 1, 1, 5)), jnp.float32)
+  ct = jnp.asarray(rs.standard_normal(x.shape), jnp.float32)
+  tangents = (jnp.asarray(rs.standard_normal(x.shape), jnp.float32),
+              jnp.asarray(rs.standard_normal(a.shape), jnp.float32))
+  product = lambda x, a: x * a  # noqa: E731
+  for got, want in [
+      (edm_layers._scale(x, a), product(x, a)),
+      (jax.vjp(edm_layers._scale, x, a)[1](ct), jax.vjp(product, x, a)[1](ct)),
+      (jax.jvp(edm_layers._scale, (x, a), tangents), jax.jvp(product, (x, a), tangents))]:
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+      np.testing.assert_allclose(g, w, rtol=1e-6, atol=1e-6)
+
+
 def test_attention_projection_is_the_1x1_convolution_split_as_pytorch_splits_it():
   """Same parameters as Conv2d(3C, 1) (names, shapes, initial values), and q, k, v equal to that
   convolution's output split as (head, channel, q/k/v), the key divided by sqrt(C / heads)."""

@@ -319,6 +319,23 @@ class GroupNorm(nn.Module):
     return normalise(x, weight, bias, scale, shift)
 
 
+@jax.custom_jvp
+def _scale(x, a):
+  """x * a for a per-example, per-channel `a` [B, 1, ..., 1, C]. Its derivative multiplies by `a`
+  broadcast over the [B, pixels, C] view of the tangent, so that XLA:CPU does not share one
+  full-size broadcast of `a` between the recomputed forward product and the backward one: it
+  wrote such a shared broadcast out to memory for its two YNNPACK fusions, at every group norm of
+  a gradient pass (docs/RESULTS.md, "Group norms scale without a shared broadcast")."""
+  return x * a
+
+
+@_scale.defjvp
+def _scale_jvp(primals, tangents):
+  (x, a), (dx, da) = primals, tangents
+  b, c = x.shape[0], x.shape[-1]
+  return x * a, (dx.reshape(b, -1, c) * a.reshape(b, 1, c)).reshape(x.shape) + x * da
+
+
 @functools.cache
 def _group_normaliser(ndim: int, channels: int, groups: int, pixels: int, eps: float,
                       has_scale: bool, has_shift: bool, silu: bool) -> Callable:
@@ -337,9 +354,9 @@ def _group_normaliser(ndim: int, channels: int, groups: int, pixels: int, eps: f
     mean = checkpoint_name(group_mean(x), _STATISTICS)
     centred = x - mean
     rstd = checkpoint_name(jax.lax.rsqrt(group_mean(jnp.square(centred)) + eps), _STATISTICS)
-    y = centred * (rstd * weight) + bias
+    y = _scale(centred, rstd * weight) + bias
     if has_scale:
-      y = y * (scale + 1)
+      y = _scale(y, scale + 1)
     if has_shift:
       y = shift + y
     return nn.silu(y) if silu else y
