@@ -140,10 +140,11 @@ def upsample(x, kernel: np.ndarray, pad: int):
   With the unpadded box filter that is each pixel repeated over a 2x2 block, exactly, which is
   made as a broadcast with no zeros interleaved.
   """
-  if _is_box(_taps(kernel)) and pad == 0:
+  taps = _taps(kernel)
+  if _is_box(taps) and pad == 0:
     b, h, w, c = x.shape
     return jnp.broadcast_to(x[:, :, None, :, None], (b, h, 2, w, 2, c)).reshape(b, 2 * h, 2 * w, c)
-  g = 2 * _taps(kernel)[::-1]
+  g = 2 * taps[::-1]
   p = len(g) - 1 - pad
   x = _zero_interleave(_zero_interleave(x, 1), 2)
   x = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
