@@ -31,10 +31,18 @@ temporary buffers fall by a sixth, but the two cores overlap less work and the D
 iteration took 3% longer in seconds, 11% in matmul units (docs/RESULTS.md), so it is not the
 default.
 
+XLA's `logistic-expander` pass is off (`xla_disable_hlo_passes`), so that the U-Nets' sigmoids
+(`onestep_jax.nets.logistic`) reach YNNPACK's element-wise fusions as one instruction, without a
+constant 1 broadcast to activation size; the EDM reference step's temporaries fall by 18 MB and
+its forward pass by about a tenth (docs/RESULTS.md, "A sigmoid of one instruction"). It stays on
+when the element-wise fusions are not YNNPACK's, since nothing else on XLA:CPU evaluates a
+`logistic`.
+
 Only the CPU backend is affected; GPU and TPU programs compile as before. Set
 `ONESTEP_JAX_YNN_FUSION` to a comma-separated subset of `YNN_FUSION_TYPES`,
-`ONESTEP_JAX_CPU_OPT_LEVEL` to 0-3 and `ONESTEP_JAX_CPU_SCHEDULER` to one of `SCHEDULERS` (each,
-or `xla_default` for jaxlib's own choice) to override; a flag set in `XLA_FLAGS` wins.
+`ONESTEP_JAX_CPU_OPT_LEVEL` to 0-3, `ONESTEP_JAX_CPU_SCHEDULER` to one of `SCHEDULERS` and
+`ONESTEP_JAX_CPU_DISABLED_PASSES` to a comma-separated list of XLA pass names (each, or
+`xla_default` for jaxlib's own choice) to override; a flag set in `XLA_FLAGS` wins.
 """
 from __future__ import annotations
 
@@ -59,6 +67,10 @@ SCHEDULER_FLAG = 'xla_cpu_scheduler_type'
 SCHEDULER_ENV = 'ONESTEP_JAX_CPU_SCHEDULER'
 SCHEDULERS = ('memory_optimized', 'concurrency_optimized', 'default')
 DEFAULT_SCHEDULER = XLA_DEFAULT  # jaxlib's: CPU_SCHEDULER_TYPE_CONCURRENCY_OPTIMIZED
+DISABLED_PASSES_FLAG = 'xla_disable_hlo_passes'
+DISABLED_PASSES_ENV = 'ONESTEP_JAX_CPU_DISABLED_PASSES'
+LOGISTIC_EXPANDER = 'logistic-expander'
+DEFAULT_DISABLED_PASSES = LOGISTIC_EXPANDER
 
 
 def parse_fusion_types(value: str) -> str:
@@ -87,6 +99,17 @@ def parse_scheduler(value: str) -> str:
   return f'CPU_SCHEDULER_TYPE_{value.upper()}'
 
 
+def check_pass_names(value: str) -> str:
+  """The flag's value for a comma-separated list of XLA pass names."""
+  names = [n.strip() for n in value.split(',') if n.strip()]
+  bad = [n for n in names if not all(ch.isalnum() or ch in '-_' for ch in n)]
+  if not names or bad:
+    raise ValueError(f'{DISABLED_PASSES_ENV}: {value!r} is not a comma-separated list of XLA '
+                     f'pass names (e.g. {DEFAULT_DISABLED_PASSES!r}); use {XLA_DEFAULT!r} to run '
+                     'every pass.')
+  return ','.join(names)
+
+
 @dataclasses.dataclass(frozen=True)
 class Option:
   """One compile option: its environment variable, XLA flag, default and value parser."""
@@ -98,14 +121,17 @@ class Option:
 
 OPTIONS = (Option(ENV, FLAG, DEFAULT, parse_fusion_types),
            Option(OPT_LEVEL_ENV, OPT_LEVEL_FLAG, DEFAULT_OPT_LEVEL, check_opt_level),
-           Option(SCHEDULER_ENV, SCHEDULER_FLAG, DEFAULT_SCHEDULER, parse_scheduler))
+           Option(SCHEDULER_ENV, SCHEDULER_FLAG, DEFAULT_SCHEDULER, parse_scheduler),
+           Option(DISABLED_PASSES_ENV, DISABLED_PASSES_FLAG, DEFAULT_DISABLED_PASSES,
+                  check_pass_names))
 
 
 def requested_options() -> dict[str, str]:
   """The options that the environment asks for, checked, without touching any backend.
 
   Each option is left out when `XLA_FLAGS` sets its flag or its environment variable is
-  `xla_default`. Raises ValueError, naming the variable, on a bad value.
+  `xla_default`, and XLA's logistic expander stays on unless YNNPACK takes the element-wise
+  fusions. Raises ValueError, naming the variable, on a bad value.
   """
   xla_flags = os.environ.get('XLA_FLAGS', '')
   options = {}
@@ -113,6 +139,13 @@ def requested_options() -> dict[str, str]:
     choice = os.environ.get(option.env, option.default).strip()
     if option.flag not in xla_flags and choice != XLA_DEFAULT:
       options[option.flag] = option.parse(choice)
+  if 'LIBRARY_FUSION_TYPE_ELTWISE' not in options.get(FLAG, ''):
+    # Only YNNPACK's element-wise fusions evaluate an unexpanded `logistic` on CPU.
+    kept = [name for name in options.get(DISABLED_PASSES_FLAG, '').split(',')
+            if name and name != LOGISTIC_EXPANDER]
+    options.pop(DISABLED_PASSES_FLAG, None)
+    if kept:
+      options[DISABLED_PASSES_FLAG] = ','.join(kept)
   return options
 
 

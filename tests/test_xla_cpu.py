@@ -11,9 +11,8 @@ from onestep_jax import xla_cpu
 
 @pytest.fixture(autouse=True)
 def fresh_options(monkeypatch):
-  monkeypatch.delenv(xla_cpu.ENV, raising=False)
-  monkeypatch.delenv(xla_cpu.OPT_LEVEL_ENV, raising=False)
-  monkeypatch.delenv(xla_cpu.SCHEDULER_ENV, raising=False)
+  for option in xla_cpu.OPTIONS:
+    monkeypatch.delenv(option.env, raising=False)
   xla_cpu.compiler_options.cache_clear()
   yield
   xla_cpu.compiler_options.cache_clear()
@@ -41,16 +40,21 @@ def test_default_options_on_cpu():
   assert jax.default_backend() == 'cpu'
   assert xla_cpu.compiler_options() == {
       xla_cpu.FLAG: xla_cpu.parse_fusion_types(xla_cpu.DEFAULT),
-      xla_cpu.OPT_LEVEL_FLAG: xla_cpu.DEFAULT_OPT_LEVEL}  # jaxlib's own scheduler
+      xla_cpu.OPT_LEVEL_FLAG: xla_cpu.DEFAULT_OPT_LEVEL,  # jaxlib's own scheduler
+      xla_cpu.DISABLED_PASSES_FLAG: 'logistic-expander'}
 
 
 @pytest.mark.parametrize('variable, env, xla_flags, expected', [
+    # Without YNNPACK's element-wise fusions the logistic expander stays on.
     (xla_cpu.ENV, 'individual_dot,reduce', '', _defaults_but(
-        **{xla_cpu.FLAG: 'LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE'})),
-    (xla_cpu.ENV, 'xla_default', '', _defaults_but(**{xla_cpu.FLAG: None})),
+        **{xla_cpu.FLAG: 'LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE',
+           xla_cpu.DISABLED_PASSES_FLAG: None})),
+    (xla_cpu.ENV, 'xla_default', '', _defaults_but(**{xla_cpu.FLAG: None,
+                                                      xla_cpu.DISABLED_PASSES_FLAG: None})),
     (xla_cpu.ENV, None, f'--{xla_cpu.FLAG}=individual_dot',  # XLA_FLAGS win
-     _defaults_but(**{xla_cpu.FLAG: None})),
-    (xla_cpu.ENV, 'dot', f'--{xla_cpu.FLAG}=reduce', _defaults_but(**{xla_cpu.FLAG: None})),
+     _defaults_but(**{xla_cpu.FLAG: None, xla_cpu.DISABLED_PASSES_FLAG: None})),
+    (xla_cpu.ENV, 'dot', f'--{xla_cpu.FLAG}=reduce',
+     _defaults_but(**{xla_cpu.FLAG: None, xla_cpu.DISABLED_PASSES_FLAG: None})),
     (xla_cpu.OPT_LEVEL_ENV, '3', '', _defaults_but(**{xla_cpu.OPT_LEVEL_FLAG: '3'})),
     (xla_cpu.OPT_LEVEL_ENV, 'xla_default', '', _defaults_but(**{xla_cpu.OPT_LEVEL_FLAG: None})),
     (xla_cpu.OPT_LEVEL_ENV, None, f'--{xla_cpu.OPT_LEVEL_FLAG}=2',
@@ -59,12 +63,24 @@ def test_default_options_on_cpu():
      _defaults_but(**{xla_cpu.SCHEDULER_FLAG: 'CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED'})),
     (xla_cpu.SCHEDULER_ENV, 'memory_optimized',
      f'--{xla_cpu.SCHEDULER_FLAG}=CPU_SCHEDULER_TYPE_DEFAULT', _defaults_but()),
+    (xla_cpu.DISABLED_PASSES_ENV, 'xla_default', '',
+     _defaults_but(**{xla_cpu.DISABLED_PASSES_FLAG: None})),
+    (xla_cpu.DISABLED_PASSES_ENV, ' logistic-expander, transpose-folding ', '',
+     _defaults_but(**{xla_cpu.DISABLED_PASSES_FLAG: 'logistic-expander,transpose-folding'})),
+    (xla_cpu.DISABLED_PASSES_ENV, None, f'--{xla_cpu.DISABLED_PASSES_FLAG}=algsimp',
+     _defaults_but(**{xla_cpu.DISABLED_PASSES_FLAG: None})),
 ])
 def test_overrides(monkeypatch, variable, env, xla_flags, expected):
   if env is not None:
     monkeypatch.setenv(variable, env)
   monkeypatch.setenv('XLA_FLAGS', xla_flags)
   assert xla_cpu.compiler_options() == expected
+
+
+def test_other_passes_stay_disabled_without_the_element_wise_fusions(monkeypatch):
+  monkeypatch.setenv(xla_cpu.ENV, 'dot,reduce')
+  monkeypatch.setenv(xla_cpu.DISABLED_PASSES_ENV, 'logistic-expander,transpose-folding')
+  assert xla_cpu.compiler_options()[xla_cpu.DISABLED_PASSES_FLAG] == 'transpose-folding'
 
 
 def test_no_options_left_means_backend_default(monkeypatch):
@@ -75,7 +91,8 @@ def test_no_options_left_means_backend_default(monkeypatch):
 
 @pytest.mark.parametrize('variable, value', [
     (xla_cpu.ENV, 'dot,convolutions'), (xla_cpu.OPT_LEVEL_ENV, '4'),
-    (xla_cpu.OPT_LEVEL_ENV, 'O2'), (xla_cpu.SCHEDULER_ENV, 'memory')])
+    (xla_cpu.OPT_LEVEL_ENV, 'O2'), (xla_cpu.SCHEDULER_ENV, 'memory'),
+    (xla_cpu.DISABLED_PASSES_ENV, ''), (xla_cpu.DISABLED_PASSES_ENV, 'logistic expander')])
 def test_bad_value_in_environment_is_an_error(monkeypatch, variable, value):
   monkeypatch.setenv(variable, value)
   with pytest.raises(ValueError, match=variable):

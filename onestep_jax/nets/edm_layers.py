@@ -20,6 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.ad_checkpoint import checkpoint_name
 
+from onestep_jax.nets import logistic
+
 BUFFERS = 'buffers'  # collection that records the PyTorch buffers at init (names and shapes)
 _STATISTICS = 'group_norm_statistics'  # the group norm's per-example mean and 1 / std
 _KEEP_STATISTICS = jax.checkpoint_policies.save_only_these_names(_STATISTICS)
@@ -360,7 +362,7 @@ def _group_normaliser(ndim: int, channels: int, groups: int, pixels: int, eps: f
       y = _scale(y, scale + 1)
     if has_shift:
       y = shift + y
-    return nn.silu(y) if silu else y
+    return logistic.silu(y) if silu else y
 
   return jax.checkpoint(normalise, policy=_KEEP_STATISTICS)
 
