@@ -35,7 +35,8 @@ every step's time as JSON.
 `ours_<row>_<round>.json` (`python benchmarks/train_step.py --only=edm_reference_32x32 --repeats=1
 --steps=15 --warmup=3 --out=...` for `edm`, `python benchmarks/distill_step.py --methods=<row>
 --repeats=1 --steps=15 --warmup=3 --out=...` for `sid` and `dmd2`, run right after the official
-process), prints each round's ratio and writes `<dir>/summary.json`.
+process), prints each round's ratio and writes `<dir>/summary.json`; `parent_<row>_<round>.json`,
+the same benchmark at an earlier commit in the same round, is paired too when present.
 """
 import argparse
 import copy
@@ -217,11 +218,18 @@ def summarize(directory: str) -> dict:
     with open(path) as f:
       official = json.load(f)
     ours = _ours(ours_path, row)
-    summary.setdefault(row, []).append({
+    entry = {
         'round': round_, 'official_ms': official['step_s'] * 1e3, 'ours_ms': ours['step_s'] * 1e3,
         'ratio': ours['step_s'] / official['step_s'],
         'official_matmul_ms': official['matmul_s'] * 1e3, 'ours_matmul_ms': ours['matmul_s'] * 1e3,
-        'official_peak_rss_mb': official['peak_rss_mb'], 'ours_peak_rss_mb': ours['peak_rss_mb']})
+        'official_peak_rss_mb': official['peak_rss_mb'], 'ours_peak_rss_mb': ours['peak_rss_mb']}
+    parent_path = os.path.join(directory, f'parent_{row}_{round_}.json')
+    if os.path.isfile(parent_path):  # an earlier commit of ours, timed in the same round
+      parent = _ours(parent_path, row)
+      entry.update(parent_ms=parent['step_s'] * 1e3,
+                   parent_ratio=parent['step_s'] / official['step_s'],
+                   parent_peak_rss_mb=parent['peak_rss_mb'])
+    summary.setdefault(row, []).append(entry)
   if not summary:
     raise FileNotFoundError(f'no official_<row>_<round>.json in {directory}')
   for row, rounds in summary.items():
@@ -231,6 +239,9 @@ def summarize(directory: str) -> dict:
           f"{', '.join(f'{x:.2f}' for x in ratios)}  median {statistics.median(ratios):.2f}  peak "
           f"RSS {statistics.median(r['official_peak_rss_mb'] for r in rounds):.0f} -> "
           f"{statistics.median(r['ours_peak_rss_mb'] for r in rounds):.0f} MB")
+    if all('parent_ratio' in r for r in rounds):
+      parent = ', '.join(f"{r['parent_ratio']:.2f}" for r in rounds)
+      print(f'      parent per round {parent}')
   with open(os.path.join(directory, 'summary.json'), 'w') as f:
     json.dump(summary, f, indent=1)
   return summary

@@ -23,9 +23,13 @@ def test_summary_pairs_each_round_and_writes_the_ratios(tmp_path):
   _write(tmp_path / 'official_sid_0.json', {'step_s': 0.8, 'matmul_s': 0.05, 'peak_rss_mb': 900.0})
   _write(tmp_path / 'ours_sid_0.json', {'sid': {'step_s': 0.9, 'matmul_s': 0.06,
                                                 'peak_rss_mb': 1000.0}})
+  _write(tmp_path / 'parent_sid_0.json', {'sid': {'step_s': 1.0, 'matmul_s': 0.06,
+                                                  'peak_rss_mb': 1100.0}})
   summary = official_side_by_side.summarize(str(tmp_path))
   assert [r['ratio'] for r in summary['edm']] == pytest.approx([1.1, 0.8])
+  assert 'parent_ratio' not in summary['edm'][0]
   assert summary['sid'][0]['ratio'] == pytest.approx(1.125)
+  assert summary['sid'][0]['parent_ratio'] == pytest.approx(1.25)
   assert json.loads((tmp_path / 'summary.json').read_text()) == summary
 
 
