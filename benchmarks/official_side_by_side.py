@@ -1,12 +1,12 @@
 """The official PyTorch code at our reference setting, timed as benchmarks/train_step.py and
 benchmarks/distill_step.py time ours, for the side by sides of docs/RESULTS.md (issues 6 and 7).
 
-  <torch venv>/bin/python benchmarks/official_side_by_side.py --row=edm|sid|dmd2
+  <torch venv>/bin/python benchmarks/official_side_by_side.py --row=edm|sid|dmd2|passes
       --repo=<checkout> [--steps=15] [--warmup=3] [--threads=2] [--out=<file.json>]
   python benchmarks/official_side_by_side.py --summary=<dir>
 
 One row per process. It runs under PyTorch, which this library does not depend on, with a checkout
-of the official repository that the row imports: NVlabs/edm for `edm` and `dmd2`,
+of the official repository that the row imports: NVlabs/edm for `edm`, `dmd2` and `passes`,
 mingyuanzhou/SiD for `sid` (git clone them, or use `fetch`'s mirrors). Nothing of theirs is copied
 here; the script imports:
 - `edm`: EDM's `training.networks.EDMPrecond` and `training.loss.EDMLoss`; a step is the loop body
@@ -23,7 +23,9 @@ here; the script imports:
   `main/edm/train_edm.py` at update ratio 1 without the GAN head: the generator's turn (one pass
   from noise at sigma 80, the distribution-matching loss at one of 1,000 Karras levels between 2%
   and 98%, AdamW, gradient norm clipped at 10), then the fake score's turn on the same samples,
-  detached (denoising loss at any of the 1,000 levels, weight 1 / sigma^2 + 1 / sigma_data^2).
+  detached (denoising loss at any of the 1,000 levels, weight 1 / sigma^2 + 1 / sigma_data^2);
+- `passes`: the three passes of benchmarks/network_passes.py through EDM's network (`--steps`
+  timed calls of each).
 
 The network is the reference of benchmarks/train_step.py: DDPM++ (SongUNet) 32x32x3, 32 channels,
 channel_mult (1, 2, 2), one block per resolution, attention at 16x16, 10 classes, augment_dim 9,
@@ -32,7 +34,8 @@ untimed ones and a 2048^3 float32 matmul in PyTorch, and writes the medians, the
 every step's time as JSON.
 
 `--summary=<dir>` pairs `official_<row>_<round>.json` with our benchmarks' JSON of the same round,
-`ours_<row>_<round>.json` (`python benchmarks/train_step.py --only=edm_reference_32x32 --repeats=1
+`ours_<row>_<round>.json` (`python benchmarks/network_passes.py --repeats=1 --calls=15 --out=...`
+for `passes`, `python benchmarks/train_step.py --only=edm_reference_32x32 --repeats=1
 --steps=15 --warmup=3 --out=...` for `edm`, `python benchmarks/distill_step.py --methods=<row>
 --repeats=1 --steps=15 --warmup=3 --out=...` for `sid` and `dmd2`, run right after the official
 process), prints each round's ratio and writes `<dir>/summary.json`; `parent_<row>_<round>.json`,
@@ -47,7 +50,7 @@ import statistics
 import sys
 import time
 
-ROWS = ('edm', 'sid', 'dmd2')
+ROWS = ('edm', 'sid', 'dmd2', 'passes')
 BATCH, RESOLUTION, CHANNELS, CLASSES = 16, 32, 3, 10
 
 
@@ -183,6 +186,34 @@ def dmd2_step_fn(torch, repo_modules):
 
 
 STEPS = {'edm': edm_step_fn, 'sid': sid_step_fn, 'dmd2': dmd2_step_fn}
+PASSES = ('forward', 'input_gradient', 'full_gradient')
+
+
+def pass_fns(torch, repo_modules):
+  """The passes of benchmarks/network_passes.py through the official network: D(x, sigma);
+  the gradient of sum(D(x)^2) in x with the parameters frozen; the same in the parameters and
+  x. Same batch, noise levels and labels (sigma = exp(1.2 n - 1.2) of NumPy's seed 0)."""
+  import numpy as np
+  networks, = repo_modules('training.networks')
+  net = build_network(networks)
+  rs = np.random.RandomState(0)
+  x = torch.tensor(rs.randn(BATCH, RESOLUTION, RESOLUTION, CHANNELS), dtype=torch.float32)
+  x = x.permute(0, 3, 1, 2).contiguous()
+  sigma = torch.tensor(np.exp(rs.randn(BATCH) * 1.2 - 1.2), dtype=torch.float32)
+  labels = torch.eye(CLASSES)[torch.arange(BATCH) % CLASSES]
+
+  def forward():
+    with torch.no_grad():
+      net(x, sigma, labels)
+
+  def gradient(parameters: bool):
+    def run():
+      net.requires_grad_(parameters)
+      net.zero_grad(set_to_none=True)
+      xg = x.clone().requires_grad_(True)
+      (net(xg, sigma, labels) ** 2).sum().backward()
+    return run
+  return {'forward': forward, 'input_gradient': gradient(False), 'full_gradient': gradient(True)}
 
 
 def matmul_seconds(torch, repeats: int = 5) -> float:
@@ -217,6 +248,14 @@ def summarize(directory: str) -> dict:
       raise FileNotFoundError(f'{path} has no partner {ours_path}')
     with open(path) as f:
       official = json.load(f)
+    if row == 'passes':
+      with open(ours_path) as f:
+        ours = json.load(f)
+      summary.setdefault(row, []).append({'round': round_, **{
+          name: {'official_ms': official[name]['ms'], 'ours_ms': ours[name]['ms'],
+                 'ratio': ours[name]['ms'] / official[name]['ms']}
+          for name in PASSES if name in ours}})
+      continue
     ours = _ours(ours_path, row)
     entry = {
         'round': round_, 'official_ms': official['step_s'] * 1e3, 'ours_ms': ours['step_s'] * 1e3,
@@ -233,6 +272,14 @@ def summarize(directory: str) -> dict:
   if not summary:
     raise FileNotFoundError(f'no official_<row>_<round>.json in {directory}')
   for row, rounds in summary.items():
+    if row == 'passes':
+      for name in PASSES:
+        if all(name in r for r in rounds):
+          each = [r[name] for r in rounds]
+          ratios = ', '.join(f"{e['ratio']:.2f}" for e in each)
+          print(f"{name:15s} official {statistics.median(e['official_ms'] for e in each):7.1f} ms  "
+                f"ours {statistics.median(e['ours_ms'] for e in each):7.1f} ms  per round {ratios}")
+      continue
     ratios = [r['ratio'] for r in rounds]
     print(f"{row:5s} official {statistics.median(r['official_ms'] for r in rounds):7.1f} ms  "
           f"ours {statistics.median(r['ours_ms'] for r in rounds):7.1f} ms  per round "
@@ -251,7 +298,8 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--row', choices=ROWS)
   parser.add_argument('--repo',
-                      help='checkout of NVlabs/edm (rows edm, dmd2) or mingyuanzhou/SiD (sid)')
+                      help='checkout of NVlabs/edm (rows edm, dmd2, passes) or mingyuanzhou/SiD '
+                           '(sid)')
   parser.add_argument('--summary', default='',
                       help='a directory of official_<row>_<round>.json and ours_<row>_<round>.json')
   parser.add_argument('--steps', type=int, default=15)
@@ -281,6 +329,26 @@ def main():
   repo_modules = lambda *names: [importlib.import_module(n) for n in names]  # noqa: E731
   torch.set_num_threads(args.threads)
   torch.manual_seed(args.seed)
+  if args.row == 'passes':
+    fns = pass_fns(torch, repo_modules)
+    result = {}
+    for name in PASSES:
+      times = []
+      for i in range(args.warmup + args.steps):
+        start = time.perf_counter()
+        fns[name]()
+        if i >= args.warmup:
+          times.append(time.perf_counter() - start)
+      result[name] = {'ms': statistics.median(times) * 1e3, 'ms_all': [t * 1e3 for t in times]}
+      print(f"official {name:15s} {result[name]['ms']:7.1f} ms")
+    result.update(matmul_s=matmul_seconds(torch), threads=args.threads, torch=torch.__version__,
+                  calls=args.steps, warmup=args.warmup,
+                  peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  measured=time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime()))
+    if args.out:
+      with open(args.out, 'w') as f:
+        json.dump(result, f, indent=1)
+    return
   step = STEPS[args.row](torch, repo_modules)
   images = torch.rand(BATCH, CHANNELS, RESOLUTION, RESOLUTION) * 2 - 1
   labels = torch.eye(CLASSES)[torch.randint(0, CLASSES, (BATCH,))]

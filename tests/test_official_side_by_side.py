@@ -50,3 +50,14 @@ def test_bad_arguments_are_errors(monkeypatch, capsys, argv, message):
   with pytest.raises(SystemExit):
     official_side_by_side.main()
   assert message in capsys.readouterr().err
+
+
+def test_summary_pairs_the_passes_with_network_passes_json(tmp_path):
+  _write(tmp_path / 'official_passes_1.json', {
+      'forward': {'ms': 90.0}, 'input_gradient': {'ms': 200.0}, 'full_gradient': {'ms': 250.0},
+      'matmul_s': 0.05})
+  _write(tmp_path / 'ours_passes_1.json', {
+      'forward': {'ms': 72.0}, 'input_gradient': {'ms': 220.0}, 'full_gradient': {'ms': 250.0},
+      '_measured': {}})
+  passes, = official_side_by_side.summarize(str(tmp_path))['passes']
+  assert [passes[n]['ratio'] for n in official_side_by_side.PASSES] == pytest.approx([0.8, 1.1, 1.0])
