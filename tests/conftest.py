@@ -1,5 +1,5 @@
-"""Shared pytest set-up: float32 on the CPU, a temporary compilation cache and the path to the
-bundled fixtures."""
+"""Shared pytest set-up: float32 on the CPU, a temporary compilation cache, the path to the
+bundled fixtures, and the library's CPU compile options from a clean environment."""
 import atexit
 import os
 import pathlib
@@ -21,3 +21,14 @@ FIXTURES = pathlib.Path(__file__).parent / 'fixtures'
 @pytest.fixture
 def fixtures_dir():
   return FIXTURES
+
+
+@pytest.fixture
+def fresh_xla_cpu_options(monkeypatch):
+  """onestep_jax.xla_cpu's options computed afresh, with none of its variables set."""
+  from onestep_jax import xla_cpu
+  for option in xla_cpu.OPTIONS:
+    monkeypatch.delenv(option.env, raising=False)
+  xla_cpu.compiler_options.cache_clear()
+  yield
+  xla_cpu.compiler_options.cache_clear()

@@ -9,13 +9,7 @@ import pytest
 from onestep_jax import xla_cpu
 
 
-@pytest.fixture(autouse=True)
-def fresh_options(monkeypatch):
-  for option in xla_cpu.OPTIONS:
-    monkeypatch.delenv(option.env, raising=False)
-  xla_cpu.compiler_options.cache_clear()
-  yield
-  xla_cpu.compiler_options.cache_clear()
+pytestmark = pytest.mark.usefixtures('fresh_xla_cpu_options')
 
 
 def test_parse_fusion_types():
