@@ -149,7 +149,8 @@ def test_cli_bad_input_is_one_line_and_leaves_nothing(tmp_path):
 
 @pytest.mark.parametrize('variable, value', [(xla_cpu.OPT_LEVEL_ENV, '7'),
                                              (xla_cpu.ENV, 'dot,conv'),
-                                             (xla_cpu.SCHEDULER_ENV, 'memory')])
+                                             (xla_cpu.SCHEDULER_ENV, 'memory'),
+                                             (xla_cpu.DISABLED_PASSES_ENV, 'logistic expander')])
 def test_cli_bad_compile_option_is_one_line_and_leaves_nothing(tmp_path, variable, value):
   out = subprocess.run(_cli(tmp_path / 'run'), capture_output=True, text=True, timeout=120,
                        env={**os.environ, variable: value})
