@@ -141,28 +141,53 @@ def requested_options() -> dict[str, str]:
       options[option.flag] = option.parse(choice)
   if 'LIBRARY_FUSION_TYPE_ELTWISE' not in options.get(FLAG, ''):
     # Only YNNPACK's element-wise fusions evaluate an unexpanded `logistic` on CPU.
-    kept = [name for name in options.get(DISABLED_PASSES_FLAG, '').split(',')
-            if name and name != LOGISTIC_EXPANDER]
-    options.pop(DISABLED_PASSES_FLAG, None)
-    if kept:
-      options[DISABLED_PASSES_FLAG] = ','.join(kept)
+    options = with_logistic_expander(options)
   return options
+
+
+def with_logistic_expander(options: dict[str, str]) -> dict[str, str]:
+  """`options` with XLA's logistic expander left on (taken out of the disabled passes)."""
+  out = {flag: value for flag, value in options.items() if flag != DISABLED_PASSES_FLAG}
+  kept = [name for name in options.get(DISABLED_PASSES_FLAG, '').split(',')
+          if name and name != LOGISTIC_EXPANDER]
+  if kept:
+    out[DISABLED_PASSES_FLAG] = ','.join(kept)
+  return out
+
+
+def check_compiles(options: dict[str, str]) -> None:
+  """Compiles one small program with `options`: a SiLU of `onestep_jax.nets.logistic` large
+  enough for YNNPACK. Raises jax.errors.JaxRuntimeError if this jaxlib rejects an option, or
+  cannot evaluate an unexpanded `logistic` with them."""
+  from onestep_jax.nets.logistic import MIN_ELEMENTS, silu
+  x = np.zeros(MIN_ELEMENTS, np.float32)
+  jax.jit(lambda x: silu(x) + 1, compiler_options=options).lower(x).compile()
 
 
 @functools.cache
 def compiler_options() -> Optional[dict[str, str]]:
   """The compile options of this library's CPU programs (`requested_options()`), or None
   (backend default): on other backends, when none is requested, and (with a warning) when this
-  jaxlib does not know one.
+  jaxlib does not know one. If it cannot compile an unexpanded `logistic` with them, XLA's
+  logistic expander stays on (with a warning).
   """
   if jax.default_backend() != 'cpu':
     return None
   options = requested_options()
   if not options:
     return None
-  try:  # One tiny program tells whether this jaxlib accepts the options.
-    jax.jit(lambda x: x + 1, compiler_options=options).lower(np.float32(0)).compile()
+  try:
+    check_compiles(options)
   except jax.errors.JaxRuntimeError as e:
+    expanded = with_logistic_expander(options)
+    if expanded != options:
+      try:
+        check_compiles(expanded)
+        warnings.warn(f'onestep_jax: this jaxlib cannot compile an unexpanded logistic with '
+                      f'{options} ({e}); XLA\'s logistic expander stays on.')
+        return expanded or None
+      except jax.errors.JaxRuntimeError:
+        pass
     warnings.warn(f'onestep_jax: this jaxlib does not accept the compile options {options} ({e}); '
                   'programs compile with its defaults, which are slower for convolutions on CPU.')
     return None

@@ -100,6 +100,19 @@ def test_option_unknown_to_jaxlib_falls_back_with_a_warning(monkeypatch):
     assert xla_cpu.compiler_options() is None
 
 
+def test_a_jaxlib_without_an_unexpanded_logistic_keeps_the_expander(monkeypatch):
+  real = xla_cpu.check_compiles
+
+  def check_compiles(options):  # as a jaxlib whose YNNPACK fusions had no sigmoid would fail
+    if xla_cpu.LOGISTIC_EXPANDER in options.get(xla_cpu.DISABLED_PASSES_FLAG, ''):
+      raise jax.errors.JaxRuntimeError('UNIMPLEMENTED: HLO opcode `logistic` is not supported')
+    real(options)
+
+  monkeypatch.setattr(xla_cpu, 'check_compiles', check_compiles)
+  with pytest.warns(UserWarning, match='logistic expander stays on'):
+    assert xla_cpu.compiler_options() == _defaults_but(**{xla_cpu.DISABLED_PASSES_FLAG: None})
+
+
 def test_conv_net_values_and_gradients_unchanged():
   """A convolution + group norm + SiLU + attention-like product net: forward and parameter
   gradient with the library's options equal XLA's defaults up to float32 rounding."""
