@@ -216,24 +216,29 @@ def pass_fns(torch, repo_modules):
   return {'forward': forward, 'input_gradient': gradient(False), 'full_gradient': gradient(True)}
 
 
+def timed(fn, steps: int, warmup: int) -> list[float]:
+  """Wall seconds of each of `steps` calls of fn(), after `warmup` untimed ones."""
+  times = []
+  for i in range(warmup + steps):
+    start = time.perf_counter()
+    fn()
+    if i >= warmup:
+      times.append(time.perf_counter() - start)
+  return times
+
+
 def matmul_seconds(torch, repeats: int = 5) -> float:
   a = torch.randn(2048, 2048)
   b = torch.randn(2048, 2048)
-  a @ b
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    a @ b
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
+  return statistics.median(timed(lambda: a @ b, repeats, 1))
 
 
 def _ours(path: str, row: str) -> dict:
   """Our benchmark's entry for `row` (train_step.py's `edm_reference_32x32`, distill_step.py's
-  `sid` or `dmd2`) in one of its JSON files."""
+  `sid` or `dmd2`; all of network_passes.py's for `passes`) in one of its JSON files."""
   with open(path) as f:
     results = json.load(f)
-  return results['edm_reference_32x32' if row == 'edm' else row]
+  return results if row == 'passes' else results['edm_reference_32x32' if row == 'edm' else row]
 
 
 def summarize(directory: str) -> dict:
@@ -248,15 +253,13 @@ def summarize(directory: str) -> dict:
       raise FileNotFoundError(f'{path} has no partner {ours_path}')
     with open(path) as f:
       official = json.load(f)
+    ours = _ours(ours_path, row)
     if row == 'passes':
-      with open(ours_path) as f:
-        ours = json.load(f)
       summary.setdefault(row, []).append({'round': round_, **{
           name: {'official_ms': official[name]['ms'], 'ours_ms': ours[name]['ms'],
                  'ratio': ours[name]['ms'] / official[name]['ms']}
           for name in PASSES if name in ours}})
       continue
-    ours = _ours(ours_path, row)
     entry = {
         'round': round_, 'official_ms': official['step_s'] * 1e3, 'ours_ms': ours['step_s'] * 1e3,
         'ratio': ours['step_s'] / official['step_s'],
@@ -329,44 +332,29 @@ def main():
   repo_modules = lambda *names: [importlib.import_module(n) for n in names]  # noqa: E731
   torch.set_num_threads(args.threads)
   torch.manual_seed(args.seed)
+  run = {'threads': args.threads, 'torch': torch.__version__, 'warmup': args.warmup}
   if args.row == 'passes':
     fns = pass_fns(torch, repo_modules)
     result = {}
     for name in PASSES:
-      times = []
-      for i in range(args.warmup + args.steps):
-        start = time.perf_counter()
-        fns[name]()
-        if i >= args.warmup:
-          times.append(time.perf_counter() - start)
+      times = timed(fns[name], args.steps, args.warmup)
       result[name] = {'ms': statistics.median(times) * 1e3, 'ms_all': [t * 1e3 for t in times]}
       print(f"official {name:15s} {result[name]['ms']:7.1f} ms")
-    result.update(matmul_s=matmul_seconds(torch), threads=args.threads, torch=torch.__version__,
-                  calls=args.steps, warmup=args.warmup,
-                  peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                  measured=time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime()))
-    if args.out:
-      with open(args.out, 'w') as f:
-        json.dump(result, f, indent=1)
-    return
-  step = STEPS[args.row](torch, repo_modules)
-  images = torch.rand(BATCH, CHANNELS, RESOLUTION, RESOLUTION) * 2 - 1
-  labels = torch.eye(CLASSES)[torch.randint(0, CLASSES, (BATCH,))]
-  times = []
-  for i in range(args.warmup + args.steps):
-    start = time.perf_counter()
-    step(images, labels)
-    if i >= args.warmup:
-      times.append(time.perf_counter() - start)
-  result = {'row': args.row, 'step_s': statistics.median(times), 'step_s_all': times,
-            'matmul_s': matmul_seconds(torch),
-            'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            'threads': args.threads, 'torch': torch.__version__, 'steps': args.steps,
-            'warmup': args.warmup, 'measured': time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}
-  result['step_matmul_units'] = result['step_s'] / result['matmul_s']
-  print(f"official {args.row}: step {result['step_s'] * 1e3:.1f} ms = "
-        f"{result['step_matmul_units']:.2f} matmul (matmul {result['matmul_s'] * 1e3:.1f} ms), "
-        f"peak RSS {result['peak_rss_mb']:.0f} MB")
+    result.update(matmul_s=matmul_seconds(torch), calls=args.steps, **run)
+  else:
+    step = STEPS[args.row](torch, repo_modules)
+    images = torch.rand(BATCH, CHANNELS, RESOLUTION, RESOLUTION) * 2 - 1
+    labels = torch.eye(CLASSES)[torch.randint(0, CLASSES, (BATCH,))]
+    times = timed(lambda: step(images, labels), args.steps, args.warmup)
+    result = {'row': args.row, 'step_s': statistics.median(times), 'step_s_all': times,
+              'matmul_s': matmul_seconds(torch), 'steps': args.steps, **run}
+    result['step_matmul_units'] = result['step_s'] / result['matmul_s']
+  result.update(peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                measured=time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime()))
+  if args.row != 'passes':
+    print(f"official {args.row}: step {result['step_s'] * 1e3:.1f} ms = "
+          f"{result['step_matmul_units']:.2f} matmul (matmul {result['matmul_s'] * 1e3:.1f} ms), "
+          f"peak RSS {result['peak_rss_mb']:.0f} MB")
   if args.out:
     with open(args.out, 'w') as f:
       json.dump(result, f, indent=1)
