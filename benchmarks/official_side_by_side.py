@@ -312,7 +312,10 @@ def main():
   parser.add_argument('--out', default='')
   args = parser.parse_args()
   if args.summary:
-    summarize(args.summary)
+    try:
+      summarize(args.summary)
+    except FileNotFoundError as e:
+      parser.error(str(e))
     return
   if not args.row or not args.repo:
     parser.error('--row and --repo are needed (or --summary=<dir>)')

@@ -44,7 +44,8 @@ def test_summary_needs_our_side_of_every_round(tmp_path):
 @pytest.mark.parametrize('argv, message', [
     ([], '--row and --repo are needed'),
     (['--row=sid', '--repo=.'], 'has no training/sid_loss.py'),
-    (['--row=edm', '--repo=.', '--steps=0'], '--steps must be at least 1')])
+    (['--row=edm', '--repo=.', '--steps=0'], '--steps must be at least 1'),
+    (['--summary=/no/such/directory'], 'no official_<row>_<round>.json in /no/such/directory')])
 def test_bad_arguments_are_errors(monkeypatch, capsys, argv, message):
   monkeypatch.setattr(sys, 'argv', ['official_side_by_side.py'] + argv)
   with pytest.raises(SystemExit):
