@@ -33,8 +33,8 @@ default.
 
 XLA's `logistic-expander` pass is off (`xla_disable_hlo_passes`), so that the U-Nets' sigmoids
 (`onestep_jax.nets.logistic`) reach YNNPACK's element-wise fusions as one instruction, without a
-constant 1 broadcast to activation size; the EDM reference step's temporaries fall by 18 MB and
-its forward pass by about a tenth (docs/RESULTS.md, "A sigmoid of one instruction"). It stays on
+constant 1 broadcast to activation size; XLA's temporaries fall by 18 MB in every U-Net phase,
+the passes' times by a few per cent at most (docs/RESULTS.md, "A sigmoid of one instruction"). It stays on
 when the element-wise fusions are not YNNPACK's, since nothing else on XLA:CPU evaluates a
 `logistic`.
 
