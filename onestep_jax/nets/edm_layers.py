@@ -21,6 +21,7 @@ import numpy as np
 from jax.ad_checkpoint import checkpoint_name
 
 from onestep_jax.nets import logistic
+from onestep_jax.nets.fusion_fence import fence, one_core_in_ynn
 
 BUFFERS = 'buffers'  # collection that records the PyTorch buffers at init (names and shapes)
 _STATISTICS = 'group_norm_statistics'  # the group norm's per-example mean and 1 / std
@@ -79,10 +80,15 @@ def resample_kernel(resample_filter: Sequence[float]) -> np.ndarray:
 
 
 def _conv(x, w, pad: int):
-  """PyTorch-style cross-correlation of NHWC `x` with HWIO `w`, symmetric zero padding."""
-  return jax.lax.conv_general_dilated(
-      x, w, window_strides=(1, 1), padding=[(pad, pad), (pad, pad)],
+  """PyTorch-style cross-correlation of NHWC `x` with HWIO `w`, symmetric zero padding; fenced
+  from XLA:CPU's fusions where YNNPACK would run it, or its transpose, on one core
+  (`fusion_fence`)."""
+  cin, cout = w.shape[2], w.shape[3]
+  fenced = w.shape[0] > 1 and (one_core_in_ynn(cin, cout) or one_core_in_ynn(cout, cin))
+  y = jax.lax.conv_general_dilated(
+      fence(x) if fenced else x, w, window_strides=(1, 1), padding=[(pad, pad), (pad, pad)],
       dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  return fence(y) if fenced else y
 
 
 def _taps(kernel: np.ndarray) -> np.ndarray:
