@@ -5,14 +5,15 @@
 
 Issue 7's remaining gap is the input-gradient pass on two cores (docs/RESULTS.md, "Which
 convolutions use the second core"). This times a 3x3 convolution of a 16x32x32 NHWC batch,
-compiled with the library's CPU options (onestep_jax.xla_cpu), for each (input, output) channel pair of SHAPES
-and each program of EPILOGUES: `none`, the convolution alone (which XLA then runs itself);
-`bias`, y + b, and `silu`, silu(y + b) with the library's sigmoid (YNNPACK takes the convolution
-into its fusion of the element-wise work); and `fenced`, silu(y + b) with the convolution's input
-and output behind `onestep_jax.nets.fusion_fence.fence`, which keeps it out of that fusion, as
-the U-Nets' convolutions of `fusion_fence.one_core_in_ynn` shapes are. Each case runs in
-`--repeats` pairs of fresh processes, one pinned to one core before JAX starts and one on every
-core of this process; prints and writes the medians and the speed-up (one core / all cores).
+compiled with the library's CPU options (onestep_jax.xla_cpu), for each (input, output) channel
+pair of SHAPES and each program of EPILOGUES: `none`, the convolution alone (which XLA then runs
+itself); `bias`, y + b, and `silu`, silu(y + b) with the library's sigmoid (YNNPACK takes the
+convolution into its fusion of the element-wise work); and `fenced`, silu(y + b) with the
+convolution's input and output behind `onestep_jax.nets.fusion_fence.fence`, which keeps it out
+of that fusion, as the U-Nets' convolutions of `fusion_fence.one_core_in_ynn` shapes are. Each
+case runs in `--repeats` pairs of fresh processes, one pinned to one core before JAX starts and
+one on every core of this process; prints and writes the medians and the speed-up (one core /
+all cores).
 """
 import argparse
 import json
