@@ -20,7 +20,6 @@ import json
 import os
 import pathlib
 import statistics
-import subprocess
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -88,15 +87,8 @@ def main():
     print(json.dumps(child(args.calls)))
     return
   started = step_timing.machine()
-  runs = {'one': [], 'all': []}
-  for _ in range(args.repeats):
-    for cores in runs:
-      out = subprocess.run([sys.executable, __file__, f'--child={cores}', f'--calls={args.calls}'],
-                           capture_output=True, text=True, check=False)
-      if out.returncode:
-        raise SystemExit(f'conv_threads.py --child={cores} failed: '
-                         + (out.stderr.strip().splitlines() or ['no error output'])[-1])
-      runs[cores].append(json.loads(out.stdout.strip().splitlines()[-1]))
+  runs = step_timing.run_children(__file__, ['one', 'all'], repeats=args.repeats,
+                                  args=[f'--calls={args.calls}'])
   results = {}
   print(f'{"cin->cout epilogue":20s} {"one core":>9s} {"all cores":>9s} {"speed-up":>8s}')
   for cin, cout, epilogue in cases():

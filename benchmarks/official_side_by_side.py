@@ -149,7 +149,8 @@ def dmd2_step_fn(torch, repo_modules):
   generator_optimizer, fake_optimizer = adamw(generator), adamw(fake)
   levels, sigma_min, sigma_max, rho, sigma_data, cond_sigma = 1000, 0.002, 80.0, 7.0, 0.5, 80.0
   ramp = torch.linspace(0, 1, levels)
-  karras = (sigma_max ** (1 / rho) + ramp * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho
+  karras = (sigma_max ** (1 / rho)
+            + ramp * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho
   sigmas = torch.flip(karras, dims=[0])  # index 0 = the smallest sigma
   min_step, max_step = int(0.02 * levels), int(0.98 * levels)
 

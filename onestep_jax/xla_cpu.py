@@ -34,9 +34,9 @@ default.
 XLA's `logistic-expander` pass is off (`xla_disable_hlo_passes`), so that the U-Nets' sigmoids
 (`onestep_jax.nets.logistic`) reach YNNPACK's element-wise fusions as one instruction, without a
 constant 1 broadcast to activation size; XLA's temporaries fall by 18 MB in every U-Net phase,
-the passes' times by a few per cent at most (docs/RESULTS.md, "A sigmoid of one instruction"). It stays on
-when the element-wise fusions are not YNNPACK's, since nothing else on XLA:CPU evaluates a
-`logistic`.
+the passes' times by a few per cent at most (docs/RESULTS.md, "A sigmoid of one instruction").
+It stays on when the element-wise fusions are not YNNPACK's, since nothing else on XLA:CPU
+evaluates a `logistic`.
 
 Only the CPU backend is affected; GPU and TPU programs compile as before. Set
 `ONESTEP_JAX_YNN_FUSION` to a comma-separated subset of `YNN_FUSION_TYPES`,

@@ -37,13 +37,12 @@ def test_is_the_identity_to_the_bit(dtype):
                      finfo.min, np.inf, -np.inf, np.nan], np.float32)
   x = jnp.asarray(np.resize(values, 8192)).astype(dtype) if dtype != jnp.int32 else (
       jnp.arange(-4096, 4096, dtype=jnp.int32) * 524287)
+  bits = lambda a: jax.lax.bitcast_convert_type(  # noqa: E731
+      a, jnp.int16 if dtype == jnp.bfloat16 else jnp.int32)
   for jit in (xla_cpu.jit, jax.jit):
     y = jit(lambda x: fence(x) * 1)(x)
     assert y.dtype == x.dtype
-    np.testing.assert_array_equal(jax.lax.bitcast_convert_type(y, jnp.int16 if dtype ==
-                                                               jnp.bfloat16 else jnp.int32),
-                                  jax.lax.bitcast_convert_type(x, jnp.int16 if dtype ==
-                                                               jnp.bfloat16 else jnp.int32))
+    np.testing.assert_array_equal(bits(y), bits(x))
   np.testing.assert_array_equal(fence(x), x)  # eager
 
 

@@ -3,11 +3,12 @@
 JAX lowers `lax.logistic` to 1 / (1 + exp(-x)) on every backend. In XLA:CPU's element-wise
 YNNPACK fusions the constant 1 then becomes a broadcast at activation size, and where several
 fusions share one such broadcast XLA writes it out to memory: 9 of the 21 broadcasts that the
-reference U-Net's gradient program wrote out (docs/RESULTS.md, "A sigmoid of one instruction"). `logistic` here lowers to
-StableHLO's `logistic` on CPU, which YNNPACK evaluates as a sigmoid of its own once XLA's
-`logistic-expander` pass is off (`onestep_jax.xla_cpu`, the library's default; with the pass on,
-XLA expands it back to the form above). Other backends get JAX's own lowering. Values agree with
-`jax.nn.sigmoid` to a few float32 ulps; the derivative is JAX's, y * logistic(-x).
+reference U-Net's gradient program wrote out (docs/RESULTS.md, "A sigmoid of one instruction").
+`logistic` here lowers to StableHLO's `logistic` on CPU, which YNNPACK evaluates as a sigmoid of
+its own once XLA's `logistic-expander` pass is off (`onestep_jax.xla_cpu`, the library's default;
+with the pass on, XLA expands it back to the form above). Other backends get JAX's own lowering.
+Values agree with `jax.nn.sigmoid` to a few float32 ulps; the derivative is JAX's,
+y * logistic(-x).
 """
 from __future__ import annotations
 
