@@ -63,7 +63,7 @@ def restore(workdir: str):
   state = trainer.init_state(setup.init_params(jax.random.PRNGKey(0)), key=jax.random.PRNGKey(0))
   with Checkpointer(os.path.join(workdir, 'checkpoints'),
                     teacher_identity=setup.teacher_identity or '') as ckpt:
-    state = ckpt.restore(state)
+    state = trainer.restore(ckpt, state)
   return config, dataset, OneStep(config, dataset), {**state.frozen, **state.params}
 
 

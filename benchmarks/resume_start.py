@@ -65,10 +65,10 @@ def child(way: str, row: str, workdir: str) -> dict:
   create_s = time.perf_counter() - start
   with Checkpointer(checkpoints, teacher_identity='') as ckpt:
     if way == 'save':
-      ckpt.save(state)
+      ckpt.save(state, optimizer_layout=trainer.optimizer_layout(state.params))
       return {}
     start = time.perf_counter()
-    state = jax.block_until_ready(ckpt.restore(state))
+    state = jax.block_until_ready(trainer.restore(ckpt, state))
     restore_s = time.perf_counter() - start
   return {'create_s': create_s, 'restore_s': restore_s, 'total_s': create_s + restore_s,
           'leaves': len(jax.tree.leaves(state.checkpoint_items()))}

@@ -30,7 +30,7 @@ def reference():
   state = trainer.init_state(toy.init_params(), key=jax.random.PRNGKey(0))
   state = trainer.train(state, get_batch=toy.get_batch, num_steps=STEPS, log_every=1,
                         progress=False)
-  return toy.flat_state(state)
+  return toy.flat_state(state, trainer)
 
 
 def _assert_close(reference, results, prefix):
@@ -88,10 +88,13 @@ def test_two_processes_match_one_process(reference, tmp_path):
   assert exported.net_kwargs == {'hidden': toy.HIDDEN}
   for name, value in exported.params.items():
     np.testing.assert_array_equal(value, results[f"fsdp2['ema']['generator']['{name}']"])
-  # The fsdp=2 checkpoint, written jointly by the two processes, restores on one device.
+  # The fsdp=2 checkpoint, written jointly by the two processes, restores on one device, its
+  # optimizer states (per leaf: fsdp_min_size=0 shards every leaf it can) packed.
   trainer = toy.make_trainer()
   template = trainer.init_state(toy.init_params(), key=jax.random.PRNGKey(1))
   with Checkpointer(ckpt / 'fsdp2', teacher_identity='toy') as manager:
     assert manager.all_steps() == [STEPS]
-    restored = toy.flat_state(manager.restore(template))
+    state = trainer.restore(manager, template)
+    restored = toy.flat_state(state, trainer)
+  assert jax.tree.structure(state.opt_state) == jax.tree.structure(template.opt_state)
   _assert_close(restored, results, 'fsdp2')

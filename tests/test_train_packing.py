@@ -53,6 +53,84 @@ def test_an_element_wise_optimizer_updates_packed_leaves_as_it_does_each_leaf(tr
     params = optax.apply_updates(params, u_tree)
 
 
+def test_without_a_size_limit_every_leaf_is_packed():
+  tree = _tree()
+  packing = Packing.of(tree, max_packed_size=None)
+  packed, large = packing.pack(tree)
+  assert packed.shape == (3 * 3 * 64 * 64 + 64 + 32 + 10,) and large == ()
+  chex.assert_trees_all_equal(packing.unpack((packed, large)), tree)
+  assert Packing.with_packed(tree, packing.small) == packing
+  assert Packing.with_packed(tree, []) is None
+
+
+def _wide_trainer(packed_update=True):
+  """One group with a leaf of 2**14 elements or more (which checkpoints that do not record
+  their layout kept out of the packed vector) and a small one; plain Adam."""
+  from onestep_jax.train import spec
+  from onestep_jax.train.trainer import Trainer
+
+  def loss(params, batch, key):
+    del key
+    p = params['net']
+    return jnp.mean((jnp.tanh(batch['x'] @ p['w']) + p['b'] - batch['y']) ** 2), {}
+
+  return Trainer(groups=[spec.Group('net', trainable=True, optimizer=optax.adam(1e-2))],
+                 phases=[spec.Phase('fit', loss, updates=('net',))],
+                 stages=[spec.Stage([('fit', 1)])], batch_size=8, packed_update=packed_update)
+
+
+def _wide_params():
+  k = jax.random.split(jax.random.key(1), 2)
+  return {'net': {'w': 0.1 * jax.random.normal(k[0], (130, 130)),
+                  'b': jax.random.normal(k[1], (130,))}}
+
+
+def _wide_batch(step, process_index, process_count):
+  del process_index, process_count
+  rng = np.random.default_rng(step)
+  return {'x': rng.standard_normal((8, 130), np.float32),
+          'y': rng.standard_normal((8, 130), np.float32)}
+
+
+def test_on_one_device_every_leaf_is_packed():
+  trainer = _wide_trainer()
+  assert 130 * 130 >= MAX_PACKED_SIZE
+  assert trainer.optimizer_layout(_wide_params()) == {'net': [0, 1]}  # b, w in tree order
+  assert _wide_trainer(packed_update=False).optimizer_layout(_wide_params()) == {'net': None}
+
+
+@pytest.mark.parametrize('saved_by,restored_by', [
+    ('before_layouts_were_recorded', 'packed'),  # (such a run's record says packed_update=True)
+    ('per_leaf', 'packed'), ('packed', 'per_leaf'), ('packed', 'packed')])
+def test_a_checkpoint_in_another_layout_resumes_as_the_uninterrupted_run(tmp_path, saved_by,
+                                                                         restored_by):
+  """Optimizer states written in one layout (the legacy one: the large leaf by itself) resume
+  converted into another, and the run goes on as if uninterrupted (to float32 rounding: the
+  first steps ran in the writer's programs)."""
+  writer = _wide_trainer(packed_update=saved_by != 'per_leaf')
+  if saved_by == 'before_layouts_were_recorded':
+    writer._max_packed_size = MAX_PACKED_SIZE  # pylint: disable=protected-access
+  state = writer.init_state(_wide_params(), key=jax.random.PRNGKey(0))
+  state = writer.train(state, get_batch=_wide_batch, num_steps=3, progress=False)
+  with Checkpointer(tmp_path, teacher_identity='wide') as ckpt:
+    if saved_by == 'before_layouts_were_recorded':
+      ckpt.save(state)  # as the trainer saved then: no layout recorded
+      packed, (large,) = state.opt_state['net'][0].mu  # Adam's first moments
+      assert packed.shape == (130,) and large.shape == (130, 130)
+    else:
+      writer._save(state, ckpt)  # pylint: disable=protected-access
+  reader = _wide_trainer(packed_update=restored_by == 'packed')
+  template = reader.init_state(_wide_params(), key=jax.random.PRNGKey(0))
+  with Checkpointer(tmp_path, teacher_identity='wide') as ckpt:
+    restored = reader.restore(ckpt, template)
+  assert jax.tree.structure(restored.opt_state) == jax.tree.structure(template.opt_state)
+  resumed = reader.train(restored, get_batch=_wide_batch, num_steps=5, progress=False)
+  straight = reader.train(reader.init_state(_wide_params(), key=jax.random.PRNGKey(0)),
+                          get_batch=_wide_batch, num_steps=5, progress=False)
+  chex.assert_trees_all_close(resumed.checkpoint_items(), straight.checkpoint_items(),
+                              rtol=1e-5, atol=1e-6)
+
+
 def _train(trainer, num_steps, checkpointer=None):
   state = trainer.init_state(toy.init_params(), key=jax.random.PRNGKey(0))
   return trainer.train(state, get_batch=toy.get_batch, num_steps=num_steps,

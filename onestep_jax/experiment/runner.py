@@ -237,7 +237,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mode: str = 'train',
   with Checkpointer(checkpoints, teacher_identity=setup.teacher_identity or '',
                     max_to_keep=config.train.keep_checkpoints) as ckpt:
     if resume_step is not None or mode != 'train':
-      state = ckpt.restore(state)
+      state = trainer.restore(ckpt, state)
       if is_main:
         _trim_history(history, int(state.step))
     if is_main and changes != []:  # a new record, or new values of eval.* or RERUN_FIELDS

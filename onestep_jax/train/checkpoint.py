@@ -10,7 +10,7 @@ import logging
 import shutil
 import sys
 import warnings
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import jax
 import numpy as np
@@ -123,8 +123,9 @@ class Checkpointer:
   def all_steps(self) -> list[int]:
     return list(self._manager.all_steps())
 
-  def save(self, state: TrainState) -> bool:
+  def save(self, state: TrainState, *, optimizer_layout: Optional[Any] = None) -> bool:
     """Starts saving `state` at its step; False if that step is already saved.
+    `optimizer_layout` (JSON), recorded with it, is what `restore`'s `adapt` is given back.
 
     Raises:
       NonFiniteError: if any value of the state is NaN/Inf (nothing is written).
@@ -137,12 +138,17 @@ class Checkpointer:
     if step in self._manager.all_steps():
       return False
     meta = {'step': step, 'teacher_identity': self.teacher_identity}
+    if optimizer_layout is not None:
+      meta['optimizer_layout'] = optimizer_layout
     return self._manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(items), meta=ocp.args.JsonSave(meta)))
 
-  def restore(self, template: TrainState, *, step: Optional[int] = None) -> TrainState:
+  def restore(self, template: TrainState, *, step: Optional[int] = None,
+              adapt: Optional[Callable[[Any], Any]] = None) -> TrainState:
     """The checkpoint at `step` (default: the newest intact one) with `template`'s structure and
-    shardings.
+    shardings. `adapt(optimizer_layout)`, given the layout the checkpoint recorded (None if
+    none), may return `(stored, convert)`: the checkpoint is then read into the template
+    `stored` and returned as `convert(state)` (see `Trainer.restore`).
 
     `template` comes from `Trainer.init_state` and supplies the frozen groups. Without `step`, a
     newer checkpoint that cannot be read is skipped with a line on stderr and moved aside to
@@ -161,7 +167,7 @@ class Checkpointer:
     broken = []
     for s in sorted(available, reverse=True) if step is None else [step]:
       try:
-        state = self._restore_step(template, s)
+        state = self._restore_step(template, s, adapt)
       except UnreadableCheckpointError as e:
         broken.append((s, str(e)))
         continue
@@ -189,7 +195,8 @@ class Checkpointer:
     if not known_unreadable:
       _SILENCED.discard(path)
 
-  def _restore_step(self, template: TrainState, step: int) -> TrainState:
+  def _restore_step(self, template: TrainState, step: int,
+                    adapt: Optional[Callable[[Any], Any]]) -> TrainState:
     with self._reading(step):
       meta = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
     saved_identity = meta['meta']['teacher_identity']
@@ -197,9 +204,11 @@ class Checkpointer:
       raise ValueError(f'Checkpoint {self.directory} step {step} was trained with teacher '
                        f'{saved_identity!r}, but the current teacher is '
                        f'{self.teacher_identity!r}; refusing to resume with a different teacher.')
+    adapted = None if adapt is None else adapt(meta['meta'].get('optimizer_layout'))
+    stored, convert = (template, None) if adapted is None else adapted
     target = jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
-        template.checkpoint_items())
+        stored.checkpoint_items())
     try:
       with self._reading(step):
         restored = self._manager.restore(step, args=ocp.args.Composite(
@@ -209,7 +218,8 @@ class Checkpointer:
       # layout is this run's error, not a damaged checkpoint to set aside.
       self._check_layout(step, target)
       raise
-    return template.replace(**restored['state'])
+    state = stored.replace(**restored['state'])
+    return state if convert is None else convert(state)
 
   def _check_layout(self, step: int, target: Any) -> None:
     """Raises ValueError if the checkpoint's arrays are not the shapes `target` expects (another

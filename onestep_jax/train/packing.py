@@ -1,15 +1,21 @@
-"""One optimizer update for a group's many small leaves: the trainer's packed parameter layout.
+"""One optimizer update for a group's many leaves: the trainer's packed parameter layout.
 
 An optax update over a U-Net's ~200 leaves compiles to about ten kernels per leaf (the moments,
 the step, the skip of non-finite updates, the norms): on CPU, 2,140 of the EDM reference step's
-3,450 kernels and about 3 s of its compile. `Packing` concatenates the leaves with fewer than
-`MAX_PACKED_SIZE` elements (the trainer's default `fsdp_min_size`: leaves it does not shard)
-into one vector and leaves the others as they are, so the optimizer sees `(small leaves packed,
-[large leaves])`. Element-wise optimizers and global-norm clipping compute what they compute per
-leaf (clipping's norm sums in another order), large leaves keep their shardings, and the layout
-depends on the parameters' shapes alone, not on the mesh, so a checkpoint restores on any mesh.
-Transforms that read the tree's structure (optax.masked, multi_transform) need
+3,450 kernels and about 3 s of its compile. `Packing` concatenates the leaves that the mesh
+replicates into one vector and leaves the others (sharded over 'fsdp') as they are, so the
+optimizer sees `(replicated leaves packed, [sharded leaves])`: every leaf on a mesh without an
+'fsdp' axis, the leaves below `fsdp_min_size` elements on one with it. Element-wise optimizers
+and global-norm clipping compute what they compute per leaf (clipping's norm sums in another
+order) and sharded leaves keep their shardings. A checkpoint records which leaves it packed
+(`Trainer.optimizer_layout`), so that `Trainer.restore` converts it to the layout of another
+mesh. Transforms that read the tree's structure (optax.masked, multi_transform) need
 `Trainer(packed_update=False)`.
+
+Packing every leaf on one device, rather than only those below 2**14 elements, leaves XLA:CPU one
+optimizer update instead of one per large leaf: each of those kernels was a YNNPACK fusion, which
+XLA builds when a program first runs and rebuilds when it loads one, so the EDM reference step's
+first run and loading took about a quarter less (docs/RESULTS.md, "Every leaf in one vector").
 
 XLA:CPU compiles one kernel for all the kernels of a program that compute the same thing on the
 same shapes, but a slice at a constant offset is a kernel of its own for each offset: the slices
@@ -20,12 +26,14 @@ offsets in as arguments (`unpack(..., starts=...)`), so the leaves of one size s
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+# The leaves that checkpoints which do not record their layout packed (before 7 December 2026,
+# evening) were those below this size.
 MAX_PACKED_SIZE = 2**14
 
 
@@ -38,19 +46,27 @@ class Packing:
   large: tuple[int, ...]  # leaf indices kept as leaves
 
   @classmethod
-  def of(cls, tree: Any, *, max_packed_size: int = MAX_PACKED_SIZE) -> Optional['Packing']:
-    """Packs the floating-point leaves with fewer than `max_packed_size` elements, if they share
-    one dtype; None if there is no such leaf (or they do not)."""
+  def of(cls, tree: Any, *, max_packed_size: Optional[int] = MAX_PACKED_SIZE
+         ) -> Optional['Packing']:
+    """Packs the floating-point leaves with fewer than `max_packed_size` elements (None: every
+    leaf), if they share one dtype; None if there is no such leaf (or they do not)."""
+    shapes = [np.shape(x) for x in jax.tree.leaves(tree)]
+    return cls.with_packed(tree, [i for i, s in enumerate(shapes)
+                                  if max_packed_size is None or int(np.prod(s)) < max_packed_size])
+
+  @classmethod
+  def with_packed(cls, tree: Any, indices: Sequence[int]) -> Optional['Packing']:
+    """Packs the leaves at `indices` (in tree order), if they are floating-point of one dtype;
+    None if there is none (or they are not)."""
     leaves, treedef = jax.tree.flatten(tree)
-    shapes = tuple(tuple(np.shape(x)) for x in leaves)
-    small = tuple(i for i, s in enumerate(shapes) if int(np.prod(s)) < max_packed_size)
+    small = tuple(sorted(int(i) for i in indices))
     if len({jnp.result_type(leaves[i]) for i in small}) > 1 or not all(
         jnp.issubdtype(jnp.result_type(leaves[i]), jnp.floating) for i in small):
       small = ()
     if not small:  # nothing to pack (orbax cannot save an empty array)
       return None
     large = tuple(i for i in range(len(leaves)) if i not in small)
-    return cls(treedef, shapes, small, large)
+    return cls(treedef, tuple(tuple(np.shape(x)) for x in leaves), small, large)
 
   def pack(self, tree: Any) -> tuple[jax.Array, tuple[jax.Array, ...]]:
     leaves = jax.tree.leaves(tree)

@@ -68,6 +68,19 @@ def _placed_shapes(shapes: Any, shardings: Any) -> Any:
                       shapes, shardings)
 
 
+def _relayout(opt_state: Any, params: Any, old: Optional[Packing],
+              new: Optional[Packing]) -> Any:
+  """`opt_state` with every part laid out as `params` in `old` (an optimizer view: moments,
+  traces) re-laid out as in `new` (None: the params tree itself)."""
+  view = lambda tree, packing: tree if packing is None else packing.pack(tree)
+  old_view = jax.eval_shape(lambda p: view(p, old), params)
+  shapes = lambda tree: [(x.shape, x.dtype) for x in jax.tree.leaves(tree)]
+  is_view = lambda x: (jax.tree.structure(x) == jax.tree.structure(old_view)
+                       and shapes(x) == shapes(old_view))
+  return jax.tree.map(lambda x: view(x if old is None else old.unpack(x), new) if is_view(x)
+                      else x, opt_state, is_leaf=is_view)
+
+
 def _program_name(phase: Optional[str]) -> str:
   return 'end_of_step' if phase is None else f'phase:{phase}'
 
@@ -88,8 +101,9 @@ class Trainer:
     nonfinite: 'skip' (drop the update, count it) or 'stop' (also skip, then raise
       NonFiniteError naming the phase and step at the next log point or save).
     fsdp_min_size: leaves with fewer elements stay replicated on an 'fsdp' mesh.
-    packed_update: the optimizer of each group updates its small leaves packed into one vector
-      (`onestep_jax.train.packing`; the optimizer states follow that layout).
+    packed_update: the optimizer of each group updates the leaves the mesh replicates (all of
+      them without an 'fsdp' axis) packed into one vector (`onestep_jax.train.packing`; the
+      optimizer states follow that layout, which checkpoints record and `restore` converts).
       The same arithmetic for element-wise optimizers and global-norm clipping, in a fifth of
       the kernels; False for transforms that read the tree's structure (optax.masked).
     parallel_compile: when a stage first runs, compile all of its phases (and the end of
@@ -136,6 +150,8 @@ class Trainer:
     self.nonfinite = nonfinite
     self.fsdp_min_size = fsdp_min_size
     self.packed_update = packed_update
+    # the leaves the mesh replicates: every leaf without an 'fsdp' axis (see _packing)
+    self._max_packed_size = None if self.mesh.shape['fsdp'] == 1 else fsdp_min_size
     self.parallel_compile = parallel_compile
     self.executable_cache = executable_cache
     self._tx = {g.name: g.transform() for g in groups if g.trainable}
@@ -192,7 +208,49 @@ class Trainer:
 
   def _packing(self, params: Any) -> Optional[Packing]:
     """The layout in which the optimizer sees `params` (None: the tree itself)."""
-    return Packing.of(params) if self.packed_update else None
+    return Packing.of(params, max_packed_size=self._max_packed_size) if self.packed_update else None
+
+  def optimizer_layout(self, params: Mapping[str, Any]) -> dict[str, Optional[list[int]]]:
+    """Per trainable group, the leaves (indices in tree order) its optimizer sees packed, or
+    None for the tree itself: what a checkpoint records of its optimizer states' layout."""
+    packings = {n: self._packing(p) for n, p in params.items()}
+    return {n: None if p is None else list(p.small) for n, p in packings.items()}
+
+  def per_leaf_opt_state(self, state: TrainState) -> dict[str, Any]:
+    """`state.opt_state` with every params-shaped part (moments, traces) as the params tree,
+    whatever the layout: to read, or to compare states of meshes that pack other leaves."""
+    return {n: _relayout(o, state.params[n], self._packing(state.params[n]), None)
+            for n, o in state.opt_state.items()}
+
+  def restore(self, checkpointer: Checkpointer, template: TrainState, *,
+              step: Optional[int] = None) -> TrainState:
+    """`checkpointer.restore(template, step=step)`, with optimizer states saved in another
+    layout (on a mesh that shards other leaves, with another `packed_update`, or before
+    checkpoints recorded their layout) converted to this trainer's."""
+    current = self.optimizer_layout(template.params)
+
+    def adapt(saved: Optional[Mapping[str, Any]]):
+      if saved is None:  # written before checkpoints recorded it: see packing.MAX_PACKED_SIZE
+        saved = {n: None if p is None else list(p.small) for n, p in (
+            (n, Packing.of(x) if self.packed_update else None)
+            for n, x in template.params.items())}
+      if saved == current or set(saved) != set(current):
+        return None  # nothing to convert, or another run: the restore reports it
+      old = {n: None if saved[n] is None else Packing.with_packed(p, saved[n])
+             for n, p in template.params.items()}
+      abstract = jax.eval_shape(
+          lambda params: {n: self._tx[n].init(self._optimizer_view(p, old[n]))
+                          for n, p in params.items()}, template.params)
+      stored = template.replace(opt_state=_placed_shapes(
+          abstract, self.state_shardings(template.replace(opt_state=abstract)).opt_state))
+      new = {n: self._packing(p) for n, p in template.params.items()}
+      convert = xla_cpu.jit(
+          lambda opt_state: {n: _relayout(opt_state[n], template.params[n], old[n], new[n])
+                             for n in opt_state},
+          out_shardings=self.state_shardings(template).opt_state)
+      return stored, lambda state: state.replace(opt_state=convert(state.opt_state))
+
+    return checkpointer.restore(template, step=step, adapt=adapt)
 
   def _optimizer_view(self, tree: Any, packing: Optional[Packing]) -> Any:
     return tree if packing is None else packing.pack(tree)
@@ -620,5 +678,5 @@ class Trainer:
   def _save(self, state: TrainState, checkpointer: Optional[Checkpointer]) -> None:
     if checkpointer is not None:
       self.check_finite(state)
-      checkpointer.save(state)
+      checkpointer.save(state, optimizer_layout=self.optimizer_layout(state.params))
 

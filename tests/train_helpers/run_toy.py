@@ -69,7 +69,7 @@ def main():
       export_params(args.export, state.ema['generator'], net_kwargs={'hidden': toy.HIDDEN})
     gathered = jax.tree.map(
         lambda x: np.asarray(jax.experimental.multihost_utils.process_allgather(x, tiled=True)),
-        state.checkpoint_items())
+        toy.per_leaf_items(state, trainer))
     flat = jax.tree_util.tree_flatten_with_path(gathered)[0]
     results.update({f'fsdp{fsdp}{jax.tree_util.keystr(p)}': v for p, v in flat})
   if jax.process_index() == 0:

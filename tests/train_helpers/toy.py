@@ -3,6 +3,8 @@ critic; the generator's phase hands its samples to a second critic update. Share
 tests and the subprocess scripts."""
 from __future__ import annotations
 
+from typing import Optional
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -84,7 +86,14 @@ def make_trainer(*, mesh=None, nonfinite='skip', critic_repeats=3, switch_at=2,
                  executable_cache=executable_cache)
 
 
-def flat_state(state) -> dict:
-  """Checkpointed leaves of a state as numpy, keyed by path (for comparisons)."""
-  leaves = jax.tree_util.tree_flatten_with_path(state.checkpoint_items())[0]
+def per_leaf_items(state, trainer: Trainer) -> dict:
+  """Checkpointed items with the optimizer states per leaf, whatever the mesh packed."""
+  return {**state.checkpoint_items(), 'opt_state': trainer.per_leaf_opt_state(state)}
+
+
+def flat_state(state, trainer: Optional[Trainer] = None) -> dict:
+  """Checkpointed leaves of a state as numpy, keyed by path (for comparisons); with `trainer`,
+  its optimizer states per leaf (`per_leaf_items`)."""
+  items = state.checkpoint_items() if trainer is None else per_leaf_items(state, trainer)
+  leaves = jax.tree_util.tree_flatten_with_path(items)[0]
   return {jax.tree_util.keystr(p): np.asarray(jax.device_get(x)) for p, x in leaves}
