@@ -15,7 +15,7 @@ mesh. Transforms that read the tree's structure (optax.masked, multi_transform) 
 Packing every leaf on one device, rather than only those below 2**14 elements, leaves XLA:CPU one
 optimizer update instead of one per large leaf: each of those kernels was a YNNPACK fusion, which
 XLA builds when a program first runs and rebuilds when it loads one, so the EDM reference step's
-first run and loading took about a quarter less (docs/RESULTS.md, "Every leaf in one vector").
+first run and its loading took about a fifth less (docs/RESULTS.md, "Every leaf in one vector").
 
 XLA:CPU compiles one kernel for all the kernels of a program that compute the same thing on the
 same shapes, but a slice at a constant offset is a kernel of its own for each offset: the slices
