@@ -99,6 +99,18 @@ def test_on_one_device_every_leaf_is_packed():
   assert _wide_trainer(packed_update=False).optimizer_layout(_wide_params()) == {'net': None}
 
 
+def test_every_leaf_is_packed_only_on_cpu_meshes_without_an_fsdp_axis():
+  import types
+  from onestep_jax.train.trainer import packed_size_limit
+  mesh = lambda platform, fsdp: types.SimpleNamespace(
+      shape={'data': 8 // fsdp, 'fsdp': fsdp},
+      devices=np.array([types.SimpleNamespace(platform=platform)] * 8))
+  assert packed_size_limit(mesh('cpu', 1), 2**14) is None
+  assert packed_size_limit(mesh('cpu', 2), 2**14) == 2**14
+  assert packed_size_limit(mesh('gpu', 1), 100) == 100
+  assert packed_size_limit(mesh('tpu', 1), 2**14) == 2**14
+
+
 @pytest.mark.parametrize('saved_by,restored_by', [
     ('before_layouts_were_recorded', 'packed'),  # (such a run's record says packed_update=True)
     ('per_leaf', 'packed'), ('packed', 'per_leaf'), ('packed', 'packed')])

@@ -2,20 +2,17 @@
 
 An optax update over a U-Net's ~200 leaves compiles to about ten kernels per leaf (the moments,
 the step, the skip of non-finite updates, the norms): on CPU, 2,140 of the EDM reference step's
-3,450 kernels and about 3 s of its compile. `Packing` concatenates the leaves that the mesh
-replicates into one vector and leaves the others (sharded over 'fsdp') as they are, so the
-optimizer sees `(replicated leaves packed, [sharded leaves])`: every leaf on a mesh without an
-'fsdp' axis, the leaves below `fsdp_min_size` elements on one with it. Element-wise optimizers
-and global-norm clipping compute what they compute per leaf (clipping's norm sums in another
-order) and sharded leaves keep their shardings. A checkpoint records which leaves it packed
-(`Trainer.optimizer_layout`), so that `Trainer.restore` converts it to the layout of another
-mesh. Transforms that read the tree's structure (optax.masked, multi_transform) need
-`Trainer(packed_update=False)`.
-
-Packing every leaf on one device, rather than only those below 2**14 elements, leaves XLA:CPU one
-optimizer update instead of one per large leaf: each of those kernels was a YNNPACK fusion, which
-XLA builds when a program first runs and rebuilds when it loads one, so the EDM reference step's
-first run and its loading took about a fifth less (docs/RESULTS.md, "Every leaf in one vector").
+3,450 kernels and about 3 s of its compile. `Packing` concatenates the small leaves into one
+vector and leaves the others as they are, so the optimizer sees `(small leaves packed, [large
+leaves])`: the leaves below the trainer's `fsdp_min_size` (those an 'fsdp' mesh replicates), or
+every leaf on a CPU mesh without an 'fsdp' axis (`trainer.packed_size_limit`: there each large
+leaf's update was a YNNPACK fusion for XLA:CPU to build at a program's first run and to rebuild
+when it loads one; packing them took a fifth off the EDM reference step's first run and loading,
+docs/RESULTS.md, "Every leaf in one vector"). Element-wise optimizers and global-norm clipping
+compute what they compute per leaf (clipping's norm sums in another order) and large leaves keep
+their shardings. A checkpoint records which leaves it packed (`Trainer.optimizer_layout`), so
+that `Trainer.restore` converts it to the layout of another mesh or backend. Transforms that read
+the tree's structure (optax.masked, multi_transform) need `Trainer(packed_update=False)`.
 
 XLA:CPU compiles one kernel for all the kernels of a program that compute the same thing on the
 same shapes, but a slice at a constant offset is a kernel of its own for each offset: the slices

@@ -68,6 +68,21 @@ def _placed_shapes(shapes: Any, shardings: Any) -> Any:
                       shapes, shardings)
 
 
+def packed_size_limit(mesh: Mesh, fsdp_min_size: int) -> Optional[int]:
+  """The size below which the packed update packs a leaf (None: every leaf): on CPU meshes
+  without an 'fsdp' axis every leaf, since each large leaf's update was a YNNPACK fusion for
+  XLA:CPU to build at a program's first run and load (docs/RESULTS.md, "Every leaf in one
+  vector"); elsewhere the leaves the mesh replicates, those below `fsdp_min_size`, so that an
+  accelerator does not hold a packed copy of large parameters and their gradients."""
+  on_cpu = all(d.platform == 'cpu' for d in mesh.devices.flat)
+  return None if on_cpu and mesh.shape['fsdp'] == 1 else fsdp_min_size
+
+
+def _layout(packings: Mapping[str, Optional[Packing]]) -> dict[str, Optional[list[int]]]:
+  """Per group, its packed leaves' indices, or None: see `Trainer.optimizer_layout`."""
+  return {n: None if p is None else list(p.small) for n, p in packings.items()}
+
+
 def _relayout(opt_state: Any, params: Any, old: Optional[Packing],
               new: Optional[Packing]) -> Any:
   """`opt_state` with every part laid out as `params` in `old` (an optimizer view: moments,
@@ -101,9 +116,10 @@ class Trainer:
     nonfinite: 'skip' (drop the update, count it) or 'stop' (also skip, then raise
       NonFiniteError naming the phase and step at the next log point or save).
     fsdp_min_size: leaves with fewer elements stay replicated on an 'fsdp' mesh.
-    packed_update: the optimizer of each group updates the leaves the mesh replicates (all of
-      them without an 'fsdp' axis) packed into one vector (`onestep_jax.train.packing`; the
-      optimizer states follow that layout, which checkpoints record and `restore` converts).
+    packed_update: the optimizer of each group updates its small leaves (every leaf on a CPU
+      mesh without an 'fsdp' axis: `packed_size_limit`) packed into one vector
+      (`onestep_jax.train.packing`; the optimizer states follow that layout, which checkpoints
+      record and `restore` converts).
       The same arithmetic for element-wise optimizers and global-norm clipping, in a fifth of
       the kernels; False for transforms that read the tree's structure (optax.masked).
     parallel_compile: when a stage first runs, compile all of its phases (and the end of
@@ -150,8 +166,7 @@ class Trainer:
     self.nonfinite = nonfinite
     self.fsdp_min_size = fsdp_min_size
     self.packed_update = packed_update
-    # the leaves the mesh replicates: every leaf without an 'fsdp' axis (see _packing)
-    self._max_packed_size = None if self.mesh.shape['fsdp'] == 1 else fsdp_min_size
+    self._max_packed_size = packed_size_limit(self.mesh, fsdp_min_size)
     self.parallel_compile = parallel_compile
     self.executable_cache = executable_cache
     self._tx = {g.name: g.transform() for g in groups if g.trainable}
@@ -208,13 +223,14 @@ class Trainer:
 
   def _packing(self, params: Any) -> Optional[Packing]:
     """The layout in which the optimizer sees `params` (None: the tree itself)."""
-    return Packing.of(params, max_packed_size=self._max_packed_size) if self.packed_update else None
+    if not self.packed_update:
+      return None
+    return Packing.of(params, max_packed_size=self._max_packed_size)
 
   def optimizer_layout(self, params: Mapping[str, Any]) -> dict[str, Optional[list[int]]]:
     """Per trainable group, the leaves (indices in tree order) its optimizer sees packed, or
     None for the tree itself: what a checkpoint records of its optimizer states' layout."""
-    packings = {n: self._packing(p) for n, p in params.items()}
-    return {n: None if p is None else list(p.small) for n, p in packings.items()}
+    return _layout({n: self._packing(p) for n, p in params.items()})
 
   def per_leaf_opt_state(self, state: TrainState) -> dict[str, Any]:
     """`state.opt_state` with every params-shaped part (moments, traces) as the params tree,
@@ -231,9 +247,8 @@ class Trainer:
 
     def adapt(saved: Optional[Mapping[str, Any]]):
       if saved is None:  # written before checkpoints recorded it: see packing.MAX_PACKED_SIZE
-        saved = {n: None if p is None else list(p.small) for n, p in (
-            (n, Packing.of(x) if self.packed_update else None)
-            for n, x in template.params.items())}
+        saved = _layout({n: Packing.of(p) if self.packed_update else None
+                         for n, p in template.params.items()})
       if saved == current or set(saved) != set(current):
         return None  # nothing to convert, or another run: the restore reports it
       old = {n: None if saved[n] is None else Packing.with_packed(p, saved[n])
