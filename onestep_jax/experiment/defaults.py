@@ -31,8 +31,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.nonfinite = 'skip'  # 'skip' a NaN/Inf update and count it, or 'stop' the run
   c.train.fsdp = 1  # devices per 'fsdp' group sharding large parameters (1 = replicated)
   # One optimizer update for each group's small leaves packed together (every leaf on a CPU mesh
-  # without an 'fsdp' axis: onestep_jax.train.packing; False for optax transforms that read the tree, and to resume runs
-  # from before 4 Dec 2026).
+  # without an 'fsdp' axis: onestep_jax.train.packing; False for optax transforms that read the
+  # tree, and to resume runs from before 4 Dec 2026).
   c.train.packed_update = True
   # XLA cache ($ONESTEP_JAX_CACHE_DIR or ~/.cache/onestep_jax/xla) and <workdir>/executables
   c.train.compilation_cache = True
