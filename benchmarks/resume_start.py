@@ -9,7 +9,7 @@ bundled digits U-Net). One process saves a checkpoint of the row's training stat
 JAX persistent compilation cache, as a run's first process does); then fresh processes restore
 it, with that cache, alternating two ways:
   template  what the experiment runner does: `Trainer.state_template` (shapes, dtypes and
-            shardings; only the frozen groups made), then `Checkpointer.restore`;
+            shardings; only the frozen groups made), then `Trainer.restore`;
   init      initialise the networks and place the state (`init_state(init_params(key))`), then
             restore into it (what the runner did before 7 December 2026).
 Each child prints the seconds of the state's creation and of the restore; figures are medians
