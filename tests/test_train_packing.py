@@ -145,6 +145,21 @@ def test_a_checkpoint_in_another_layout_resumes_as_the_uninterrupted_run(tmp_pat
                               rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize('layout', [{'net': [7]}, {'net': 'all'}, {'other': None}, [0, 1]])
+def test_a_recorded_layout_that_is_not_the_runs_is_ignored(tmp_path, layout):
+  """A layout record that does not fit the run's groups (hand-edited, another run's) is not
+  trusted: the arrays restore as they are if they fit."""
+  trainer = _wide_trainer()
+  state = trainer.train(trainer.init_state(_wide_params(), key=jax.random.PRNGKey(0)),
+                        get_batch=_wide_batch, num_steps=2, progress=False)
+  with Checkpointer(tmp_path, teacher_identity='wide') as ckpt:
+    ckpt.save(state, optimizer_layout=layout)
+  template = trainer.init_state(_wide_params(), key=jax.random.PRNGKey(1))
+  with Checkpointer(tmp_path, teacher_identity='wide') as ckpt:
+    restored = trainer.restore(ckpt, template)
+  chex.assert_trees_all_equal(restored.checkpoint_items(), state.checkpoint_items())
+
+
 def _train(trainer, num_steps, checkpointer=None):
   state = trainer.init_state(toy.init_params(), key=jax.random.PRNGKey(0))
   return trainer.train(state, get_batch=toy.get_batch, num_steps=num_steps,

@@ -83,6 +83,16 @@ def _layout(packings: Mapping[str, Optional[Packing]]) -> dict[str, Optional[lis
   return {n: None if p is None else list(p.small) for n, p in packings.items()}
 
 
+def _is_layout(layout: Any, params: Mapping[str, Any]) -> bool:
+  """Whether `layout` (read from a checkpoint) is one of `params`' groups' layouts."""
+  def fits(indices, tree):
+    count = len(jax.tree.leaves(tree))
+    return indices is None or (isinstance(indices, list) and all(
+        isinstance(i, int) and 0 <= i < count for i in indices))
+  return (isinstance(layout, dict) and set(layout) == set(params)
+          and all(fits(layout[n], params[n]) for n in params))
+
+
 def _relayout(opt_state: Any, params: Any, old: Optional[Packing],
               new: Optional[Packing]) -> Any:
   """`opt_state` with every part laid out as `params` in `old` (an optimizer view: moments,
@@ -249,8 +259,8 @@ class Trainer:
       if saved is None:  # written before checkpoints recorded it: see packing.MAX_PACKED_SIZE
         saved = _layout({n: Packing.of(p) if self.packed_update else None
                          for n, p in template.params.items()})
-      if saved == current or set(saved) != set(current):
-        return None  # nothing to convert, or another run: the restore reports it
+      if saved == current or not _is_layout(saved, template.params):
+        return None  # nothing to convert, or not one of this run's: the restore reports it
       old = {n: None if saved[n] is None else Packing.with_packed(p, saved[n])
              for n, p in template.params.items()}
       abstract = jax.eval_shape(
