@@ -50,6 +50,7 @@ from onestep_jax.atomic import atomic_path
 LOAD_EVENT = '/onestep_jax/executable_cache/load_duration'
 PRELOAD_EVENT = '/onestep_jax/executable_cache/preload_duration'
 _PERSISTENT_CACHE_HIT = '/jax/compilation_cache/cache_hits'  # jax/_src/compiler.py
+PRELOAD_THREADS = 2  # see ExecutableCache.preload
 _PACKAGES = ('jax', 'jaxlib', 'flax', 'optax', 'numpy')
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _thread = threading.local()  # persistent-cache hits seen by this thread's compiles
@@ -156,11 +157,12 @@ class ExecutableCache:
 
   def preload(self, programs: Sequence[str]) -> None:
     """Starts reading every executable stored for `programs` (for any arguments) that no
-    earlier call read, one after another in that order in a background thread; `load` then waits
+    earlier call read, in that order in `PRELOAD_THREADS` background threads; `load` then waits
     for it instead of reading it. XLA deserialises without the GIL, so the reading overlaps with
-    what the caller does meanwhile (one thread: reading them all at once slowed the first
-    phase's load and first run on 2 cores, docs/RESULTS.md, "Loading the phases during the
-    initialisation")."""
+    what the caller does meanwhile (a thread per program slowed the first phase's load and first
+    run on 2 cores; two threads, against one, cut SiD's wait for its programs by a third and
+    left the EDM step's start-up level: docs/RESULTS.md, "Loading the phases during the
+    initialisation", "Two threads read the phases")."""
     if not os.path.isdir(self.directory):
       return
     names = sorted(os.listdir(self.directory))
@@ -170,7 +172,8 @@ class ExecutableCache:
     paths = [p for p in dict.fromkeys(paths) if p not in self._preloaded]
     if not paths:
       return
-    pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix='executable_preload')
+    pool = concurrent.futures.ThreadPoolExecutor(PRELOAD_THREADS,
+                                                 thread_name_prefix='executable_preload')
     for path in paths:
       self._preloading[path] = pool.submit(self._preload, path)
     self._preloaded.update(paths)
