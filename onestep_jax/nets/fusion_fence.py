@@ -4,10 +4,11 @@ one core only (issue 7).
 With the library's CPU options (`onestep_jax.xla_cpu`) YNNPACK takes a convolution into the
 element-wise fusion around it. For a 3x3 convolution with 32 input channels and an odd multiple
 of 32 output channels (32 -> 32, 32 -> 96), such a fusion does not use the second core: 32 -> 32
-plus bias took 2.8 ms on one core and on two, while the convolution alone, which XLA then runs
-itself, took 3.5 ms on one core and 1.7 ms on two; 32 -> 48 or 32 -> 64 fusions run twice as
-fast on two cores (`python benchmarks/conv_threads.py`; docs/RESULTS.md, "Which convolutions use
-the second core"). The reference U-Net has such convolutions at 32x32, forward and transposed
+plus bias took 2.4-2.5 ms on one core and 2.4-2.6 ms on two, while the convolution alone, which
+XLA then runs itself, took 2.9-3.1 ms on one core and 1.5-1.7 ms on two; 32 -> 48 or 32 -> 64
+fusions run 1.7-1.9 times as fast on two cores (`python benchmarks/conv_threads.py`, two runs in
+benchmarks/results/conv_threads*.json; docs/RESULTS.md, "Which convolutions use the second
+core"). The reference U-Net has such convolutions at 32x32, forward and transposed
 (the input gradient of a 96 -> 32 convolution is a 32 -> 96 one).
 
 `fence(x)` is x. On CPU it lowers a float32 operand to StableHLO's `reduce_precision` to
