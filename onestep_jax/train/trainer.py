@@ -93,17 +93,22 @@ def _is_layout(layout: Any, params: Mapping[str, Any]) -> bool:
           and all(fits(layout[n], params[n]) for n in params))
 
 
+def _optimizer_view(tree: Any, packing: Optional[Packing]) -> Any:
+  """`tree` as the optimizer sees it in `packing`'s layout (None: the tree itself)."""
+  return tree if packing is None else packing.pack(tree)
+
+
 def _relayout(opt_state: Any, params: Any, old: Optional[Packing],
               new: Optional[Packing]) -> Any:
   """`opt_state` with every part laid out as `params` in `old` (an optimizer view: moments,
   traces) re-laid out as in `new` (None: the params tree itself)."""
-  view = lambda tree, packing: tree if packing is None else packing.pack(tree)
-  old_view = jax.eval_shape(lambda p: view(p, old), params)
+  old_view = jax.eval_shape(lambda p: _optimizer_view(p, old), params)
   shapes = lambda tree: [(x.shape, x.dtype) for x in jax.tree.leaves(tree)]
   is_view = lambda x: (jax.tree.structure(x) == jax.tree.structure(old_view)
                        and shapes(x) == shapes(old_view))
-  return jax.tree.map(lambda x: view(x if old is None else old.unpack(x), new) if is_view(x)
-                      else x, opt_state, is_leaf=is_view)
+  return jax.tree.map(
+      lambda x: _optimizer_view(x if old is None else old.unpack(x), new) if is_view(x) else x,
+      opt_state, is_leaf=is_view)
 
 
 def _program_name(phase: Optional[str]) -> str:
@@ -253,7 +258,8 @@ class Trainer:
     """`checkpointer.restore(template, step=step)`, with optimizer states saved in another
     layout (on a mesh that shards other leaves, with another `packed_update`, or before
     checkpoints recorded their layout) converted to this trainer's."""
-    current = self.optimizer_layout(template.params)
+    packings = {n: self._packing(p) for n, p in template.params.items()}
+    current = _layout(packings)
 
     def adapt(saved: Optional[Mapping[str, Any]]):
       if saved is None:  # written before checkpoints recorded it: see packing.MAX_PACKED_SIZE
@@ -264,21 +270,17 @@ class Trainer:
       old = {n: None if saved[n] is None else Packing.with_packed(p, saved[n])
              for n, p in template.params.items()}
       abstract = jax.eval_shape(
-          lambda params: {n: self._tx[n].init(self._optimizer_view(p, old[n]))
+          lambda params: {n: self._tx[n].init(_optimizer_view(p, old[n]))
                           for n, p in params.items()}, template.params)
       stored = template.replace(opt_state=_placed_shapes(
           abstract, self.state_shardings(template.replace(opt_state=abstract)).opt_state))
-      new = {n: self._packing(p) for n, p in template.params.items()}
       convert = xla_cpu.jit(
-          lambda opt_state: {n: _relayout(opt_state[n], template.params[n], old[n], new[n])
+          lambda opt_state: {n: _relayout(opt_state[n], template.params[n], old[n], packings[n])
                              for n in opt_state},
           out_shardings=self.state_shardings(template).opt_state)
       return stored, lambda state: state.replace(opt_state=convert(state.opt_state))
 
     return checkpointer.restore(template, step=step, adapt=adapt)
-
-  def _optimizer_view(self, tree: Any, packing: Optional[Packing]) -> Any:
-    return tree if packing is None else packing.pack(tree)
 
   def _new_state(self, params: Mapping[str, Any], key: jax.Array) -> TrainState:
     trainable = {n: params[n] for n, g in self.groups.items() if g.trainable}
@@ -286,7 +288,7 @@ class Trainer:
         step=jnp.zeros((), jnp.int32),
         rng=key,
         params=trainable,
-        opt_state={n: self._tx[n].init(self._optimizer_view(p, self._packing(p)))
+        opt_state={n: self._tx[n].init(_optimizer_view(p, self._packing(p)))
                    for n, p in trainable.items()},
         ema={n: p for n, p in trainable.items()
              if self.groups[n].ema_halflife_nimg is not None},
@@ -355,8 +357,8 @@ class Trainer:
 
     (loss, (metrics, given)), grads = jax.value_and_grad(objective, has_aux=True)(current)
     packings = {n: self._packing(current[n]) for n in phase.updates}
-    view = {n: self._optimizer_view(current[n], packings[n]) for n in phase.updates}
-    grads = {n: self._optimizer_view(grads[n], packings[n]) for n in phase.updates}
+    view = {n: _optimizer_view(current[n], packings[n]) for n in phase.updates}
+    grads = {n: _optimizer_view(grads[n], packings[n]) for n in phase.updates}
     new_view, new_opt = {}, {}
     for n in phase.updates:
       step_updates, new_opt[n] = self._tx[n].update(grads[n], state.opt_state[n], view[n])
