@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.experimental import serialize_executable
 from jax.experimental.compilation_cache import compilation_cache
 
 from onestep_jax.experiment.runner import run
@@ -53,6 +54,21 @@ def _no_tracing(trainer):
   def refuse(phase, args):
     raise AssertionError(f'traced {phase!r}: it should have been loaded')
   trainer._lowered = refuse  # pylint: disable=protected-access
+
+
+@contextlib.contextmanager
+def _events(event: str):
+  """Yields a list that collects JAX's monitoring events named `event` while inside."""
+  seen = []
+  def listener(name, **_):
+    if name == event:
+      seen.append(name)
+  jax.monitoring.register_event_listener(listener)
+  try:
+    yield seen
+  finally:
+    from jax._src import monitoring  # no public unregister
+    monitoring.unregister_event_listener(listener)
 
 
 @contextlib.contextmanager
@@ -202,18 +218,26 @@ def test_runner_rerun_loads_the_workdirs_phases(tmp_path, no_persistent_cache):
   jax.tree.map(np.testing.assert_array_equal, a, b)
 
 
-def test_programs_from_the_persistent_cache_are_not_kept(tmp_path):
-  """jaxlib serialises an executable that JAX's persistent cache supplied without its kernels;
-  storing it would break the next process, so it is left to that cache."""
+def test_programs_from_the_persistent_cache_are_kept_with_their_kernels(tmp_path):
+  """A program that JAX's persistent cache supplies is kept as that cache holds it: jaxlib
+  serialises such an executable again without its kernels, which fails to run ('Function ...
+  not found'), so that a workdir whose first run found its programs in that cache would
+  otherwise trace and lower them at every resume."""
   from onestep_jax.train.compilation_cache import enable_compilation_cache
   with _persistent_cache(True):
     enable_compilation_cache(tmp_path / 'xla')
-    f = jax.jit(lambda x: x * 3 + 1)
-    x = jnp.arange(5.0)
+    f = jax.jit(lambda x: jnp.sin(x) @ x.T + 1)
+    x = jnp.arange(12.0).reshape(3, 4)
     first = ExecutableCache(tmp_path / 'a', key='k')
     first.compile('p', (x,), f.lower(x))
-    assert os.path.exists(first.path('p', (x,)))
     jax.clear_caches()  # the next compile reads the persistent cache
     second = ExecutableCache(tmp_path / 'b', key='k')
-    np.testing.assert_array_equal(second.compile('p', (x,), f.lower(x))(x), x * 3 + 1)
-    assert not os.path.exists(second.path('p', (x,)))
+    with _events('/jax/compilation_cache/cache_hits') as hits:
+      expected = np.asarray(second.compile('p', (x,), f.lower(x))(x))
+    assert hits, 'the persistent cache did not supply the program'
+    with pytest.raises(Exception, match='not found'):  # what jaxlib alone would have kept
+      serialize_executable.deserialize_and_load(
+          *serialize_executable.serialize(f.lower(x).compile()))(x)
+    loaded = ExecutableCache(tmp_path / 'b', key='k').load('p', (x,))
+    np.testing.assert_array_equal(np.asarray(loaded(x)), expected)
+

@@ -20,7 +20,8 @@ Code that none of these sees (a loss function of one's own passed to the Trainer
 noticed when it changes, which is why the Trainer only uses a cache it is given: the runner keeps
 one per workdir (`<workdir>/executables`, under `train.compilation_cache`), where it serves the
 resumes of that run. A file that cannot be read is deleted and its program compiled again. A
-program that JAX's persistent cache supplied is not kept (see `ExecutableCache.compile`).
+program that JAX's persistent cache supplied is kept as that cache holds it (see
+`ExecutableCache.compile`).
 `ExecutableCache.preload` reads a run's executables in a background thread, so that a resume
 loads them while it restores or initialises its state (`Trainer.preload`).
 """
@@ -30,6 +31,7 @@ import concurrent.futures
 import functools
 import hashlib
 import importlib.metadata
+import io
 import os
 import pickle
 import platform
@@ -41,6 +43,9 @@ from typing import Any, Optional, Sequence
 
 import jax
 import numpy as np
+from jax._src import compilation_cache as _jax_compilation_cache
+from jax._src.lib import _jax as _jaxlib
+from jax._src.lib import xla_client
 from jax.experimental import serialize_executable
 
 from onestep_jax.atomic import atomic_path
@@ -53,7 +58,7 @@ _PERSISTENT_CACHE_HIT = '/jax/compilation_cache/cache_hits'  # jax/_src/compiler
 PRELOAD_THREADS = 2  # see ExecutableCache.preload
 _PACKAGES = ('jax', 'jaxlib', 'flax', 'optax', 'numpy')
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_thread = threading.local()  # persistent-cache hits seen by this thread's compiles
+_thread = threading.local()  # per thread: persistent-cache hits, the last executable it read
 
 
 def _count_persistent_cache_hit(event: str, **_) -> None:
@@ -61,7 +66,22 @@ def _count_persistent_cache_hit(event: str, **_) -> None:
     _thread.hits = getattr(_thread, 'hits', 0) + 1
 
 
+def _keep_persistent_bytes(extract):
+  """`extract` (JAX's `compilation_cache.extract_executable_and_time`), also noting the bytes of
+  the executable that the persistent cache supplies, for `ExecutableCache.compile`."""
+  @functools.wraps(extract)
+  def extract_and_keep(entry):
+    serialized, compile_time = extract(entry)
+    _thread.persistent_bytes = serialized
+    return serialized, compile_time
+  extract_and_keep.keeps_persistent_bytes = True
+  return extract_and_keep
+
+
 jax.monitoring.register_event_listener(_count_persistent_cache_hit)
+if not getattr(_jax_compilation_cache.extract_executable_and_time, 'keeps_persistent_bytes', False):
+  _jax_compilation_cache.extract_executable_and_time = _keep_persistent_bytes(
+      _jax_compilation_cache.extract_executable_and_time)
 
 
 def _sha(*parts: Any) -> str:
@@ -123,6 +143,27 @@ def _argument_signature(args: tuple) -> str:
     return (tuple(aval.shape), str(aval.dtype), getattr(aval, 'weak_type', False),
             repr(sharding), None if sharding is None else _devices(sharding))
   return _sha(str(tree), [leaf(x) for x in leaves])
+
+
+def _serialize(compiled: jax.stages.Compiled, xla_bytes: Optional[bytes] = None) -> tuple:
+  """`serialize_executable.serialize(compiled)`, with `xla_bytes` in place of the XLA
+  executable's own serialisation when given (see `ExecutableCache.compile`)."""
+  # pylint: disable=protected-access
+  if xla_bytes is None:
+    return serialize_executable.serialize(compiled)
+  if compiled._params.const_args:
+    raise NotImplementedError('closed-over constants')
+
+  class Pickler(serialize_executable._JaxPjrtPickler):
+    def persistent_id(self, obj):
+      if isinstance(obj, (xla_client.LoadedExecutable, _jaxlib.Executable)):
+        return ('exec', xla_bytes)
+      return super().persistent_id(obj)
+
+  args_info, in_tree = jax.tree.flatten(compiled.args_info)
+  with io.BytesIO() as f:
+    Pickler(f).dump((compiled._executable._unloaded_executable, args_info, compiled._no_kwargs))
+    return f.getvalue(), in_tree, compiled.out_tree
 
 
 def _file_stem(program: str) -> str:
@@ -213,21 +254,28 @@ class ExecutableCache:
 
   def compile(self, program: str, args: tuple, lowered: jax.stages.Lowered
               ) -> jax.stages.Compiled:
-    """`lowered` compiled, and written for `program` and `args` unless JAX's persistent cache
-    supplied it: jaxlib 0.10.2 serialises such an executable without its kernels (it loads, then
-    fails with 'Function ... not found'), so the next process takes it from that cache again."""
+    """`lowered` compiled, and written for `program` and `args`. When JAX's persistent cache
+    supplied it, the bytes that cache read are written: jaxlib 0.10.2 serialises such an
+    executable again without its kernels (it loads, then fails with 'Function ... not found'),
+    and without them a workdir whose first run found its programs in that cache would trace and
+    lower them at every resume. If those bytes were not seen (another JAX), it is not kept."""
     hits = getattr(_thread, 'hits', 0)
+    _thread.persistent_bytes = None
     compiled = lowered.compile()
+    supplied, _thread.persistent_bytes = _thread.persistent_bytes, None
     if getattr(_thread, 'hits', 0) == hits:
       self.store(program, args, compiled)
+    elif supplied is not None:
+      self.store(program, args, compiled, xla_bytes=supplied)
     return compiled
 
-  def store(self, program: str, args: tuple, compiled: jax.stages.Compiled) -> None:
-    """Writes `compiled`, compiled by XLA in this process, for `program` and `args`
-    (atomically); programs that JAX cannot serialise (closed-over constants) are left out with
-    a warning."""
+  def store(self, program: str, args: tuple, compiled: jax.stages.Compiled, *,
+            xla_bytes: Optional[bytes] = None) -> None:
+    """Writes `compiled` for `program` and `args` (atomically): compiled by XLA in this process,
+    or, with `xla_bytes`, as JAX's persistent cache holds it; programs that JAX cannot serialise
+    (closed-over constants) are left out with a warning."""
     try:
-      payload = pickle.dumps(serialize_executable.serialize(compiled))
+      payload = pickle.dumps(_serialize(compiled, xla_bytes))
     except (ValueError, NotImplementedError) as e:
       warnings.warn(f'{program!r} is not kept in {self.directory}: {e}')
       return
