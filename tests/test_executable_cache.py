@@ -167,6 +167,8 @@ def test_key_follows_arguments_run_key_and_compiler_options(tmp_path, monkeypatc
   monkeypatch.setenv('ONESTEP_JAX_YNN_FUSION', 'reduce')
   assert ExecutableCache(tmp_path, key='a').path('phase:p', (x,)) != path
   monkeypatch.delenv('ONESTEP_JAX_YNN_FUSION')
+  monkeypatch.setenv('ONESTEP_JAX_MALLOC', 'system')  # the process's malloc: no program changes
+  assert ExecutableCache(tmp_path, key='a').path('phase:p', (x,)) == path
   with jax.default_matmul_precision('highest'):
     assert ExecutableCache(tmp_path, key='a').path('phase:p', (x,)) != path
   assert ExecutableCache(tmp_path, key='a').path('phase:p', (x,)) == path

@@ -10,7 +10,7 @@ depend on:
 
 - `code_digest()`: the library's files, the versions of Python, jax, jaxlib, flax, optax and
   numpy, the host CPU's instruction-set flags, JAX's configuration, `XLA_FLAGS` and the
-  library's `ONESTEP_JAX_*` compiler options;
+  library's `ONESTEP_JAX_*` settings (compiler options; not the cache directory or the malloc);
 - the caller's `key`: for the experiment runner, the resolved config (the fields a rerun may
   change aside) and the teacher's content hash;
 - per program: its name, and the tree structure, shapes, dtypes, weak types and shardings of
@@ -58,6 +58,8 @@ _PERSISTENT_CACHE_HIT = '/jax/compilation_cache/cache_hits'  # jax/_src/compiler
 PRELOAD_THREADS = 2  # see ExecutableCache.preload
 _PACKAGES = ('jax', 'jaxlib', 'flax', 'optax', 'numpy')
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# the library's settings that no program depends on: where caches live, which malloc runs
+_ENV_OUTSIDE_PROGRAMS = ('ONESTEP_JAX_CACHE_DIR', 'ONESTEP_JAX_MALLOC')
 _thread = threading.local()  # per thread: persistent-cache hits, the last executable it read
 
 
@@ -120,8 +122,8 @@ def code_digest() -> str:
   """The part of every key that does not depend on the run: see the module docstring."""
   versions = {p: importlib.metadata.version(p) for p in _PACKAGES}
   config = sorted((k, repr(v)) for k, v in jax.config.values.items() if ' at 0x' not in repr(v))
-  env = sorted((k, v) for k, v in os.environ.items()
-               if k == 'XLA_FLAGS' or (k.startswith('ONESTEP_JAX_') and 'CACHE_DIR' not in k))
+  env = sorted((k, v) for k, v in os.environ.items() if k == 'XLA_FLAGS' or (
+      k.startswith('ONESTEP_JAX_') and k not in _ENV_OUTSIDE_PROGRAMS))
   return _sha(_library_files_digest(), sys.version, versions, platform.machine(), _cpu_flags(),
               config, env)
 
