@@ -31,11 +31,14 @@ import step_timing  # noqa: E402
 def train(config: str, workdir: str, num_steps: int, env: dict) -> dict:
   """Runs experiments/main.py to `num_steps` in `workdir`; its wall time and metrics.json."""
   start = time.perf_counter()
-  subprocess.run([sys.executable, str(ROOT / 'experiments' / 'main.py'), f'--config={config}',
-                  f'--workdir={workdir}', f'--config.train.num_steps={num_steps}',
-                  '--config.train.save_every=10', '--config.eval.every_steps=0'],
-                 env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+  done = subprocess.run([sys.executable, str(ROOT / 'experiments' / 'main.py'),
+                         f'--config={config}', f'--workdir={workdir}',
+                         f'--config.train.num_steps={num_steps}', '--config.train.save_every=10',
+                         '--config.eval.every_steps=0'],
+                        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
   wall = time.perf_counter() - start
+  if done.returncode:
+    sys.exit(f'experiments/main.py failed in {workdir}:\n{done.stderr[-2000:]}')
   with open(os.path.join(workdir, 'metrics.json')) as f:
     return {'wall_s': wall, 'train_time_s': json.load(f)['train_time_s']}
 
