@@ -57,33 +57,30 @@ def _no_tracing(trainer):
 
 
 @contextlib.contextmanager
-def _events(event: str):
-  """Yields a list that collects JAX's monitoring events named `event` while inside."""
+def _events(event: str, *, durations: bool = False):
+  """Yields a list that collects JAX's monitoring events named `event` while inside (with
+  `durations=True`, the durations of the duration events so named)."""
+  from jax._src import monitoring  # no public unregister
   seen = []
-  def listener(name, **_):
+  def listener(name, *duration, **_):
     if name == event:
-      seen.append(name)
-  jax.monitoring.register_event_listener(listener)
+      seen.append(duration[0] if durations else name)
+  if durations:
+    register, unregister = (jax.monitoring.register_event_duration_secs_listener,
+                            monitoring.unregister_event_duration_listener)
+  else:
+    register, unregister = (jax.monitoring.register_event_listener,
+                            monitoring.unregister_event_listener)
+  register(listener)
   try:
     yield seen
   finally:
-    from jax._src import monitoring  # no public unregister
-    monitoring.unregister_event_listener(listener)
+    unregister(listener)
 
 
-@contextlib.contextmanager
 def _loads(event=executable_cache.LOAD_EVENT):
-  """Yields a list that collects the executable cache's load (or preload) events while inside."""
-  loads = []
-  def listener(name, duration, **_):
-    if name == event:
-      loads.append(duration)
-  jax.monitoring.register_event_duration_secs_listener(listener)
-  try:
-    yield loads
-  finally:
-    from jax._src import monitoring  # no public unregister
-    monitoring.unregister_event_duration_listener(listener)
+  """The executable cache's load (or preload) durations while inside: see `_events`."""
+  return _events(event, durations=True)
 
 
 def test_loaded_phases_train_as_compiled_ones(tmp_path, no_persistent_cache):
