@@ -217,7 +217,7 @@ def test_runner_rerun_loads_the_workdirs_phases(tmp_path, no_persistent_cache):
   jax.tree.map(np.testing.assert_array_equal, a, b)
 
 
-def test_programs_from_the_persistent_cache_are_kept_with_their_kernels(tmp_path):
+def test_programs_from_the_persistent_cache_are_kept_with_their_kernels(tmp_path, monkeypatch):
   """A program that JAX's persistent cache supplies is kept as that cache holds it: jaxlib
   serialises such an executable again without its kernels, which fails to run ('Function ...
   not found'), so that a workdir whose first run found its programs in that cache would
@@ -239,4 +239,12 @@ def test_programs_from_the_persistent_cache_are_kept_with_their_kernels(tmp_path
           *serialize_executable.serialize(f.lower(x).compile()))(x)
     loaded = ExecutableCache(tmp_path / 'b', key='k').load('p', (x,))
     np.testing.assert_array_equal(np.asarray(loaded(x)), expected)
+    # where the bytes the persistent cache read are not seen (another JAX), nothing is kept
+    from jax._src import compilation_cache as jax_compilation_cache
+    monkeypatch.setattr(jax_compilation_cache, 'extract_executable_and_time',
+                        jax_compilation_cache.extract_executable_and_time.__wrapped__)
+    jax.clear_caches()
+    third = ExecutableCache(tmp_path / 'c', key='k')
+    np.testing.assert_array_equal(np.asarray(third.compile('p', (x,), f.lower(x))(x)), expected)
+    assert not os.path.exists(third.path('p', (x,)))
 

@@ -81,9 +81,12 @@ def _keep_persistent_bytes(extract):
 
 
 jax.monitoring.register_event_listener(_count_persistent_cache_hit)
-if not getattr(_jax_compilation_cache.extract_executable_and_time, 'keeps_persistent_bytes', False):
-  _jax_compilation_cache.extract_executable_and_time = _keep_persistent_bytes(
-      _jax_compilation_cache.extract_executable_and_time)
+# A program that the persistent cache supplies is kept with the bytes it read (see
+# ExecutableCache.compile); with a JAX that lacks these two private parts, it is not kept.
+_extract = getattr(_jax_compilation_cache, 'extract_executable_and_time', None)
+if (_extract is not None and hasattr(serialize_executable, '_JaxPjrtPickler')
+    and not getattr(_extract, 'keeps_persistent_bytes', False)):
+  _jax_compilation_cache.extract_executable_and_time = _keep_persistent_bytes(_extract)
 
 
 def _sha(*parts: Any) -> str:
