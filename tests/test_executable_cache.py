@@ -206,15 +206,26 @@ def test_runner_rerun_loads_the_workdirs_phases(tmp_path, no_persistent_cache):
     return c
   straight = run(config(20), str(tmp_path / 'a'), progress=False)
   run(config(10), str(tmp_path / 'b'), progress=False)
-  assert len(os.listdir(tmp_path / 'b' / 'executables')) == 2  # the phase and the end of step
+  kept = tmp_path / 'b' / 'executables'
+  assert len([f for f in os.listdir(kept) if f.endswith('.bin')]) == 2  # phase, end of step
+  samplers = sorted(os.listdir(kept / 'samplers'))
+  assert len(samplers) == 1 and '-sample-teacher_nfe7-' in samplers[0], samplers
   with _loads(executable_cache.PRELOAD_EVENT) as preloads, _loads() as loads:
-    resumed = run(config(20), str(tmp_path / 'b'), progress=False)  # extended: same key
-  assert len(preloads) == len(loads) == 2  # read while the networks initialised
+    resumed = run(config(20), str(tmp_path / 'b'), progress=False)  # extended: same keys
+  assert len(preloads) == 2  # the phases, read while the networks initialised
+  assert len(loads) == 3  # and the evaluation's sampler
   for k in straight:
     if 'time' not in k and 'per_s' not in k:
       assert resumed[k] == straight[k], k
   a, b = (load_exported(tmp_path / d / 'export').params for d in 'ab')
   jax.tree.map(np.testing.assert_array_equal, a, b)
+  # method.sample_steps and eval.* reach the sampler: a rerun that changes one compiles it again
+  other = config(20)  # trained already: this run only evaluates
+  other.eval.batch_size = 512
+  with _loads() as loads:
+    run(other, str(tmp_path / 'b'), progress=False)
+  assert not loads  # its sampler compiled, not loaded
+  assert sorted(os.listdir(kept / 'samplers')) != samplers
 
 
 def test_programs_from_the_persistent_cache_are_kept_with_their_kernels(tmp_path, monkeypatch):

@@ -18,6 +18,7 @@ from onestep_jax.data.registry import get_held_out
 from onestep_jax.eval import mixture_metrics, sample_metrics
 from onestep_jax.methods.base import Generator
 from onestep_jax.methods.networks import random_labels
+from onestep_jax.train.executable_cache import ExecutableCache
 from onestep_jax.train.metrics import read_metrics
 
 IMAGE_NDIM = 3  # (H, W, C) examples are images
@@ -94,12 +95,15 @@ def reference_pair(data, num: int, *, seed: int) -> tuple[np.ndarray, np.ndarray
 
 def sample_generators(*, generators: tuple[Generator, ...], params: Mapping[str, Any],
                       num_samples: int, batch_size: int, seed: int, num_classes: int,
-                      compiled: Optional[dict[str, Any]] = None, check_finite: bool = True
+                      compiled: Optional[dict[str, Any]] = None, check_finite: bool = True,
+                      executable_cache: Optional[ExecutableCache] = None
                       ) -> dict[str, tuple[Generator, np.ndarray, float]]:
   """`<model>_nfe<N>` -> (generator, its samples, the seconds they took after compiling).
 
   `compiled` keeps the compiled samplers across calls (filled on the first); with
-  `check_finite`, non-finite samples raise FloatingPointError.
+  `check_finite`, non-finite samples raise FloatingPointError. With `executable_cache` (the
+  runner's `sampler_executable_cache`), each sampler is loaded from it, or compiled and kept
+  there, instead of being traced and lowered in every process.
   """
   key = jax.random.PRNGKey(seed)
   compiled = {} if compiled is None else compiled
@@ -110,7 +114,14 @@ def sample_generators(*, generators: tuple[Generator, ...], params: Mapping[str,
     if name not in compiled:
       fn = xla_cpu.jit(lambda p, k, labels, g=g: g.sample_fn(p, k, size, labels))
       # compiled ahead, outside the timing (a warm-up draw would sample a second time)
-      compiled[name] = fn.lower(params, key, random_labels(key, size, num_classes)).compile()
+      args = (params, key, random_labels(key, size, num_classes))
+      program = f'sample:{name}:{size}'
+      sampler = None if executable_cache is None else executable_cache.load(program, args)
+      if sampler is None:
+        lowered = fn.lower(*args)
+        sampler = (lowered.compile() if executable_cache is None
+                   else executable_cache.compile(program, args, lowered))
+      compiled[name] = sampler
     t0 = time.perf_counter()
     x = draw_samples(compiled[name], params, num=num_samples, batch_size=size,
                      key=jax.random.fold_in(key, zlib.crc32(g.model.encode())),

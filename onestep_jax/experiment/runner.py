@@ -149,6 +149,21 @@ def run_executable_cache(config: ml_collections.ConfigDict, setup,
                          key=json.dumps([fields, setup.teacher_identity], sort_keys=True))
 
 
+def sampler_executable_cache(config: ml_collections.ConfigDict, setup,
+                             workdir: str) -> Optional[ExecutableCache]:
+  """The compiled samplers of the evaluation of the run in `workdir`, kept in
+  <workdir>/executables/samplers when train.compilation_cache is on. Their key keeps eval.* and
+  method.sample_steps, which reach the samplers (a rerun that changes them compiles its samplers
+  again); of the fields a rerun may change, only the train.* ones are left out."""
+  if not config.train.compilation_cache:
+    return None
+  fields = {k: v for k, v in _config_fields(config).items()
+            if not (k.removeprefix('teacher_run.').startswith('train.')
+                    and _rerun_may_change(k.removeprefix('teacher_run.')))}
+  return ExecutableCache(os.path.join(workdir, 'executables', 'samplers'),
+                         key=json.dumps([fields, setup.teacher_identity], sort_keys=True))
+
+
 def _trim_history(path: str, last_step: int) -> None:
   """Drops metric lines written after the checkpoint a run resumes from."""
   if os.path.exists(path):
@@ -218,6 +233,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mode: str = 'train',
                     parallel_compile=config.train.parallel_compile,
                     one_set_of_temporaries=config.train.one_set_of_temporaries,
                     executable_cache=run_executable_cache(config, setup, workdir))
+  samplers = sampler_executable_cache(config, setup, workdir)
   reference = reference_pair(dataset if held_out is None else held_out, config.eval.num_samples,
                              seed=config.eval.seed)
   key_init, key_train = jax.random.split(jax.random.PRNGKey(config.seed))
@@ -251,7 +267,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mode: str = 'train',
       if config.eval.every_steps:
         after_step = _periodic_evaluation(config, setup, dataset, held_out=held_out,
                                           reference=reference, workdir=workdir, writer=writer,
-                                          ar_evaluator=ar_evaluator)
+                                          ar_evaluator=ar_evaluator, samplers=samplers)
       t0 = time.perf_counter()
       state = trainer.train(
           state, num_steps=config.train.num_steps, checkpointer=ckpt,
@@ -274,7 +290,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mode: str = 'train',
   samples = sample_generators(
       generators=setup.generators, params=sampling_params,
       num_samples=config.eval.num_samples, batch_size=config.eval.batch_size,
-      seed=config.eval.seed, num_classes=dataset.num_classes if config.data.conditional else 0)
+      seed=config.eval.seed, num_classes=dataset.num_classes if config.data.conditional else 0,
+      executable_cache=samplers)
   written = save_sample_pictures(samples, workdir=workdir, reference=reference[0],
                                  mixture=dataset.mixture) if is_main else []
   if is_main and getattr(dataset, 'tokenizer', None) is not None:  # token models: decoded text
@@ -330,7 +347,7 @@ def _measure(samples, *, config, setup, dataset, reference, params, image_metric
 
 
 def _periodic_evaluation(config, setup, dataset, *, held_out, reference, workdir: str,
-                         writer: MetricWriter, ar_evaluator):
+                         writer: MetricWriter, ar_evaluator, samplers: Optional[ExecutableCache]):
   """`after_step` for `Trainer.train`: every `eval.every_steps` steps, the trained models'
   metrics as in the final evaluation (images on the classifier's features, even when the final
   one uses Inception), written to metrics.jsonl as `eval/<model>/<metric>@<nfe>`. A frozen
@@ -352,7 +369,7 @@ def _periodic_evaluation(config, setup, dataset, *, held_out, reference, workdir
         generators=generators, params=params, num_samples=config.eval.num_samples,
         batch_size=config.eval.batch_size, seed=config.eval.seed,
         num_classes=dataset.num_classes if config.data.conditional else 0, compiled=compiled,
-        check_finite=False)
+        check_finite=False, executable_cache=samplers)
     metrics = _measure(samples, config=config, setup=setup, dataset=dataset,
                        reference=reference, params=params,
                        image_metrics=image_metrics,
