@@ -8,8 +8,9 @@ for `--steps` steps in workdir `first` (it compiles, and fills that cache), then
 `second` (the same programs: the cache supplies them, as it does for anyone who runs a config
 again in a new workdir). Then `--repeats` fresh processes each resume `second` for 10 more
 steps. Reported per resume: the process's wall time, the runner's `train_time_s` (the training
-loop: loading or tracing the phases, the first run, 10 steps) and whether `second/executables`
-holds the run's compiled phases, which a resume loads instead of tracing and lowering them.
+loop: loading or tracing the phases, the first run, 10 steps) and the compiled programs that
+`second/executables` holds (the phases, and the evaluation's samplers in `samplers/`), which a
+resume loads instead of tracing and lowering them.
 """
 import argparse
 import json
@@ -60,8 +61,9 @@ def main():
     first = train(args.config, os.path.join(tmp, 'first'), args.steps, env)
     second_dir = os.path.join(tmp, 'second')
     second = train(args.config, second_dir, args.steps, env)
-    executables = os.path.join(second_dir, 'executables')
-    kept = sorted(os.listdir(executables)) if os.path.isdir(executables) else []
+    kept = sorted(os.path.relpath(os.path.join(d, f), second_dir)
+                  for d, _, files in os.walk(os.path.join(second_dir, 'executables'))
+                  for f in files if f.endswith('.bin'))
     resumes = [train(args.config, second_dir, args.steps + 10 * (i + 1), env)
                for i in range(args.repeats)]
   med = lambda k: statistics.median(r[k] for r in resumes)
@@ -70,7 +72,7 @@ def main():
             'second_workdir_executables': kept, 'resumes': resumes,
             'resume_wall_s': med('wall_s'), 'resume_train_time_s': med('train_time_s')}
   print(f'first run {first["wall_s"]:.1f} s, second workdir {second["wall_s"]:.1f} s '
-        f'({len(kept)} compiled phases kept); resumes (10 steps each): wall '
+        f'({len(kept)} compiled programs kept); resumes (10 steps each): wall '
         + ', '.join(f'{r["wall_s"]:.2f}' for r in resumes) + ' s, train_time_s '
         + ', '.join(f'{r["train_time_s"]:.2f}' for r in resumes) + ' s', flush=True)
   step_timing.write_json(args.out, result)
