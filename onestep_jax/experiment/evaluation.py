@@ -18,7 +18,7 @@ from onestep_jax.data.registry import get_held_out
 from onestep_jax.eval import mixture_metrics, sample_metrics
 from onestep_jax.methods.base import Generator
 from onestep_jax.methods.networks import random_labels
-from onestep_jax.train.executable_cache import ExecutableCache
+from onestep_jax.train.executable_cache import ExecutableCache, load_or_compile
 from onestep_jax.train.metrics import read_metrics
 
 IMAGE_NDIM = 3  # (H, W, C) examples are images
@@ -115,13 +115,8 @@ def sample_generators(*, generators: tuple[Generator, ...], params: Mapping[str,
       fn = xla_cpu.jit(lambda p, k, labels, g=g: g.sample_fn(p, k, size, labels))
       # compiled ahead, outside the timing (a warm-up draw would sample a second time)
       args = (params, key, random_labels(key, size, num_classes))
-      program = f'sample:{name}:{size}'
-      sampler = None if executable_cache is None else executable_cache.load(program, args)
-      if sampler is None:
-        lowered = fn.lower(*args)
-        sampler = (lowered.compile() if executable_cache is None
-                   else executable_cache.compile(program, args, lowered))
-      compiled[name] = sampler
+      compiled[name] = load_or_compile(executable_cache, f'sample:{name}:{size}', args,
+                                       lambda: fn.lower(*args))
     t0 = time.perf_counter()
     x = draw_samples(compiled[name], params, num=num_samples, batch_size=size,
                      key=jax.random.fold_in(key, zlib.crc32(g.model.encode())),

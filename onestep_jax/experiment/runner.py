@@ -5,7 +5,7 @@ import json
 import os
 import sys
 import time
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import jax
 import ml_collections
@@ -141,12 +141,8 @@ def run_executable_cache(config: ml_collections.ConfigDict, setup,
   (see onestep_jax.train.executable_cache). The fields a rerun may change (eval.* and
   RERUN_FIELDS) are left out of the key: they do not reach the training programs, so a run
   extended with a larger train.num_steps loads its phases too."""
-  if not config.train.compilation_cache:
-    return None
-  fields = {k: v for k, v in _config_fields(config).items()
-            if not _rerun_may_change(k.removeprefix('teacher_run.'))}
-  return ExecutableCache(os.path.join(workdir, 'executables'),
-                         key=json.dumps([fields, setup.teacher_identity], sort_keys=True))
+  return _workdir_executable_cache(config, setup, os.path.join(workdir, 'executables'),
+                                   left_out=_rerun_may_change)
 
 
 def sampler_executable_cache(config: ml_collections.ConfigDict, setup,
@@ -155,12 +151,20 @@ def sampler_executable_cache(config: ml_collections.ConfigDict, setup,
   <workdir>/executables/samplers when train.compilation_cache is on. Their key keeps eval.* and
   method.sample_steps, which reach the samplers (a rerun that changes them compiles its samplers
   again); of the fields a rerun may change, only the train.* ones are left out."""
+  return _workdir_executable_cache(
+      config, setup, os.path.join(workdir, 'executables', 'samplers'),
+      left_out=lambda field: field.startswith('train.') and _rerun_may_change(field))
+
+
+def _workdir_executable_cache(config: ml_collections.ConfigDict, setup, directory: str, *,
+                              left_out: Callable[[str], bool]) -> Optional[ExecutableCache]:
+  """An ExecutableCache in `directory` keyed on the config's fields but those `left_out` (the
+  teacher run's alike) and the teacher's content hash; None without train.compilation_cache."""
   if not config.train.compilation_cache:
     return None
   fields = {k: v for k, v in _config_fields(config).items()
-            if not (k.removeprefix('teacher_run.').startswith('train.')
-                    and _rerun_may_change(k.removeprefix('teacher_run.')))}
-  return ExecutableCache(os.path.join(workdir, 'executables', 'samplers'),
+            if not left_out(k.removeprefix('teacher_run.'))}
+  return ExecutableCache(directory,
                          key=json.dumps([fields, setup.teacher_identity], sort_keys=True))
 
 

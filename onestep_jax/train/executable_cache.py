@@ -39,7 +39,7 @@ import sys
 import threading
 import time
 import warnings
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import jax
 import numpy as np
@@ -169,6 +169,17 @@ def _serialize(compiled: jax.stages.Compiled, xla_bytes: Optional[bytes] = None)
   with io.BytesIO() as f:
     Pickler(f).dump((compiled._executable._unloaded_executable, args_info, compiled._no_kwargs))
     return f.getvalue(), in_tree, compiled.out_tree
+
+
+def load_or_compile(cache: Optional['ExecutableCache'], program: str, args: tuple,
+                    lower: Callable[[], jax.stages.Lowered]) -> jax.stages.Compiled:
+  """`program`'s executable for `args` from `cache`, or `lower()` compiled (and kept in `cache`);
+  without a cache, compiled."""
+  compiled = None if cache is None else cache.load(program, args)
+  if compiled is not None:
+    return compiled
+  lowered = lower()
+  return lowered.compile() if cache is None else cache.compile(program, args, lowered)
 
 
 def _file_stem(program: str) -> str:

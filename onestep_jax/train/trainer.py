@@ -29,7 +29,7 @@ from onestep_jax.train import mesh as mesh_lib
 from onestep_jax.train import spec
 from onestep_jax.train.checkpoint import Checkpointer, NonFiniteError
 from onestep_jax.train.ema import ema_beta, ema_update
-from onestep_jax.train.executable_cache import ExecutableCache
+from onestep_jax.train.executable_cache import ExecutableCache, load_or_compile
 from onestep_jax.train.metrics import MetricWriter
 from onestep_jax.train.packing import Packing
 from onestep_jax.train.preemption import Preempted, StopOnSigterm
@@ -491,9 +491,8 @@ class Trainer:
     it, and the first run's buffers came on top of it (peak RSS of the EDM reference step
     1.5 GB -> 1.2 GB with glibc, 1.27 GB -> 0.99 GB with tcmalloc)."""
     if phase not in self._executables:
-      compiled = self._cached(phase, args)
-      if compiled is None:
-        compiled = self._compiled(phase, args, self._lowered(phase, args))
+      compiled = load_or_compile(self.executable_cache, _program_name(phase), args,
+                                 lambda: self._lowered(phase, args))
       self._keep(phase, compiled)
       self._executables[phase] = compiled
       release_freed_memory()
