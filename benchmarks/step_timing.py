@@ -178,12 +178,15 @@ def measure(config, *, steps: int, warmup: int, network_init: Optional[Callable]
   import jax
 
   r = {'load_avg_start': os.getloadavg()[0], 'memory_mb': {'start': memory_mb()}}
-  net_s = 0.0
+  net_s, net_cpu_s = 0.0, 0.0
   if network_init is not None:
+    net_cpu_s = time.process_time()
     _, net_s, _ = _timed(network_init)
+    net_cpu_s = time.process_time() - net_cpu_s
   config, dataset, setup, trainer = build_iteration(
       config, executable_cache_dir=executable_cache_dir)
   first, batches = steady_batches(config, dataset, setup, trainer, warmup + steps)
+  cpu_start = time.process_time() - net_cpu_s  # CPU time of the start-up's parts only
   trainer.preload(first)  # as a resumed run does: see Trainer.preload
   params, init_s, init_clock = _timed(lambda: setup.init_params(jax.random.PRNGKey(0)))
   r['network_init_s'], r['network_init_compile_s'] = net_s + init_s, init_clock.seconds
@@ -196,6 +199,7 @@ def measure(config, *, steps: int, warmup: int, network_init: Optional[Callable]
     times.append(wall)
     compile_s.append(clock.seconds)
     if i == 0:
+      r['start_up_cpu_s'] = time.process_time() - cpu_start  # all threads' user + system time
       r['memory_mb']['first_step'] = memory_mb()
       r['compile_parts'] = clock.parts
       r['compile_cache'] = clock.cache
@@ -324,7 +328,7 @@ def warm_start(script: str, name: str, args) -> dict:
   as a workdir's rerun has them): one cold process, then `args.warm_repeats` warm ones (medians
   over those); prints and returns the cold and warm compile and start-up, and the start-up's
   parts: network initialisation, state placement, loading (the wait for the preloaded phases)
-  and the first run."""
+  and the first run, and the CPU time of all threads to the end of the first step."""
   with tempfile.TemporaryDirectory() as cache:
     runs = run_children(script, [name], repeats=1 + args.warm_repeats,
                         args=[f'--steps={args.warmup}', '--warmup=1', f'--cache_dir={cache}',
@@ -344,7 +348,13 @@ def warm_start(script: str, name: str, args) -> dict:
        'warm_start_up_parts': {k: med(lambda r, v=v: r[v]) for k, v in parts.items()},
        'warm_start_up_parts_per_process': [{k: r[v] for k, v in parts.items()} for r in warm],
        'start_up': 'network init + state placement + first step - a steady step '
-                   '(= network init + state placement + loading + first run)'}
+                   '(= network init + state placement + loading + first run)',
+       'warm_start_up_cpu_s': med(lambda r: r['start_up_cpu_s']),
+       'warm_start_up_cpu_s_per_process': [r['start_up_cpu_s'] for r in warm],
+       'start_up_cpu': 'CPU time of all threads from the initialisation (and the background '
+                       'loading) to the end of the first step; divided by the cores, a lower '
+                       'bound on the wall time of the start-up plus one step',
+       'cores': os.cpu_count()}
   print(f'warm start ({name}, medians of {args.warm_repeats} warm processes): compile '
         f'{w["cold_compile_s"]:.2f} s cold, {w["warm_compile_s"]:.2f} s warm; start-up '
         f'{w["cold_start_up_s"]:.2f} s cold, {w["warm_start_up_s"]:.2f} s warm ('
@@ -352,7 +362,10 @@ def warm_start(script: str, name: str, args) -> dict:
             f'{k} {v:.2f}' for k, v in w['warm_start_up_parts'].items()) + '; warm compile = '
         + ', '.join(f'{k} {v:.2f}' for k, v in w['warm_compile_parts'].items())
         + '; persistent cache: ' + ', '.join(f'{k} {v:.4g}'
-                                             for k, v in w['warm_compile_cache'].items()),
+                                             for k, v in w['warm_compile_cache'].items())
+        + f'; CPU time to the end of the first step {w["warm_start_up_cpu_s"]:.2f} core-s '
+          f'(at best {w["warm_start_up_cpu_s"] / w["cores"]:.2f} s on {w["cores"]} cores, against '
+          f'{w["warm_start_up_s"] + med(lambda r: r["step_s"]):.2f} s start-up + a step)',
         flush=True)
   return w
 
@@ -416,13 +429,11 @@ def machine() -> dict:
 
 def write(path: str, results: dict, *, started: dict, repeats: int, counts: dict,
           note: str) -> None:
-  """Writes the results with the machine context at the start and at the end of the run;
-  `counts` names what each process timed, e.g. {'steps': 15, 'warmup': 3}."""
+  """Writes the results with the machine context at the start and at the end of the run
+  (nothing when `path` is empty); `counts` names what each process timed, e.g.
+  {'steps': 15, 'warmup': 3}."""
   results['_measured'] = {**started, 'load_avg_at_end': list(os.getloadavg()),
                           'repeats': repeats, **counts,
                           'matmul': f'{MATMUL_SIZE}^3 float32, median of {MATMUL_REPEATS}',
                           'note': note}
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  with open(path, 'w') as f:
-    json.dump(results, f, indent=2)
-  print(f'wrote {path}')
+  write_json(path, results)

@@ -15,7 +15,8 @@ teacher-training step with an 87.8 ms matmul, i.e. 3.18 matmul units, and 570 MB
 cache (onestep_jax.train.executable_cache, as a workdir's rerun has them), in one cold process and
 then `--warm_repeats` warm ones (all with `--parallel_compile` when it is given), and reports the
 warm start-up (median) and its parts: network initialisation, state placement, loading the
-compiled step, and the first run.
+compiled step, and the first run; and the CPU time of all threads from the initialisation to the
+end of the first step, a lower bound on the start-up's wall time times the cores.
 """
 import argparse
 import json
