@@ -334,6 +334,20 @@ def test_digits_splits_and_scaling():
     load_digits_dataset(split='val')
 
 
+@pytest.mark.parametrize('file_found', [True, False])
+def test_digits_are_scikit_learn_s_whether_read_from_its_file_or_through_it(monkeypatch,
+                                                                           file_found):
+  from sklearn import datasets as sk_datasets
+  from onestep_jax.data import digits
+  assert digits._bundled_csv() is not None  # the installed scikit-learn ships the file
+  if not file_found:
+    monkeypatch.setattr(digits, '_bundled_csv', lambda: None)
+  reference = sk_datasets.load_digits()
+  pixels, labels = digits._pixels_and_labels()
+  np.testing.assert_array_equal(pixels, reference.images)
+  np.testing.assert_array_equal(labels, reference.target)
+
+
 # ---------------------------------------------------------------- Fashion-MNIST IDX
 
 
