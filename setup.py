@@ -10,6 +10,9 @@ setup(
     python_requires='>=3.10',
     install_requires=[
         'jax>=0.10.2',
+        # ml_dtypes 0.7.0 (jax's dependency) takes 0.5 s to import, 0.05 s for 0.6.0: jax's import
+        # 0.84-0.89 s against 0.36-0.40 s, in every process (benchmarks/import_time.py).
+        'ml_dtypes>=0.5,!=0.7.0',
         'flax>=0.12',
         'optax>=0.2.8',
         'orbax-checkpoint>=0.12',
