@@ -97,6 +97,59 @@ def test_blockwise_sums_match_float64_brute_force_over_several_blocks(monkeypatc
   np.testing.assert_allclose(sm.median_distance(x, y), sm.median_distance(x[:100], y[:100]))
 
 
+@jax.jit
+def _median_by_sort(x, y):
+  """median_distance as numpy's median of the pooled distances (a sort) gives it."""
+  dxx, dyy, dxy = sm._centred_sq_dists(x, y)
+  iu_x, iu_y = jnp.triu_indices(len(x), k=1), jnp.triu_indices(len(y), k=1)
+  return jnp.sqrt(jnp.median(jnp.concatenate([dxx[iu_x], dyy[iu_y], dxy.ravel()])))
+
+
+@pytest.mark.parametrize('n, m', [(7, 5), (8, 8), (60, 41), (300, 200)])
+def test_the_pooled_median_is_the_sorted_one_to_the_bit(n, m):
+  # Odd and even pooled counts, ties (values on a grid, one value everywhere), and -0.0.
+  rs = np.random.RandomState(n)
+  sq = lambda a: np.asarray(a, np.float32)
+  for grid in (None, 3, 1):
+    draw = (lambda shape: rs.rand(*shape)) if grid is None else (
+        lambda shape: rs.randint(0, grid, shape).astype(np.float32))
+    dxx, dyy, dxy = sq(draw((n, n))), sq(draw((m, m))), sq(draw((n, m)))
+    dxy[0, :3] = -0.0
+    pooled = np.concatenate([dxx[np.triu_indices(n, 1)], dyy[np.triu_indices(m, 1)],
+                             dxy.ravel()])
+    s = np.sort(pooled)
+    low, high = s[(len(s) - 1) // 2], s[len(s) // 2]
+    want = np.sqrt((low + high) * np.float32(0.5))
+    got = jax.jit(sm._median_pooled)(dxx, dyy, dxy)
+    np.testing.assert_array_equal(got, want)
+  dxx[1, 2] = np.nan
+  assert bool(jnp.isnan(sm._median_pooled(dxx, dyy, dxy)))
+
+
+def test_median_distance_and_its_gradient_are_the_sorted_median_s():
+  x, y = _normal(0, 30, 2), _normal(1, 25, 2, shift=0.3)
+  np.testing.assert_allclose(sm.median_distance(x, y), _median_by_sort(x, y), rtol=1e-6)
+  np.testing.assert_allclose(jax.grad(sm.median_distance)(x, y),
+                             jax.grad(_median_by_sort)(x, y), rtol=1e-5, atol=1e-7)
+  assert bool(jnp.isnan(sm.median_distance(x.at[3, 1].set(jnp.nan), y)))
+
+
+def test_rows_sorted_as_integer_keys_are_jnp_sort_s_values_and_derivative():
+  rs = np.random.RandomState(3)
+  v = rs.randn(16, 301).astype(np.float32)
+  v[0, :6] = [np.nan, -0.0, 0.0, np.inf, -np.inf, -np.nan]
+  v[1, :40] = 1.5  # ties
+  v[2] *= 1e-40  # subnormals, which XLA:CPU's float sort takes for zeros: numpy's order
+  got = jax.jit(sm._sort_rows)(v)
+  np.testing.assert_array_equal(got[:2], jnp.sort(v[:2], axis=-1))
+  np.testing.assert_array_equal(got[3:], jnp.sort(v[3:], axis=-1))
+  np.testing.assert_array_equal(got[2], np.sort(v[2]))
+  w = jnp.asarray(np.delete(v, 2, axis=0))
+  weights = jnp.asarray(rs.randn(*w.shape), jnp.float32)
+  grad = lambda sort: jax.grad(lambda a: jnp.sum(sort(a) * weights))(w)  # noqa: E731
+  np.testing.assert_array_equal(grad(sm._sort_rows), grad(lambda a: jnp.sort(a, axis=-1)))
+
+
 def test_mmd2_and_energy_are_unbiased_for_the_same_law():
   keys = jax.random.split(jax.random.key(4), 40)
   draw = jax.vmap(lambda k: jax.random.normal(k, (2, 60, 2)))(keys)

@@ -12,7 +12,7 @@ MMD^2 spreads by 0.0010 at 2,000 points per side and 0.00016 at 20,000
 from __future__ import annotations
 
 import functools
-from typing import Optional, Sequence, Tuple
+from typing import Callable, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -120,6 +120,42 @@ def _w2_squared_sorted(xs: jnp.ndarray, ys: jnp.ndarray) -> jnp.ndarray:
   return jnp.sum(widths * (xs[..., ix] - ys[..., iy])**2, axis=-1)
 
 
+# Sorting and order statistics on integer keys: XLA:CPU's float comparator sorted SWD's 256 x
+# 20,000 projections in 0.86 s, their integer keys in 0.19 s, and median_distance's 8M pooled
+# distances in 2.3 s, which a bisection on the keys counts through in 0.2 s.
+
+
+def _flip(b: jnp.ndarray) -> jnp.ndarray:
+  """Float bit patterns <-> integers in the floats' order (negatives' magnitude bits flipped);
+  its own inverse."""
+  return b ^ ((b >> (jnp.iinfo(b.dtype).bits - 1)) & jnp.iinfo(b.dtype).max)
+
+
+def _order_keys(v: jnp.ndarray) -> jnp.ndarray:
+  """Integer keys of float32 or float64 `v` that order as the floats do: NaNs last, subnormals
+  by value (XLA:CPU's float sort takes them for zeros), -0.0 just before 0.0."""
+  ints = jnp.int32 if v.dtype == jnp.float32 else jnp.int64
+  return jnp.where(jnp.isnan(v), jnp.iinfo(ints).max,
+                   _flip(jax.lax.bitcast_convert_type(v, ints)))
+
+
+@jax.custom_jvp
+def _sort_rows(v: jnp.ndarray) -> jnp.ndarray:
+  """jnp.sort(v, axis=-1), sorted as integer keys."""
+  return jax.lax.bitcast_convert_type(
+      _flip(jax.lax.sort(_order_keys(v), dimension=v.ndim - 1)), v.dtype)
+
+
+@_sort_rows.defjvp
+def _sort_rows_jvp(primals, tangents):
+  (v,), (dv,) = primals, tangents
+  # where each key went: a slower sort, run only to differentiate
+  _, order = jax.lax.sort((_order_keys(v), jax.lax.broadcasted_iota(jnp.int32, v.shape,
+                                                                      v.ndim - 1)),
+                          dimension=v.ndim - 1, num_keys=1)
+  return _sort_rows(v), jnp.take_along_axis(dv, order, axis=-1)
+
+
 def sliced_wasserstein(x, y, *, key: jax.Array, num_projections: int = 256) -> jnp.ndarray:
   """Sliced Wasserstein-2 distance (Rabin et al. 2011; Bonneel et al. 2015), a scalar.
 
@@ -139,8 +175,8 @@ def sliced_wasserstein(x, y, *, key: jax.Array, num_projections: int = 256) -> j
 def _sliced_wasserstein(x, y, key, num_projections):
   theta = jax.random.normal(key, (x.shape[1], num_projections), x.dtype)
   theta = theta / jnp.linalg.norm(theta, axis=0, keepdims=True)
-  xs = jnp.sort(jnp.matmul(x, theta, precision=_HIGHEST).T, axis=-1)  # [P, N]
-  ys = jnp.sort(jnp.matmul(y, theta, precision=_HIGHEST).T, axis=-1)  # [P, M]
+  xs = _sort_rows(jnp.matmul(x, theta, precision=_HIGHEST).T)  # [P, N]
+  ys = _sort_rows(jnp.matmul(y, theta, precision=_HIGHEST).T)  # [P, M]
   return _safe_sqrt(jnp.mean(_w2_squared_sorted(xs, ys)))
 
 
@@ -157,10 +193,60 @@ def _median_distance(x, y):
 
 
 def _median_pooled(dxx, dyy, dxy):
-  iu_x = jnp.triu_indices(dxx.shape[0], k=1)
-  iu_y = jnp.triu_indices(dyy.shape[0], k=1)
-  pooled = jnp.concatenate([dxx[iu_x], dyy[iu_y], dxy.ravel()])
-  return jnp.sqrt(jnp.median(pooled))
+  """sqrt of the median (numpy's: the midpoint of the middle two of an even count) of the
+  squared distances between distinct points, dxx's and dyy's upper triangles and all of dxy;
+  NaN if any is NaN."""
+  above_diagonal = lambda d: jnp.arange(d.shape[0])[:, None] < jnp.arange(d.shape[1])[None, :]
+  blocks = ((dxx, above_diagonal(dxx)), (dyy, above_diagonal(dyy)), (dxy, None))
+  nx, ny = dxx.shape[0], dyy.shape[0]
+  n = nx * (nx - 1) // 2 + ny * (ny - 1) // 2 + dxy.size
+  low = _order_statistic(blocks, (n - 1) // 2)
+  high = low if n % 2 else _order_statistic_after(blocks, low, n // 2)
+  nan = jnp.isnan(sum(jnp.sum(d) for d, _ in blocks))
+  return jnp.where(nan, jnp.nan, jnp.sqrt((low + high) * 0.5))
+
+
+# Order statistics of the counted entries of `blocks`, (values, mask or None for all) pairs.
+
+
+def _counted(mask, where: jnp.ndarray) -> jnp.ndarray:
+  return where if mask is None else where & mask
+
+
+def _count_at_most(blocks, key: jnp.ndarray) -> jnp.ndarray:
+  """How many counted entries have order keys at most `key`."""
+  return sum(jnp.sum(_counted(m, _order_keys(d) <= key), dtype=jnp.int32) for d, m in blocks)
+
+
+def _smallest(blocks, select: Callable) -> jnp.ndarray:
+  """The smallest counted entry d with select(d) (taken from the entries: differentiable)."""
+  return jnp.min(jnp.stack([jnp.min(jnp.where(_counted(m, select(d)), d, jnp.inf))
+                            for d, m in blocks]))
+
+
+def _order_statistic(blocks, k: int) -> jnp.ndarray:
+  """The k-th smallest (0-based) counted entry of non-negative values, the one a sort would
+  put at k: a bisection on the order keys, one counting pass per bit."""
+  keys = [_order_keys(d) for d, _ in blocks]
+  width = jnp.iinfo(keys[0].dtype).bits
+
+  def halve(_, bounds):  # the answer's key lies in (lo, hi]
+    lo, hi = bounds
+    mid = lo + (hi - lo) // 2
+    enough = _count_at_most(blocks, mid) >= k + 1
+    return jnp.where(enough, lo, mid), jnp.where(enough, mid, hi)
+
+  lowest = jnp.min(jnp.stack([jnp.min(key) for key in keys]))
+  highest = jnp.max(jnp.stack([jnp.max(key) for key in keys]))
+  _, hi = jax.lax.fori_loop(0, width, halve, (lowest - 1, highest))
+  return _smallest(blocks, lambda d: _order_keys(d) == hi)
+
+
+def _order_statistic_after(blocks, value: jnp.ndarray, k: int) -> jnp.ndarray:
+  """The k-th smallest counted entry, given `value`, the (k-1)-th."""
+  key = _order_keys(value)
+  return jnp.where(_count_at_most(blocks, key) >= k + 1, value,
+                   _smallest(blocks, lambda d: _order_keys(d) > key))
 
 
 def mmd2(x, y, *, bandwidths: Optional[Sequence[float]] = None,
