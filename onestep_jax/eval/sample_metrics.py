@@ -197,16 +197,18 @@ def _median_pooled(dxx, dyy, dxy):
   squared distances between distinct points, dxx's and dyy's upper triangles and all of dxy;
   NaN if any is NaN."""
   above_diagonal = lambda d: jnp.arange(d.shape[0])[:, None] < jnp.arange(d.shape[1])[None, :]
-  blocks = ((dxx, above_diagonal(dxx)), (dyy, above_diagonal(dyy)), (dxy, None))
+  blocks = tuple((d, _order_keys(d), m) for d, m in
+                 ((dxx, above_diagonal(dxx)), (dyy, above_diagonal(dyy)), (dxy, None)))
   nx, ny = dxx.shape[0], dyy.shape[0]
   n = nx * (nx - 1) // 2 + ny * (ny - 1) // 2 + dxy.size
   low = _order_statistic(blocks, (n - 1) // 2)
   high = low if n % 2 else _order_statistic_after(blocks, low, n // 2)
-  nan = jnp.isnan(sum(jnp.sum(d) for d, _ in blocks))
+  nan = jnp.isnan(sum(jnp.sum(d) for d, _, _ in blocks))
   return jnp.where(nan, jnp.nan, jnp.sqrt((low + high) * 0.5))
 
 
-# Order statistics of the counted entries of `blocks`, (values, mask or None for all) pairs.
+# Order statistics of the counted entries of `blocks`: (values, their order keys, mask or None
+# for all) triples, the keys made once.
 
 
 def _counted(mask, where: jnp.ndarray) -> jnp.ndarray:
@@ -215,20 +217,18 @@ def _counted(mask, where: jnp.ndarray) -> jnp.ndarray:
 
 def _count_at_most(blocks, key: jnp.ndarray) -> jnp.ndarray:
   """How many counted entries have order keys at most `key`."""
-  return sum(jnp.sum(_counted(m, _order_keys(d) <= key), dtype=jnp.int32) for d, m in blocks)
+  return sum(jnp.sum(_counted(m, k <= key), dtype=jnp.int32) for _, k, m in blocks)
 
 
 def _smallest(blocks, select: Callable) -> jnp.ndarray:
-  """The smallest counted entry d with select(d) (taken from the entries: differentiable)."""
-  return jnp.min(jnp.stack([jnp.min(jnp.where(_counted(m, select(d)), d, jnp.inf))
-                            for d, m in blocks]))
+  """The smallest counted entry d with select(its key) (taken from the entries: differentiable)."""
+  return jnp.min(jnp.stack([jnp.min(jnp.where(_counted(m, select(k)), d, jnp.inf))
+                            for d, k, m in blocks]))
 
 
 def _order_statistic(blocks, k: int) -> jnp.ndarray:
   """The k-th smallest (0-based) counted entry of non-negative values, the one a sort would
   put at k: a bisection on the order keys, one counting pass per bit."""
-  keys = [_order_keys(d) for d, _ in blocks]
-  width = jnp.iinfo(keys[0].dtype).bits
 
   def halve(_, bounds):  # the answer's key lies in (lo, hi]
     lo, hi = bounds
@@ -236,17 +236,18 @@ def _order_statistic(blocks, k: int) -> jnp.ndarray:
     enough = _count_at_most(blocks, mid) >= k + 1
     return jnp.where(enough, lo, mid), jnp.where(enough, mid, hi)
 
-  lowest = jnp.min(jnp.stack([jnp.min(key) for key in keys]))
-  highest = jnp.max(jnp.stack([jnp.max(key) for key in keys]))
+  lowest = jnp.min(jnp.stack([jnp.min(key) for _, key, _ in blocks]))
+  highest = jnp.max(jnp.stack([jnp.max(key) for _, key, _ in blocks]))
+  width = jnp.iinfo(lowest.dtype).bits
   _, hi = jax.lax.fori_loop(0, width, halve, (lowest - 1, highest))
-  return _smallest(blocks, lambda d: _order_keys(d) == hi)
+  return _smallest(blocks, lambda key: key == hi)
 
 
 def _order_statistic_after(blocks, value: jnp.ndarray, k: int) -> jnp.ndarray:
   """The k-th smallest counted entry, given `value`, the (k-1)-th."""
   key = _order_keys(value)
   return jnp.where(_count_at_most(blocks, key) >= k + 1, value,
-                   _smallest(blocks, lambda d: _order_keys(d) > key))
+                   _smallest(blocks, lambda other: other > key))
 
 
 def mmd2(x, y, *, bandwidths: Optional[Sequence[float]] = None,
