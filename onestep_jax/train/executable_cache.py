@@ -19,9 +19,9 @@ depend on:
 Code that none of these sees (a loss function of one's own passed to the Trainer) would not be
 noticed when it changes, which is why the Trainer only uses a cache it is given: the runner keeps
 one per workdir (`<workdir>/executables`, under `train.compilation_cache`), where it serves the
-resumes of that run, and one for the evaluation's samplers (`<workdir>/executables/samplers`). A file that cannot be read is deleted and its program compiled again. A
-program that JAX's persistent cache supplied is kept as that cache holds it (see
-`ExecutableCache.compile`).
+resumes of that run, and one for the evaluation's samplers (`<workdir>/executables/samplers`).
+A file that cannot be read is deleted and its program compiled again. A program that JAX's
+persistent cache supplied is kept as that cache holds it (see `ExecutableCache.compile`).
 `ExecutableCache.preload` reads a run's executables in a background thread, so that a resume
 loads them while it restores or initialises its state (`Trainer.preload`).
 """
